@@ -1,0 +1,36 @@
+// tessera: train and run classifiers on images far larger than accelerator memory.
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+
+#include <iostream>
+
+#include "commands.h"
+#include "tessera/core/error.h"
+#include "tessera/core/memory.h"
+
+int main(int argc, char** argv) {
+  tessera::memory::install_tracking();  // before any tensor exists, so every byte is counted
+  CLI::App app{"tessera: image classifiers on images far larger than memory (IPS, PatchGD)"};
+  app.require_subcommand(1);
+  tessera::cli::add_train(app);
+  tessera::cli::add_eval(app);
+  tessera::cli::add_predict(app);
+  tessera::cli::add_import_ips(app);
+  tessera::cli::add_export_data(app);
+  tessera::cli::add_bench(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const tessera::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,34 @@
+// Memory accounting: live tensor bytes (tracked by a CPU allocator wrapper, and by the CUDA caching
+// allocator's statistics on GPU) and the process's resident set size.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace tessera::memory {
+
+// Installs the tracking CPU allocator. Idempotent; call before creating tensors to count them all.
+void install_tracking();
+
+struct Snapshot {
+  int64_t live_tensor_bytes = 0;  // CPU tensors now, plus CUDA if in use
+  int64_t peak_tensor_bytes = 0;  // since the last reset_peaks()
+  int64_t peak_rss_bytes = 0;     // process high-water mark since the last reset_peaks()
+};
+
+Snapshot snapshot();
+// Starts a new measurement window for peaks (tensor peak := live; RSS high-water mark reset by the kernel).
+void reset_peaks();
+
+int64_t cpu_live_bytes();
+int64_t cpu_peak_bytes();
+int64_t current_rss_bytes();
+
+// Caps live CPU tensor bytes: an allocation that would exceed it throws tessera::Error naming the
+// budget. 0 removes the cap.
+void set_cpu_budget(int64_t bytes);
+
+// "1.5GiB", "800MB", "4096" -> bytes; throws on anything else.
+int64_t parse_bytes(const std::string& text);
+std::string format_bytes(int64_t bytes);
+
+}  // namespace tessera::memory

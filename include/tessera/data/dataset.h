@@ -1,0 +1,36 @@
+// Data sets yield one image with its per-task labels by index; batches stack them.
+#pragma once
+#include <torch/types.h>
+
+#include <memory>
+#include <vector>
+
+#include "tessera/core/task.h"
+
+namespace tessera::data {
+
+struct Sample {
+  torch::Tensor image;  // (C, H, W) float
+  TaskTensors labels;   // per task: () int64 class or (K) float multi-hot
+};
+
+struct Batch {
+  torch::Tensor images;  // (B, C, H, W)
+  TaskTensors labels;    // per task: (B) int64 or (B, K) float
+  std::vector<int64_t> indices;
+  int64_t size() const { return images.size(0); }
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual int64_t size() const = 0;
+  virtual Sample get(int64_t index) const = 0;
+  virtual std::vector<Task> tasks() const = 0;
+};
+using DatasetPtr = std::shared_ptr<const Dataset>;
+
+// Stacks samples of equal image size; errors name the first mismatching sample.
+Batch collate(std::vector<Sample> samples, std::vector<int64_t> indices);
+
+}  // namespace tessera::data

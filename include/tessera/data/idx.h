@@ -1,0 +1,23 @@
+// The IDX format of the MNIST files (big-endian header, unsigned bytes).
+#pragma once
+#include <torch/types.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+namespace tessera::data {
+
+torch::Tensor read_idx(const std::string& path);  // uint8 tensor with the file's dims
+void write_idx(const std::string& path, const torch::Tensor& data);  // uint8 tensor
+
+struct MnistDigits {
+  torch::Tensor images;  // (n, 28, 28) uint8
+  torch::Tensor labels;  // (n) int64
+  std::array<std::vector<int64_t>, 10> by_class;  // sample indices of each digit
+};
+
+// split: "train" (train-*-ubyte) or "test" (t10k-*-ubyte) in dir.
+MnistDigits load_mnist(const std::string& dir, const std::string& split);
+
+}  // namespace tessera::data

@@ -1,0 +1,15 @@
+// Image files in and out: PNG/JPEG/TIFF through libvips (when built with it), and tensors saved with
+// torch.save (.pt) for exact inputs.
+#pragma once
+#include <torch/types.h>
+
+#include <string>
+
+namespace tessera::data {
+
+// -> (C, H, W) float in [0, 1] (8-bit files) or the tensor as saved (.pt). Errors name the file.
+torch::Tensor read_image(const std::string& path);
+// image (C, H, W) float in [0, 1], C = 1 or 3 -> 8-bit PNG (written atomically).
+void write_png(const std::string& path, const torch::Tensor& image);
+
+}  // namespace tessera::data

@@ -1,0 +1,72 @@
+// Iterative Patch Selection: a no-gradient pass streams all N patches through the encoder in chunks
+// of I and keeps the M highest-scoring ones; only those are encoded again with gradients and
+// aggregated. Peak memory depends on M and I, not N.
+#pragma once
+#include <functional>
+#include <vector>
+
+#include "tessera/data/patches.h"
+#include "tessera/methods/method.h"
+#include "tessera/models/ips_net.h"
+
+namespace tessera {
+struct Config;
+}
+
+namespace tessera::methods {
+
+struct IpsOptions {
+  int64_t M = 100;
+  int64_t I = 100;
+  std::string shuffle = "none";   // none | batch | instance
+  std::string loading = "eager";  // eager | eager_sequential | lazy
+  int64_t seq_batch = 1;
+  int64_t patch = 50, stride = 50;
+  int64_t seed = 0;  // seeds evaluation-time shuffling so evaluation is deterministic
+};
+
+// Selected patches ready for the gradient pass.
+struct Selection {
+  torch::Tensor patches;  // (B, L, C, h, w) on the compute device
+  torch::Tensor idx;      // (B, L) int64 patch indices, in descending score order
+  torch::Tensor mask;     // (B, L) bool, true = padding (images with fewer than L patches); undefined if none
+};
+
+// Called with each candidate set's patch indices (G, L) and scores (G, L) during selection.
+using ScoreObserver = std::function<void(const torch::Tensor& idx, const torch::Tensor& scores)>;
+
+class Ips final : public Method {
+ public:
+  Ips(models::IpsNet net, IpsOptions options, torch::Device device);
+  static std::unique_ptr<Ips> from_config(const Config& config, const std::vector<Task>& tasks);
+
+  std::string name() const override { return "ips"; }
+  torch::nn::Module& module() override { return *net_; }
+  std::vector<Task> tasks() const override { return net_->options().tasks; }
+  StepResult train_step(data::Batch batch, torch::optim::Optimizer& optimizer) override;
+  TaskTensors predict(const data::Batch& batch) override;
+
+  // The pieces, for users composing their own loops and for slide streaming.
+  std::vector<data::PatchBagPtr> bags(const data::Batch& batch) const;  // host-side, lazy
+  // shuffle_gen: generator for patch-order shuffling (undefined: the global one).
+  Selection select(const std::vector<data::PatchBagPtr>& bags, const ScoreObserver& observer = {},
+                   c10::optional<at::Generator> shuffle_gen = c10::nullopt);
+  TaskTensors forward(const Selection& selection);  // gradient pass in the module's current mode
+  // Attention scores of the final aggregation over the selected patches (B, L), eval mode.
+  torch::Tensor final_scores(const Selection& selection);
+
+  models::IpsNet net() const { return net_; }
+  const IpsOptions& options() const { return options_; }
+  torch::Device device() const { return device_; }
+
+ private:
+  torch::Tensor select_group(const std::vector<data::PatchBagPtr>& group, const models::FoldedResNet& encoder,
+                             const ScoreObserver& observer, c10::optional<at::Generator> gen);
+  torch::Tensor embed(const Selection& selection);
+
+  models::IpsNet net_;
+  IpsOptions options_;
+  torch::Device device_;
+};
+
+}  // namespace tessera::methods

@@ -1,0 +1,54 @@
+// The IPS network: a patch encoder, the cross-attention aggregator with one token per task, the
+// positional encoding and one linear head per task.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/moduledict.h>
+#include <torch/nn/pimpl.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "tessera/core/task.h"
+#include "tessera/models/cross_attention.h"
+#include "tessera/models/resnet.h"
+
+namespace tessera {
+struct ModelConfig;
+}
+
+namespace tessera::models {
+
+struct IpsNetOptions {
+  ResNetOptions encoder;
+  CrossAttentionOptions aggregator;  // dim and tokens are filled from the encoder and the tasks
+  std::vector<Task> tasks;
+  bool pos_enc = true;
+};
+
+IpsNetOptions ips_net_options(const ModelConfig& config, const std::vector<Task>& tasks);
+
+class IpsNetImpl : public torch::nn::Module {
+ public:
+  explicit IpsNetImpl(IpsNetOptions options);
+
+  // patches (K, C, h, w) -> embeddings (K, D) with the current module mode and grad mode.
+  torch::Tensor encode(const torch::Tensor& patches);
+  // Positional encodings (B, L, D) for patch indices (B, L), or undefined when disabled.
+  torch::Tensor positions(const torch::Tensor& idx) const;
+  // Aggregates embeddings (B, L, D) (+ positions) into task outputs after their activations.
+  TaskTensors aggregate(const torch::Tensor& emb, const torch::Tensor& pad_mask = {});
+
+  int64_t dim() const { return encoder->out_features(); }
+  const IpsNetOptions& options() const { return options_; }
+
+  ResNet encoder{nullptr};
+  CrossAttention aggregator{nullptr};
+  torch::nn::ModuleDict heads{nullptr};
+
+ private:
+  IpsNetOptions options_;
+};
+TORCH_MODULE(IpsNet);
+
+}  // namespace tessera::models

@@ -1,0 +1,31 @@
+// Checkpoints: model, optimiser, schedule position, RNG state and data position in one file, written
+// through a temporary file and a rename so a crash never leaves a half-written checkpoint in place.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/optim/optimizer.h>
+
+#include <string>
+
+namespace tessera::train {
+
+struct TrainState {
+  int64_t epoch = 0;           // epoch to run next (or the one in progress)
+  int64_t step = 0;            // optimiser steps taken overall (the schedule's counter)
+  int64_t batch_in_epoch = 0;  // batches of `epoch` already consumed
+};
+
+struct Checkpoint {
+  TrainState state;
+  std::string config_yaml;  // the resolved config the run used
+  bool has_optimizer = false;
+};
+
+// optimizer may be null (a model-only checkpoint, e.g. an imported reference model).
+void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
+                     const TrainState& state, const std::string& config_yaml);
+// Restores what `optimizer` is given for; restores the global CPU RNG if the file has it.
+Checkpoint load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer);
+// Reads only the stored config (to rebuild the model before loading).
+std::string read_checkpoint_config(const std::string& path);
+
+}  // namespace tessera::train

@@ -1,0 +1,29 @@
+// Per-task metrics accumulated over batches: accuracy (softmax tasks), multi-label exact match at 0.5
+// (sigmoid tasks with several outputs) and ROC AUC (sigmoid tasks with one output).
+#pragma once
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include <vector>
+
+#include "tessera/core/task.h"
+
+namespace tessera::train {
+
+class TaskMetrics {
+ public:
+  explicit TaskMetrics(std::vector<Task> tasks);
+  void add(const TaskTensors& outputs, const TaskTensors& labels, double loss, int64_t count);
+  nlohmann::json summary() const;  // {"loss": .., "<task>": {"accuracy"|"exact_match"|"auc": ..}}
+
+ private:
+  std::vector<Task> tasks_;
+  std::map<std::string, std::vector<torch::Tensor>> outputs_, labels_;
+  double loss_sum_ = 0;
+  int64_t count_ = 0;
+};
+
+// Area under the ROC curve with ties counted half (Mann-Whitney U). scores, labels: (n).
+double roc_auc(const torch::Tensor& scores, const torch::Tensor& labels);
+
+}  // namespace tessera::train

@@ -1,0 +1,38 @@
+// The training loop shared by every method: epochs over a shuffled data set, the LR schedule, metrics
+// to metrics.jsonl, memory per epoch, evaluation, and checkpoints that resume exactly.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <torch/optim/adamw.h>
+
+#include <memory>
+
+#include "tessera/core/config.h"
+#include "tessera/core/run_dir.h"
+#include "tessera/data/dataset.h"
+#include "tessera/methods/method.h"
+#include "tessera/train/checkpoint.h"
+
+namespace tessera::train {
+
+class Trainer {
+ public:
+  Trainer(Config config, methods::Method& method, data::DatasetPtr train_set, data::DatasetPtr test_set);
+
+  // Trains to config.train.epochs (resuming from <run>/checkpoint.pt if resume). stop_after_steps > 0
+  // stops early after that many steps in this call, with a checkpoint (used to test resuming).
+  nlohmann::json fit(bool resume, int64_t stop_after_steps = 0);
+  nlohmann::json evaluate(const data::DatasetPtr& dataset);
+  std::string checkpoint_path() const { return run_.file("checkpoint.pt"); }
+  const TrainState& state() const { return state_; }
+
+ private:
+  void save();
+  Config config_;
+  methods::Method& method_;
+  data::DatasetPtr train_set_, test_set_;
+  RunDir run_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  TrainState state_;
+};
+
+}  // namespace tessera::train

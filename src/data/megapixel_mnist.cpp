@@ -1,0 +1,149 @@
+#include "tessera/data/megapixel_mnist.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <random>
+
+#include "tessera/core/error.h"
+
+namespace tessera::data {
+namespace {
+
+constexpr int64_t kDigit = 28;
+
+// SplitMix64: decorrelates (seed, index) pairs into independent generator seeds.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : engine_(seed) {}
+  double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(engine_); }
+  int64_t integer(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(engine_); }  // [lo, hi]
+
+ private:
+  std::mt19937_64 engine_;
+};
+
+// Bank of line glyphs: a line at angle tan(u*pi/2.5) sampled at 56 points, OR-ed with a shuffled and
+// partly flipped copy of the bank so glyphs look like crossed strokes.
+torch::Tensor make_glyph_bank(int64_t n, uint64_t seed) {
+  Rng rng(mix(seed ^ 0x6c696e6573ULL));
+  auto bank = torch::zeros({n, kDigit, kDigit});
+  auto b = bank.accessor<float, 3>();
+  for (int64_t g = 0; g < n; ++g) {
+    const double slope = std::tan(rng.uniform() * M_PI / 2.5);
+    const float value = static_cast<float>(rng.uniform() * 0.2 + 0.8);
+    for (int p = 0; p < 56; ++p) {
+      const double x = p * (kDigit - 1) / 55.0;
+      const double y = std::round(slope * (x - 13.5) + 13.5);
+      if (y >= 0 && y < kDigit) b[g][static_cast<int64_t>(y)][static_cast<int64_t>(std::round(x))] = value;
+    }
+  }
+  std::vector<int64_t> perm(n);
+  for (int64_t i = 0; i < n; ++i) perm[i] = i;
+  for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[rng.integer(0, i)]);
+  auto copy = bank.index_select(0, torch::tensor(perm));
+  for (int64_t i = 0; i < n; ++i) {
+    if (rng.uniform() < 1.0 / 3.0) copy[i] = copy[i].flip({1});
+  }
+  return torch::maximum(bank, copy);
+}
+
+void paste(float* canvas, int64_t width, const float* src, int64_t row, int64_t col) {
+  for (int64_t r = 0; r < kDigit; ++r) {
+    std::copy(src + r * kDigit, src + (r + 1) * kDigit, canvas + (row + r) * width + col);
+  }
+}
+
+}  // namespace
+
+MegapixelMnist::MegapixelMnist(std::shared_ptr<const MnistDigits> digits, MegapixelMnistOptions options)
+    : digits_(std::move(digits)), options_(options) {
+  const auto& o = options_;
+  TESSERA_CHECK(o.height >= kDigit && o.width >= kDigit, "Megapixel MNIST canvas ", o.height, "x", o.width,
+                " is smaller than a 28x28 digit");
+  TESSERA_CHECK(o.noise_glyphs == 0 || (o.height > 2 * kDigit && o.width > 2 * kDigit),
+                "noise glyphs need a canvas larger than 56x56; set data.noise_glyphs=0 for tiny canvases");
+  TESSERA_CHECK(o.n_target >= 1 && o.n_other >= 0 && o.n_target > o.n_other, "need n_target > n_other >= 0 so the "
+                "majority digit is defined, got ", o.n_target, " and ", o.n_other);
+  TESSERA_CHECK(o.size >= 0, "data set size must be >= 0");
+  // Rejection placement must terminate: each placed digit rules out at most (2*28-1)^2 top-left
+  // positions, so with this many positions a free one always remains for the last digit.
+  const double positions = double(o.height - kDigit + 1) * double(o.width - kDigit + 1);
+  TESSERA_CHECK(positions > double(o.n_target + o.n_other - 1) * (2 * kDigit - 1) * (2 * kDigit - 1), "canvas ",
+                o.height, "x", o.width, " is too small to always place ", o.n_target + o.n_other,
+                " non-overlapping digits; use a larger data.height/data.width");
+  bank_ = make_glyph_bank(o.bank_size, static_cast<uint64_t>(o.seed));
+}
+
+std::vector<Task> MegapixelMnist::tasks() const { return megapixel_mnist_tasks(); }
+
+std::vector<Task> megapixel_mnist_tasks() {
+  return {{"majority", "softmax", 10}, {"max", "softmax", 10}, {"top", "softmax", 10}, {"multi", "sigmoid", 10}};
+}
+
+std::vector<DigitPlacement> MegapixelMnist::layout(int64_t index) const {
+  TESSERA_CHECK(index >= 0 && index < options_.size, "sample index ", index, " out of range [0, ", options_.size, ")");
+  const auto& o = options_;
+  Rng rng(mix(mix(static_cast<uint64_t>(o.seed)) ^ static_cast<uint64_t>(index)));
+  const int64_t target = rng.integer(0, 9);
+  std::vector<int64_t> classes(o.n_target, target);
+  for (int64_t i = 0; i < o.n_other; ++i) {
+    int64_t c = rng.integer(0, 8);
+    classes.push_back(c >= target ? c + 1 : c);  // uniform over the nine other classes
+  }
+  std::vector<DigitPlacement> placed;
+  for (int64_t c : classes) {
+    const auto& pool = digits_->by_class[c];
+    const int64_t mnist_index = pool[rng.integer(0, static_cast<int64_t>(pool.size()) - 1)];
+    while (true) {
+      const int64_t row = rng.integer(0, o.height - kDigit), col = rng.integer(0, o.width - kDigit);
+      bool overlaps = false;
+      for (const auto& p : placed) overlaps |= std::abs(p.row - row) < kDigit && std::abs(p.col - col) < kDigit;
+      if (!overlaps) {
+        placed.push_back({c, row, col, mnist_index});
+        break;
+      }
+    }
+  }
+  return placed;
+}
+
+Sample MegapixelMnist::get(int64_t index) const {
+  const auto& o = options_;
+  const auto placed = layout(index);
+  auto image = torch::zeros({1, o.height, o.width});
+  float* canvas = image.data_ptr<float>();
+
+  Rng noise(mix(mix(static_cast<uint64_t>(o.seed) + 0x6e6f697365ULL) ^ static_cast<uint64_t>(index)));
+  const float* bank = bank_.data_ptr<float>();
+  for (int64_t g = 0; g < o.noise_glyphs; ++g) {
+    const int64_t entry = noise.integer(0, o.bank_size - 1);
+    const int64_t row = noise.integer(kDigit, o.height - kDigit - 1), col = noise.integer(kDigit, o.width - kDigit - 1);
+    paste(canvas, o.width, bank + entry * kDigit * kDigit, row, col);
+  }
+  auto multi = torch::zeros({10});
+  int64_t top_row = o.height, top = 0, max_digit = 0;
+  for (const auto& p : placed) {
+    const auto src = digits_->images[p.mnist_index].to(torch::kFloat32).div_(255.0f).contiguous();
+    paste(canvas, o.width, src.data_ptr<float>(), p.row, p.col);
+    multi[p.digit] = 1.0f;
+    max_digit = std::max(max_digit, p.digit);
+    if (p.row < top_row) top_row = p.row, top = p.digit;
+  }
+  Sample s;
+  s.image = image;
+  s.labels["majority"] = torch::tensor(placed.front().digit);
+  s.labels["max"] = torch::tensor(max_digit);
+  s.labels["top"] = torch::tensor(top);
+  s.labels["multi"] = multi;
+  return s;
+}
+
+}  // namespace tessera::data

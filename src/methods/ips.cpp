@@ -1,0 +1,209 @@
+#include "tessera/methods/ips.h"
+
+#include <torch/torch.h>
+
+#include "tessera/core/config.h"
+#include "tessera/core/error.h"
+#include "tessera/core/runtime.h"
+
+namespace tessera::methods {
+namespace {
+
+TaskTensors to_cpu_detached(const TaskTensors& t) {
+  TaskTensors out;
+  for (const auto& [k, v] : t) out[k] = v.detach().to(torch::kCPU);
+  return out;
+}
+
+}  // namespace
+
+Ips::Ips(models::IpsNet net, IpsOptions options, torch::Device device)
+    : net_(std::move(net)), options_(std::move(options)), device_(device) {
+  TESSERA_CHECK(options_.M > 0 && options_.I > 0, "IPS needs M > 0 and I > 0, got M=", options_.M, " I=", options_.I);
+  TESSERA_CHECK(options_.shuffle == "none" || options_.shuffle == "batch" || options_.shuffle == "instance",
+                "unknown IPS shuffle '", options_.shuffle, "'");
+  TESSERA_CHECK(options_.loading == "eager" || options_.loading == "eager_sequential" || options_.loading == "lazy",
+                "unknown IPS loading '", options_.loading, "'");
+  net_->to(device_);
+}
+
+std::unique_ptr<Ips> Ips::from_config(const Config& c, const std::vector<Task>& tasks) {
+  IpsOptions o;
+  o.M = c.ips.M;
+  o.I = c.ips.I;
+  o.shuffle = c.ips.shuffle;
+  o.loading = c.ips.loading;
+  o.seq_batch = c.ips.seq_batch;
+  o.patch = c.data.patch;
+  o.stride = c.data.stride;
+  o.seed = c.train.seed;
+  models::IpsNet net(models::ips_net_options(c.model, tasks));
+  return std::make_unique<Ips>(net, o, runtime::device_from_name(c.train.device));
+}
+
+std::vector<data::PatchBagPtr> Ips::bags(const data::Batch& batch) const {
+  TESSERA_CHECK(batch.images.dim() == 4, "IPS expects a batch of images (B, C, H, W), got ", batch.images.sizes());
+  const int64_t channels = net_->options().encoder.in_channels;
+  TESSERA_CHECK(batch.images.size(1) == channels, "images have ", batch.images.size(1),
+                " channels but the encoder expects ", channels, "; set model.in_channels");
+  const auto grid = data::PatchGrid::fit(batch.images.size(2), batch.images.size(3), options_.patch, options_.stride);
+  std::vector<data::PatchBagPtr> out;
+  for (int64_t b = 0; b < batch.size(); ++b) out.push_back(std::make_shared<data::ImageGridBag>(batch.images[b], grid));
+  return out;
+}
+
+torch::Tensor Ips::select_group(const std::vector<data::PatchBagPtr>& group, const models::FoldedResNet& encoder,
+                                const ScoreObserver& observer, c10::optional<at::Generator> gen) {
+  const int64_t G = static_cast<int64_t>(group.size()), N = group.front()->size();
+  const int64_t M = options_.M, I = options_.I, D = net_->dim();
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong);
+  if (M >= N) return torch::arange(N, long_opts).unsqueeze(0).expand({G, N}).contiguous();
+
+  // Scan order per image; shuffling breaks ties between equal scores (e.g. blank patches) at random.
+  torch::Tensor order;
+  if (options_.shuffle == "batch") {
+    order = torch::randperm(N, gen, long_opts).unsqueeze(0).expand({G, N}).contiguous();
+  } else if (options_.shuffle == "instance") {
+    std::vector<torch::Tensor> perms;
+    for (int64_t g = 0; g < G; ++g) perms.push_back(torch::randperm(N, gen, long_opts));
+    order = torch::stack(perms);
+  }
+  const auto fetch = [&](int64_t begin, int64_t end) {
+    std::vector<torch::Tensor> chunks;
+    for (int64_t g = 0; g < G; ++g) {
+      chunks.push_back(order.defined() ? group[g]->gather(order[g].slice(0, begin, end)) : group[g]->range(begin, end));
+    }
+    return torch::cat(chunks).to(device_, /*non_blocking=*/true);  // (G*k, C, h, w)
+  };
+  const auto scan_idx = [&](int64_t begin, int64_t end) {
+    return order.defined() ? order.slice(1, begin, end).to(device_)
+                           : torch::arange(begin, end, long_opts.device(device_)).unsqueeze(0).expand({G, end - begin});
+  };
+
+  auto mem_emb = encoder.forward(fetch(0, M)).view({G, M, D});
+  auto mem_idx = scan_idx(0, M);
+  for (int64_t begin = M; begin < N; begin += I) {
+    const int64_t end = std::min(begin + I, N);
+    const auto iter_emb = encoder.forward(fetch(begin, end)).view({G, end - begin, D});
+    const auto all_emb = torch::cat({mem_emb, iter_emb}, 1);
+    const auto all_idx = torch::cat({mem_idx, scan_idx(begin, end)}, 1);
+    const auto pos = net_->positions(all_idx);
+    const auto scores = net_->aggregator->scores(pos.defined() ? all_emb + pos : all_emb);
+    if (observer) observer(all_idx, scores);
+    const auto top = std::get<1>(torch::topk(scores, M, -1));
+    mem_emb = all_emb.gather(1, top.unsqueeze(-1).expand({G, M, D}));
+    mem_idx = all_idx.gather(1, top);
+  }
+  return mem_idx;
+}
+
+Selection Ips::select(const std::vector<data::PatchBagPtr>& bags, const ScoreObserver& observer,
+                      c10::optional<at::Generator> shuffle_gen) {
+  TESSERA_CHECK(!bags.empty(), "IPS selection needs at least one image");
+  for (size_t b = 0; b < bags.size(); ++b) {
+    TESSERA_CHECK(bags[b]->size() > 0, "image ", b, " of the batch has zero patches; check the patch size and the image");
+  }
+  const int64_t B = static_cast<int64_t>(bags.size());
+  std::vector<torch::Tensor> winners(B), winner_idx(B);
+  {
+    c10::InferenceMode inference;
+    // BatchNorm folded into the convolutions = eval-mode encoder, without touching the module's mode.
+    const auto encoder = net_->encoder->fold();
+    // eager: every patch of the batch on the device first; eager_sequential: seq_batch images at a
+    // time; lazy: patches stay on the host and only each chunk moves.
+    const int64_t group_limit = options_.loading == "eager_sequential" ? options_.seq_batch : B;
+    const auto on_device = [&](const data::PatchBagPtr& bag) -> data::PatchBagPtr {
+      if (options_.loading == "lazy") return bag;
+      return std::make_shared<data::TensorBag>(bag->range(0, bag->size()).to(device_));
+    };
+    std::vector<data::PatchBagPtr> staged(B);
+    if (options_.loading == "eager") {
+      for (int64_t b = 0; b < B; ++b) staged[b] = on_device(bags[b]);
+    }
+    for (int64_t start = 0; start < B;) {
+      // A group: consecutive images with the same patch count, at most group_limit of them.
+      int64_t end = start + 1;
+      while (end < B && end - start < group_limit && bags[end]->size() == bags[start]->size()) ++end;
+      std::vector<data::PatchBagPtr> group;
+      for (int64_t b = start; b < end; ++b) group.push_back(staged[b] ? staged[b] : on_device(bags[b]));
+      const auto idx = select_group(group, encoder, observer, shuffle_gen).to(torch::kCPU);
+      for (int64_t b = start; b < end; ++b) {
+        winner_idx[b] = idx[b - start];
+        winners[b] = group[b - start]->gather(winner_idx[b]).to(device_);
+      }
+      start = end;
+    }
+  }
+  // Back in normal mode: clones turn inference tensors into ordinary ones usable by autograd.
+  int64_t L = 0;
+  for (const auto& w : winner_idx) L = std::max(L, w.size(0));
+  Selection s;
+  const auto& first = winners.front();
+  s.patches = torch::zeros({B, L, first.size(1), first.size(2), first.size(3)}, first.options());
+  s.idx = torch::zeros({B, L}, torch::kLong);
+  bool padded = false;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = winner_idx[b].size(0);
+    s.patches[b].slice(0, 0, n).copy_(winners[b]);
+    s.idx[b].slice(0, 0, n).copy_(winner_idx[b]);
+    padded |= n < L;
+  }
+  if (padded) {
+    s.mask = torch::ones({B, L}, torch::kBool);
+    for (int64_t b = 0; b < B; ++b) s.mask[b].slice(0, 0, winner_idx[b].size(0)).fill_(false);
+    s.mask = s.mask.to(device_);
+  }
+  s.idx = s.idx.to(device_);
+  return s;
+}
+
+torch::Tensor Ips::embed(const Selection& s) {
+  const int64_t B = s.patches.size(0), L = s.patches.size(1), D = net_->dim();
+  torch::Tensor emb;
+  if (!s.mask.defined()) {
+    emb = net_->encode(s.patches.flatten(0, 1)).view({B, L, D});
+  } else {
+    // Only real patches go through the encoder, so padding never enters BatchNorm statistics.
+    const auto valid = s.mask.logical_not();
+    const auto packed = net_->encode(s.patches.index({valid}));
+    emb = torch::zeros({B, L, D}, packed.options()).index_put({valid}, packed);
+  }
+  const auto pos = net_->positions(s.idx);
+  return pos.defined() ? emb + pos : emb;
+}
+
+TaskTensors Ips::forward(const Selection& s) { return net_->aggregate(embed(s), s.mask); }
+
+torch::Tensor Ips::final_scores(const Selection& s) {
+  c10::InferenceMode inference;
+  const bool was_training = net_->is_training();
+  net_->eval();
+  auto scores = net_->aggregator->scores(embed(s), s.mask);
+  net_->train(was_training);
+  return scores.to(torch::kCPU);
+}
+
+StepResult Ips::train_step(data::Batch batch, torch::optim::Optimizer& optimizer) {
+  net_->train();
+  const auto selection = select(bags(batch));
+  batch.images = torch::Tensor();  // only the M winners are needed from here on
+  optimizer.zero_grad();
+  const auto outputs = forward(selection);
+  const auto loss = multitask_loss(outputs, batch.labels, tasks());
+  check_finite_loss(loss, "IPS");
+  loss.backward();
+  optimizer.step();
+  return {loss.item<double>(), to_cpu_detached(outputs)};
+}
+
+TaskTensors Ips::predict(const data::Batch& batch) {
+  net_->eval();
+  // Evaluation shuffles (if at all) from a generator seeded by the batch, never the global RNG.
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(
+      static_cast<uint64_t>(options_.seed) * 7919ULL + static_cast<uint64_t>(batch.indices.empty() ? 0 : batch.indices.front()));
+  const auto selection = select(bags(batch), {}, gen);
+  c10::InferenceMode inference;
+  return to_cpu_detached(forward(selection));
+}
+
+}  // namespace tessera::methods

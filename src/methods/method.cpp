@@ -1,0 +1,36 @@
+#include "tessera/methods/method.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "tessera/core/error.h"
+
+namespace tessera::methods {
+
+torch::Tensor multitask_loss(const TaskTensors& outputs, const TaskTensors& labels, const std::vector<Task>& tasks) {
+  TESSERA_CHECK(!tasks.empty(), "a loss needs at least one task");
+  torch::Tensor total;
+  for (const auto& task : tasks) {
+    TESSERA_CHECK(outputs.count(task.name) && labels.count(task.name), "no output or label for task '", task.name, "'");
+    const auto& p = outputs.at(task.name);
+    const auto y = labels.at(task.name).to(p.device());
+    torch::Tensor loss;
+    if (task.activation == "softmax") {
+      loss = torch::nll_loss(torch::log(p + 1e-6), y.to(torch::kLong));
+    } else {
+      loss = torch::binary_cross_entropy(p.reshape(-1), y.reshape(-1).to(p.scalar_type()));
+    }
+    total = total.defined() ? total + loss : loss;
+  }
+  return total / static_cast<double>(tasks.size());
+}
+
+void check_finite_loss(const torch::Tensor& loss, const std::string& method) {
+  const double v = loss.item<double>();
+  TESSERA_CHECK(std::isfinite(v), method, " loss is ", v,
+                "; the weights were not updated. Lower train.lr, check the inputs for NaN, or resume from the last "
+                "checkpoint");
+}
+
+}  // namespace tessera::methods

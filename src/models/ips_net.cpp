@@ -1,0 +1,60 @@
+#include "tessera/models/ips_net.h"
+
+#include <torch/torch.h>
+
+#include "tessera/core/config.h"
+#include "tessera/core/error.h"
+
+namespace tessera::models {
+
+IpsNetOptions ips_net_options(const ModelConfig& c, const std::vector<Task>& tasks) {
+  IpsNetOptions o;
+  o.encoder.arch = c.encoder;
+  o.encoder.in_channels = c.in_channels;
+  o.encoder.stages = c.stages;
+  o.encoder.width = c.width;
+  o.aggregator.heads = c.heads;
+  o.aggregator.d_k = c.d_k;
+  o.aggregator.d_inner = c.d_inner;
+  o.aggregator.dropout = c.dropout;
+  o.aggregator.attn_dropout = c.attn_dropout;
+  o.tasks = tasks;
+  o.pos_enc = c.pos_enc;
+  return o;
+}
+
+IpsNetImpl::IpsNetImpl(IpsNetOptions options) : options_(std::move(options)) {
+  TESSERA_CHECK(!options_.tasks.empty(), "an IPS network needs at least one task");
+  encoder = register_module("encoder", ResNet(options_.encoder));
+  encoder->use_channels_last();
+  options_.aggregator.dim = encoder->out_features();
+  options_.aggregator.tokens = static_cast<int64_t>(options_.tasks.size());
+  aggregator = register_module("aggregator", CrossAttention(options_.aggregator));
+  torch::OrderedDict<std::string, std::shared_ptr<torch::nn::Module>> task_heads;
+  for (const auto& t : options_.tasks) {
+    TESSERA_CHECK(t.activation == "softmax" || t.activation == "sigmoid", "task '", t.name,
+                  "' has activation '", t.activation, "'; use softmax or sigmoid");
+    task_heads.insert(t.name, torch::nn::Linear(dim(), t.outputs).ptr());
+  }
+  heads = register_module("heads", torch::nn::ModuleDict(task_heads));
+}
+
+torch::Tensor IpsNetImpl::encode(const torch::Tensor& patches) { return encoder->forward(patches); }
+
+torch::Tensor IpsNetImpl::positions(const torch::Tensor& idx) const {
+  if (!options_.pos_enc) return {};
+  return sinusoidal_encoding(idx, encoder->out_features());
+}
+
+TaskTensors IpsNetImpl::aggregate(const torch::Tensor& emb, const torch::Tensor& pad_mask) {
+  const auto tokens = aggregator->forward(emb, pad_mask);  // (B, T, D)
+  TaskTensors out;
+  for (size_t t = 0; t < options_.tasks.size(); ++t) {
+    const auto& task = options_.tasks[t];
+    const auto logits = heads[task.name]->as<torch::nn::Linear>()->forward(tokens.select(1, t));
+    out[task.name] = task.activation == "softmax" ? torch::softmax(logits, -1) : torch::sigmoid(logits);
+  }
+  return out;
+}
+
+}  // namespace tessera::models

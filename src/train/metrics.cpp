@@ -1,0 +1,66 @@
+#include "tessera/train/metrics.h"
+
+#include <torch/torch.h>
+
+#include "tessera/core/error.h"
+
+namespace tessera::train {
+
+TaskMetrics::TaskMetrics(std::vector<Task> tasks) : tasks_(std::move(tasks)) {}
+
+void TaskMetrics::add(const TaskTensors& outputs, const TaskTensors& labels, double loss, int64_t count) {
+  for (const auto& t : tasks_) {
+    outputs_[t.name].push_back(outputs.at(t.name).detach().to(torch::kCPU));
+    labels_[t.name].push_back(labels.at(t.name).to(torch::kCPU));
+  }
+  loss_sum_ += loss * static_cast<double>(count);
+  count_ += count;
+}
+
+nlohmann::json TaskMetrics::summary() const {
+  nlohmann::json j;
+  j["loss"] = count_ ? loss_sum_ / static_cast<double>(count_) : 0.0;
+  j["samples"] = count_;
+  for (const auto& t : tasks_) {
+    if (!outputs_.count(t.name)) continue;
+    const auto out = torch::cat(outputs_.at(t.name));
+    const auto lab = torch::cat(labels_.at(t.name));
+    if (t.activation == "softmax") {
+      j[t.name]["accuracy"] = out.argmax(-1).eq(lab).to(torch::kDouble).mean().item<double>();
+    } else if (t.outputs == 1) {
+      j[t.name]["auc"] = roc_auc(out.reshape(-1), lab.reshape(-1));
+    } else {
+      const auto predicted = out.ge(0.5);
+      j[t.name]["exact_match"] = predicted.eq(lab.ge(0.5)).all(-1).to(torch::kDouble).mean().item<double>();
+    }
+  }
+  return j;
+}
+
+double roc_auc(const torch::Tensor& scores, const torch::Tensor& labels) {
+  TESSERA_CHECK(scores.numel() == labels.numel(), "AUC needs as many scores as labels");
+  const auto s = scores.to(torch::kDouble).reshape(-1);
+  const auto y = labels.to(torch::kDouble).reshape(-1).ge(0.5);
+  const int64_t pos = y.sum().item<int64_t>(), neg = y.numel() - pos;
+  TESSERA_CHECK(pos > 0 && neg > 0, "AUC is undefined with only one class present (", pos, " positive, ", neg,
+                " negative)");
+  // Average ranks (ties get the mean rank), then U = sum of positive ranks - pos(pos+1)/2.
+  const auto sorted = s.sort();
+  const auto values = std::get<0>(sorted), order = std::get<1>(sorted);
+  auto ranks = torch::empty_like(s);
+  const auto* v = values.data_ptr<double>();
+  const auto* o = order.data_ptr<int64_t>();
+  auto* r = ranks.data_ptr<double>();
+  const int64_t n = s.numel();
+  for (int64_t i = 0; i < n;) {
+    int64_t j = i;
+    while (j + 1 < n && v[j + 1] == v[i]) ++j;
+    const double rank = 0.5 * static_cast<double>(i + j) + 1.0;
+    for (int64_t k = i; k <= j; ++k) r[o[k]] = rank;
+    i = j + 1;
+  }
+  const double rank_sum = ranks.masked_select(y).sum().item<double>();
+  return (rank_sum - 0.5 * static_cast<double>(pos) * static_cast<double>(pos + 1)) / (static_cast<double>(pos) * static_cast<double>(neg));
+}
+
+}  // namespace tessera::train

@@ -1,0 +1,107 @@
+#include "tessera/train/trainer.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "tessera/core/error.h"
+#include "tessera/core/log.h"
+#include "tessera/core/memory.h"
+#include "tessera/core/progress.h"
+#include "tessera/data/loader.h"
+#include "tessera/train/metrics.h"
+#include "tessera/train/schedule.h"
+
+namespace tessera::train {
+
+Trainer::Trainer(Config config, methods::Method& method, data::DatasetPtr train_set, data::DatasetPtr test_set)
+    : config_(std::move(config)), method_(method), train_set_(std::move(train_set)), test_set_(std::move(test_set)),
+      run_(config_.run_dir) {
+  TESSERA_CHECK(train_set_ && train_set_->size() > 0, "the training set is empty; set data.train_size > 0");
+  optimizer_ = std::make_unique<torch::optim::AdamW>(
+      method_.module().parameters(),
+      torch::optim::AdamWOptions(config_.train.lr).weight_decay(config_.train.weight_decay));
+}
+
+void Trainer::save() {
+  save_checkpoint(checkpoint_path(), method_.module(), optimizer_.get(), state_, config_.to_yaml());
+}
+
+nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
+  const auto& t = config_.train;
+  if (resume) {
+    TESSERA_CHECK(std::filesystem::exists(checkpoint_path()), "--resume given but '", checkpoint_path(),
+                  "' does not exist; start without --resume");
+    state_ = load_checkpoint(checkpoint_path(), method_.module(), optimizer_.get()).state;
+    log::info("resumed from {} at epoch {}, step {}", checkpoint_path(), state_.epoch + 1, state_.step);
+  }
+  run_.write_text("config.yaml", config_.to_yaml());
+
+  const int64_t steps_per_epoch = (train_set_->size() + t.batch_size - 1) / t.batch_size;
+  const WarmupCosine schedule{t.lr, t.warmup_epochs, t.epochs, steps_per_epoch, t.min_lr_factor};
+  nlohmann::json last;
+  int64_t steps_this_call = 0;
+  while (state_.epoch < t.epochs) {
+    memory::reset_peaks();
+    const auto start = std::chrono::steady_clock::now();
+    auto order = data::epoch_order(train_set_->size(), t.seed, state_.epoch, /*shuffle=*/true);
+    order.erase(order.begin(), order.begin() + std::min<int64_t>(order.size(), state_.batch_in_epoch * t.batch_size));
+    data::Loader loader(train_set_, order, t.batch_size, config_.data.workers, config_.data.prefetch);
+    TaskMetrics metrics(method_.tasks());
+    Progress progress(fmt::format("epoch {}/{}", state_.epoch + 1, t.epochs), loader.num_batches());
+    while (auto batch = loader.next()) {
+      const double lr = schedule.at(state_.step);
+      for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
+      const auto labels = batch->labels;
+      const int64_t size = batch->size();
+      const auto result = method_.train_step(std::move(*batch), *optimizer_);
+      metrics.add(result.outputs, labels, result.loss, size);
+      ++state_.step;
+      ++state_.batch_in_epoch;
+      ++steps_this_call;
+      progress.advance(1, fmt::format("loss {:.4f} lr {:.2e}", result.loss, lr));
+      const bool stop = stop_after_steps > 0 && steps_this_call >= stop_after_steps;
+      if ((t.checkpoint_every > 0 && state_.step % t.checkpoint_every == 0) || stop) save();
+      if (stop) return metrics.summary();
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    state_.batch_in_epoch = 0;
+    const auto train_summary = metrics.summary();
+    const auto mem = memory::snapshot();
+    nlohmann::json record{{"epoch", state_.epoch + 1},
+                          {"step", state_.step},
+                          {"lr", schedule.at(state_.step)},
+                          {"train", train_summary},
+                          {"seconds", seconds},
+                          {"peak_tensor_bytes", mem.peak_tensor_bytes},
+                          {"peak_rss_bytes", mem.peak_rss_bytes}};
+    if (test_set_ && test_set_->size() > 0) record["test"] = evaluate(test_set_);
+    run_.append_metrics(record);
+    progress.finish(fmt::format("train loss {:.4f}{} | {:.0f}s, peak tensors {}, peak RSS {}",
+                                train_summary["loss"].get<double>(),
+                                record.contains("test") ? fmt::format(", test {}", record["test"].dump()) : "",
+                                seconds, memory::format_bytes(mem.peak_tensor_bytes),
+                                memory::format_bytes(mem.peak_rss_bytes)));
+    last = record;
+    ++state_.epoch;
+    save();
+  }
+  return last;
+}
+
+nlohmann::json Trainer::evaluate(const data::DatasetPtr& dataset) {
+  TESSERA_CHECK(dataset && dataset->size() > 0, "the evaluation set is empty; set data.test_size > 0");
+  const auto& t = config_.train;
+  data::Loader loader(dataset, data::epoch_order(dataset->size(), 0, 0, false), t.batch_size, config_.data.workers,
+                      config_.data.prefetch);
+  TaskMetrics metrics(method_.tasks());
+  while (auto batch = loader.next()) {
+    const auto outputs = method_.predict(*batch);
+    metrics.add(outputs, batch->labels, methods::multitask_loss(outputs, batch->labels, method_.tasks()).item<double>(),
+                batch->size());
+  }
+  return metrics.summary();
+}
+
+}  // namespace tessera::train

@@ -1,0 +1,77 @@
+// Checkpoints: a run stopped and resumed equals a run straight through (bitwise, deterministic mode),
+// and a failed or half-written checkpoint never replaces a good one.
+#include <fstream>
+
+#include "helpers.h"
+#include "tessera/core/runtime.h"
+#include "tessera/train/experiment.h"
+#include "tessera/train/trainer.h"
+
+namespace tessera {
+namespace {
+
+std::map<std::string, torch::Tensor> train_steps(const Config& config, int64_t steps, bool resume) {
+  train::apply_runtime(config);
+  auto [train_set, test_set] = train::make_datasets(config);
+  auto ips = train::make_ips(config, train_set->tasks());
+  if (resume) runtime::seed_everything(12345);  // resuming must restore the RNG, not depend on it
+  train::Trainer trainer(config, *ips, train_set, test_set);
+  trainer.fit(resume, steps);
+  std::map<std::string, torch::Tensor> params;
+  for (const auto& p : ips->module().named_parameters()) params[p.key()] = p.value().detach().clone();
+  for (const auto& b : ips->module().named_buffers()) params[b.key()] = b.value().clone();
+  return params;
+}
+
+TEST(Checkpoint, ResumeEqualsStraightRunBitwise) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = testing::tiny_config(dir.str(), dir.file("straight"));
+  config.train.deterministic = true;
+  config.ips.shuffle = "instance";     // exercises the RNG state
+  config.model.dropout = 0.1;          // so does dropout
+  config.data.train_size = 6;          // 3 steps per epoch: step 4 is mid-epoch 2
+  const auto straight = train_steps(config, 4, false);
+
+  config.run_dir = dir.file("resumed");
+  train_steps(config, 2, false);
+  const auto resumed = train_steps(config, 2, true);
+  ASSERT_EQ(straight.size(), resumed.size());
+  for (const auto& [name, value] : straight) {
+    EXPECT_TRUE(torch::equal(value, resumed.at(name))) << name;
+  }
+}
+
+TEST(Checkpoint, FailedWriteKeepsThePreviousCheckpoint) {
+  testing::TempDir dir;
+  torch::nn::Linear model(3, 2);
+  const auto path = dir.file("checkpoint.pt");
+  train::save_checkpoint(path, *model, nullptr, {1, 7, 0}, "a: 1\n");
+  const auto good = model->weight.detach().clone();
+  // A directory where the temporary file should go makes the write fail midway.
+  std::filesystem::create_directories(path + ".tmp");
+  torch::nn::Linear other(3, 2);
+  EXPECT_THROW(train::save_checkpoint(path, *other, nullptr, {2, 9, 0}, "a: 2\n"), Error);
+  torch::nn::Linear loaded(3, 2);
+  const auto c = train::load_checkpoint(path, *loaded, nullptr);
+  EXPECT_EQ(c.state.step, 7);
+  EXPECT_TRUE(torch::equal(loaded->weight, good));
+}
+
+TEST(Checkpoint, TruncatedFileGivesAClearError) {
+  testing::TempDir dir;
+  torch::nn::Linear model(3, 2);
+  const auto path = dir.file("checkpoint.pt");
+  train::save_checkpoint(path, *model, nullptr, {}, "");
+  const auto size = std::filesystem::file_size(path);
+  std::filesystem::resize_file(path, size / 2);
+  try {
+    train::load_checkpoint(path, *model, nullptr);
+    FAIL() << "no error for a truncated checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("corrupt or truncated"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace tessera

@@ -1,0 +1,82 @@
+// Memory accounting, sizes, schedule, metrics and config round trips.
+#include "helpers.h"
+#include "tessera/core/memory.h"
+#include "tessera/train/metrics.h"
+#include "tessera/train/schedule.h"
+
+namespace tessera {
+namespace {
+
+TEST(Memory, TracksLiveAndPeakTensorBytesExactly) {
+  memory::install_tracking();
+  const int64_t base = memory::cpu_live_bytes();
+  memory::reset_peaks();
+  {
+    auto a = torch::empty({1000}, torch::kFloat32);
+    EXPECT_EQ(memory::cpu_live_bytes() - base, 4000);
+    auto b = torch::empty({500}, torch::kFloat64);
+    EXPECT_EQ(memory::cpu_live_bytes() - base, 8000);
+  }
+  EXPECT_EQ(memory::cpu_live_bytes(), base);
+  EXPECT_EQ(memory::cpu_peak_bytes() - base, 8000);
+  memory::reset_peaks();
+  EXPECT_EQ(memory::cpu_peak_bytes(), base);
+  EXPECT_GT(memory::snapshot().peak_rss_bytes, 0);
+}
+
+TEST(Memory, ParsesAndFormatsSizes) {
+  EXPECT_EQ(memory::parse_bytes("4GiB"), 4LL << 30);
+  EXPECT_EQ(memory::parse_bytes("1.5 MiB"), 3LL << 19);
+  EXPECT_EQ(memory::parse_bytes("800MB"), 800000000LL);
+  EXPECT_EQ(memory::parse_bytes("123"), 123);
+  EXPECT_THROW(memory::parse_bytes("lots"), Error);
+  EXPECT_THROW(memory::parse_bytes("3 parsecs"), Error);
+  EXPECT_EQ(memory::format_bytes(3LL << 30), "3.00 GiB");
+}
+
+TEST(Schedule, WarmupThenCosineToMinFactor) {
+  const train::WarmupCosine s{1e-3, 10, 150, 100, 1e-3};
+  EXPECT_DOUBLE_EQ(s.at(0), 0.0);
+  EXPECT_DOUBLE_EQ(s.at(500), 0.5e-3);
+  EXPECT_DOUBLE_EQ(s.at(1000), 1e-3);
+  EXPECT_NEAR(s.at(1000 + 7000), 0.5 * 1e-3 + 0.5 * 1e-6, 1e-12);  // halfway through the cosine
+  EXPECT_NEAR(s.at(15000), 1e-6, 1e-12);
+}
+
+TEST(Metrics, AucMatchesHandComputedValues) {
+  // Pairs (pos, neg): 0.9>0.1, 0.9>0.4, 0.4=0.4 (half), 0.35<0.4 ... worked out by hand below.
+  const auto scores = torch::tensor({0.9, 0.4, 0.35, 0.4, 0.1});
+  const auto labels = torch::tensor({1, 1, 1, 0, 0});
+  // positives {0.9, 0.4, 0.35} vs negatives {0.4, 0.1}: wins 2 + 1.5 + 1 = 4.5 of 6.
+  EXPECT_NEAR(train::roc_auc(scores, labels), 4.5 / 6.0, 1e-12);
+  EXPECT_NEAR(train::roc_auc(torch::tensor({0.1, 0.2}), torch::tensor({0, 1})), 1.0, 1e-12);
+  EXPECT_THROW(train::roc_auc(torch::tensor({0.1, 0.2}), torch::tensor({1, 1})), Error);
+}
+
+TEST(Metrics, AccuracyAndExactMatch) {
+  train::TaskMetrics m({{"cls", "softmax", 3}, {"multi", "sigmoid", 2}});
+  TaskTensors out{{"cls", torch::tensor({{0.7, 0.2, 0.1}, {0.1, 0.1, 0.8}})}, {"multi", torch::tensor({{0.9, 0.2}, {0.6, 0.7}})}};
+  TaskTensors lab{{"cls", torch::tensor({0, 1})}, {"multi", torch::tensor({{1.f, 0.f}, {1.f, 0.f}})}};
+  m.add(out, lab, 2.0, 2);
+  const auto s = m.summary();
+  EXPECT_DOUBLE_EQ(s["cls"]["accuracy"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(s["multi"]["exact_match"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(s["loss"].get<double>(), 2.0);
+}
+
+TEST(Config, YamlRoundTripAndOverrides) {
+  testing::TempDir dir;
+  Config a;
+  a.ips.M = 7;
+  a.model.pos_enc = false;
+  a.train.lr = 3e-4;
+  std::ofstream(dir.file("c.yaml")) << a.to_yaml();
+  Config b;
+  b.load_yaml(dir.file("c.yaml"));
+  EXPECT_EQ(b.to_yaml(), a.to_yaml());
+  b.set("train.epochs", "3");
+  EXPECT_EQ(b.train.epochs, 3);
+}
+
+}  // namespace
+}  // namespace tessera
