@@ -1,0 +1,65 @@
+// End to end through the tessera command: import a reference IPSNet state dict, predict an image given
+// as a tensor file, and check the outputs against the reference implementation's.
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "helpers.h"
+#include "tessera/models/state_dict.h"
+
+namespace tessera {
+namespace {
+
+int run(const std::string& args) {
+  const std::string cmd = std::string(TESSERA_CLI) + " " + args + " > /dev/null 2>&1";
+  return std::system(cmd.c_str());
+}
+
+TEST(Cli, ImportReferenceModelThenPredictMatchesReference) {
+  testing::TempDir dir;
+  const auto ref = models::read_pickle(testing::fixture("ips_reference_mnist.pt")).toGenericDict();
+  const auto image = ref.at("image").toTensor()[0].clone();  // (1, 300, 300)
+  {
+    const auto bytes = torch::pickle_save(image);
+    std::ofstream(dir.file("image.pt"), std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  const std::string model = "--model.width 64 --model.heads 8 --model.d_k 16 --model.d_inner 512 "
+                            "--data.height 300 --data.width 300 --ips.M 4 --ips.I 8 --train.threads 1";
+  ASSERT_EQ(run("import-ips --state-dict " + testing::fixture("ips_reference_mnist.pt") +
+                " --key state_dict --run.dir " + dir.file("run") + " " + model),
+            0);
+  ASSERT_EQ(run("predict --run " + dir.file("run") + " --image " + dir.file("image.pt") + " --out " + dir.file("out")), 0);
+
+  std::ifstream in(dir.file("out/prediction.json"));
+  const auto result = nlohmann::json::parse(in);
+  const auto outputs = ref.at("outputs").toGenericDict();
+  for (const std::string task : {"majority", "max", "top", "multi"}) {
+    const auto expected = outputs.at("eval_pred_" + task).toTensor()[0];
+    const auto got = result["outputs"][task].get<std::vector<float>>();
+    ASSERT_EQ(static_cast<int64_t>(got.size()), expected.numel());
+    for (size_t k = 0; k < got.size(); ++k) EXPECT_NEAR(got[k], expected[k].item<float>(), 1e-5) << task << k;
+  }
+  const auto selected_expected = outputs.at("eval_selected_idx").toTensor()[0];
+  ASSERT_EQ(result["selected"].size(), 4u);
+  for (int64_t k = 0; k < 4; ++k) {
+    EXPECT_EQ(result["selected"][k]["index"].get<int64_t>(), selected_expected[k].item<int64_t>());
+  }
+  EXPECT_TRUE(std::filesystem::file_size(dir.file("out/selection.png")) > 0);
+}
+
+TEST(Cli, ImportRejectsAStateDictOfAnotherModel) {
+  testing::TempDir dir;
+  torch::nn::Linear other(2, 2);
+  models::StateDict dict{{"weight", other->weight.detach()}};
+  // A plain dict of tensors under foreign names.
+  c10::impl::GenericDict d(c10::StringType::get(), c10::TensorType::get());
+  d.insert("fc.weight", other->weight.detach());
+  const auto bytes = torch::pickle_save(d);
+  std::ofstream(dir.file("other.pt"), std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  EXPECT_NE(run("import-ips --state-dict " + dir.file("other.pt") + " --run.dir " + dir.file("run")), 0);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("run/checkpoint.pt")));
+}
+
+}  // namespace
+}  // namespace tessera
