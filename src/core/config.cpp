@@ -6,6 +6,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <type_traits>
 
 #include "tessera/core/error.h"
 
@@ -15,29 +16,20 @@ namespace {
 Config::Field field(const std::string& key, std::string* v) {
   return {key, [v](const std::string& s) { *v = s; }, [v] { return *v; }};
 }
-Config::Field field(const std::string& key, int64_t* v) {
+template <typename T>
+Config::Field number_field(const std::string& key, T* v, const char* kind) {
   return {key,
-          [v, key](const std::string& s) {
+          [v, key, kind](const std::string& s) {
             size_t pos = 0;
+            T parsed{};
             try {
-              *v = std::stoll(s, &pos);
+              if constexpr (std::is_integral_v<T>) parsed = std::stoll(s, &pos);
+              else parsed = std::stod(s, &pos);
             } catch (const std::exception&) {
               pos = 0;
             }
-            TESSERA_CHECK(pos == s.size() && !s.empty(), "config key '", key, "' needs an integer, got '", s, "'");
-          },
-          [v] { return std::to_string(*v); }};
-}
-Config::Field field(const std::string& key, double* v) {
-  return {key,
-          [v, key](const std::string& s) {
-            size_t pos = 0;
-            try {
-              *v = std::stod(s, &pos);
-            } catch (const std::exception&) {
-              pos = 0;
-            }
-            TESSERA_CHECK(pos == s.size() && !s.empty(), "config key '", key, "' needs a number, got '", s, "'");
+            TESSERA_CHECK(pos == s.size() && !s.empty(), "config key '", key, "' needs ", kind, ", got '", s, "'");
+            *v = parsed;
           },
           [v] {
             std::ostringstream os;
@@ -46,6 +38,8 @@ Config::Field field(const std::string& key, double* v) {
             return os.str();
           }};
 }
+Config::Field field(const std::string& key, int64_t* v) { return number_field(key, v, "an integer"); }
+Config::Field field(const std::string& key, double* v) { return number_field(key, v, "a number"); }
 Config::Field field(const std::string& key, bool* v) {
   return {key,
           [v, key](const std::string& s) {
@@ -123,6 +117,7 @@ std::vector<Config::Field> Config::fields() {
       field("train.threads", &train.threads),
       field("train.device", &train.device),
       field("train.checkpoint_every", &train.checkpoint_every),
+      field("train.eval_every", &train.eval_every),
       field("train.memory_budget", &train.memory_budget),
   };
 }
@@ -196,6 +191,7 @@ void Config::validate() const {
   TESSERA_CHECK(ips.seq_batch > 0, "ips.seq_batch must be positive");
   TESSERA_CHECK(train.epochs > 0 && train.batch_size > 0, "train.epochs and train.batch_size must be positive");
   TESSERA_CHECK(train.lr > 0, "train.lr must be positive");
+  TESSERA_CHECK(train.eval_every >= 1, "train.eval_every must be >= 1 (epochs)");
   TESSERA_CHECK(train.threads >= 0, "train.threads must be >= 0 (0 = all cores)");
   TESSERA_CHECK(one_of(train.device, {"cpu", "cuda"}), "train.device must be cpu or cuda");
 }

@@ -76,7 +76,8 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
                           {"seconds", seconds},
                           {"peak_tensor_bytes", mem.peak_tensor_bytes},
                           {"peak_rss_bytes", mem.peak_rss_bytes}};
-    if (test_set_ && test_set_->size() > 0) record["test"] = evaluate(test_set_);
+    const bool eval_now = (state_.epoch + 1) % t.eval_every == 0 || state_.epoch + 1 == t.epochs;
+    if (test_set_ && test_set_->size() > 0 && eval_now) record["test"] = evaluate(test_set_);
     run_.append_metrics(record);
     progress.finish(fmt::format("train loss {:.4f}{} | {:.0f}s, peak tensors {}, peak RSS {}",
                                 train_summary["loss"].get<double>(),

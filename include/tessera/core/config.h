@@ -59,6 +59,7 @@ struct TrainConfig {
   int64_t threads = 0;  // 0: all cores
   std::string device = "cpu";
   int64_t checkpoint_every = 0;  // steps between checkpoints; 0: at the end of each epoch
+  int64_t eval_every = 1;        // epochs between test-set evaluations (the last epoch always evaluates)
   std::string memory_budget;     // e.g. 4GiB; empty: no cap
 };
 
