@@ -138,16 +138,18 @@ void run_patch_sweep(const BenchIpsOptions& o) {
   const auto labels = random_labels(1);
   timed_step(ips, {std::make_shared<RepeatingBag>(base, grid, counts.front())}, labels, opt);  // warm-up
   nlohmann::json rows = nlohmann::json::array();
-  std::cout << fmt::format("| N | step s | peak tensors | peak tensors / first |\n|---|---|---|---|\n");
+  std::cout << fmt::format("| N | step s | peak tensors | peak tensors / first | peak RSS |\n|---|---|---|---|---|\n");
   int64_t first = 0;
   for (int64_t n : counts) {
     memory::reset_peaks();
     const double t = timed_step(ips, {std::make_shared<RepeatingBag>(base, grid, n)}, labels, opt).total;
-    const auto peak = memory::snapshot().peak_tensor_bytes;
+    const auto mem = memory::snapshot();
+    const auto peak = mem.peak_tensor_bytes;
     if (!first) first = peak;
-    std::cout << fmt::format("| {} | {:.2f} | {} | {:.3f} |\n", n, t, memory::format_bytes(peak),
-                             static_cast<double>(peak) / static_cast<double>(first));
-    rows.push_back({{"N", n}, {"step_seconds", t}, {"peak_tensor_bytes", peak}});
+    std::cout << fmt::format("| {} | {:.2f} | {} | {:.3f} | {} |\n", n, t, memory::format_bytes(peak),
+                             static_cast<double>(peak) / static_cast<double>(first),
+                             memory::format_bytes(mem.peak_rss_bytes));
+    rows.push_back({{"N", n}, {"step_seconds", t}, {"peak_tensor_bytes", peak}, {"peak_rss_bytes", mem.peak_rss_bytes}});
   }
   if (!o.json.empty()) {
     nlohmann::json j{{"method", "ips"}, {"sweep", rows},

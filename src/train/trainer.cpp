@@ -35,6 +35,9 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
                   "' does not exist; start without --resume");
     state_ = load_checkpoint(checkpoint_path(), method_.module(), optimizer_.get()).state;
     log::info("resumed from {} at epoch {}, step {}", checkpoint_path(), state_.epoch + 1, state_.step);
+  } else if (std::filesystem::exists(checkpoint_path())) {
+    log::warn("{} holds an earlier run; starting afresh (use --resume to continue it)", run_.path());
+    std::filesystem::remove(run_.file("metrics.jsonl"));
   }
   run_.write_text("config.yaml", config_.to_yaml());
 
