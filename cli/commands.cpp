@@ -142,7 +142,7 @@ void add_predict(CLI::App& app) {
   sub->add_option("--out", *out, "output directory (default: <run>/predict)");
   sub->callback([run, image_path, out] {
     auto config = config_of_run(*run);
-    config.train.threads = 0;
+    config.train.threads = 0;  // all cores, whatever the training run used
     train::apply_runtime(config);
     const auto image = data::read_image(*image_path);
     const std::vector<Task> tasks = data::megapixel_mnist_tasks();
@@ -163,8 +163,9 @@ void add_predict(CLI::App& app) {
     const auto scores = method->final_scores(selection)[0];
     const auto idx = selection.idx[0].to(torch::kCPU);
     const auto grid = data::PatchGrid::fit(image.size(1), image.size(2), config.data.patch, config.data.stride);
-    const auto rows = torch::div(idx, grid.cols, "floor") * grid.stride_h;
-    const auto cols = (idx - torch::div(idx, grid.cols, "floor") * grid.cols) * grid.stride_w;
+    const auto grid_rows = torch::div(idx, grid.cols, "floor");
+    const auto rows = grid_rows * grid.stride_h;                        // top-left pixel of each patch
+    const auto cols = (idx - grid_rows * grid.cols) * grid.stride_w;
 
     const std::string dir = out->empty() ? (fs::path(*run) / "predict").string() : *out;
     RunDir target(dir);
