@@ -1,5 +1,6 @@
-// tessera bench ips: median training-step time and peak memory at a stated setting, as a table and JSON;
-// --patches sweeps N in lazy mode to show that peak tensor memory does not grow with N.
+// tessera bench ips|patchgd: median training-step time and peak memory at a stated setting, as a table
+// and JSON. bench ips --patches sweeps N in lazy mode (peak tensor memory must not grow with N);
+// bench patchgd --sizes compares PatchGD's and GD's peak tensor memory as the image grows.
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -13,7 +14,9 @@
 #include "tessera/core/memory.h"
 #include "tessera/core/run_dir.h"
 #include "tessera/core/runtime.h"
+#include "tessera/core/config.h"
 #include "tessera/methods/ips.h"
+#include "tessera/train/experiment.h"
 
 namespace tessera::cli {
 namespace {
@@ -160,6 +163,115 @@ void run_patch_sweep(const BenchIpsOptions& o) {
   }
 }
 
+struct BenchPatchGdOptions {
+  int64_t batch = 4, size = 512, channels = 3, patch = 128, latent = 256, classes = 6;
+  int64_t steps = 3, warmup = 1, threads = 0;
+  double q = 0.25;
+  std::string encoder = "resnet50", head = "default", sizes, budget, json;
+};
+
+Config patchgd_bench_config(const BenchPatchGdOptions& o, const std::string& method, int64_t size, int64_t batch) {
+  Config c;
+  c.train.method = method;
+  c.train.batch_size = batch;
+  c.data.height = c.data.width = size;
+  c.data.patch = c.data.stride = o.patch;
+  c.model.encoder = o.encoder;
+  c.model.in_channels = o.channels;
+  c.model.stages = 4;
+  c.patchgd.q = o.q;
+  c.patchgd.latent = o.latent;
+  c.patchgd.head = o.head;
+  c.validate();
+  return c;
+}
+
+data::Batch random_batch(int64_t batch, int64_t channels, int64_t size, int64_t classes) {
+  data::Batch b;
+  b.images = torch::randn({batch, channels, size, size});
+  b.labels["label"] = torch::randint(classes, {batch}, torch::kLong);
+  return b;
+}
+
+void run_patchgd_step_bench(const BenchPatchGdOptions& o) {
+  const std::vector<Task> tasks{{"label", "softmax", o.classes}};
+  auto method = train::make_method(patchgd_bench_config(o, "patchgd", o.size, o.batch), tasks);
+  torch::optim::AdamW opt(method->module().parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0));
+  std::vector<double> times;
+  for (int64_t s = 0; s < o.warmup + o.steps; ++s) {
+    auto batch = random_batch(o.batch, o.channels, o.size, o.classes);
+    if (s == o.warmup) memory::reset_peaks();
+    const auto start = std::chrono::steady_clock::now();
+    method->train_step(std::move(batch), opt);
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::cerr << fmt::format("step {}/{}: {:.2f} s{}\n", s + 1, o.warmup + o.steps, t, s < o.warmup ? " (warm-up)" : "");
+    if (s >= o.warmup) times.push_back(t);
+  }
+  auto sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  const double median = sorted[sorted.size() / 2];
+  const auto mem = memory::snapshot();
+  const int64_t n = data::PatchGrid::fit(o.size, o.size, o.patch, o.patch).count();
+  std::cout << fmt::format(
+      "| method | B | image | patch | n | q | backbone | s | threads | step s (median of {}) | peak tensors | peak RSS |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+      "| patchgd | {} | {}x{}x{} | {} | {} | {} | {} | {} | {} | {:.2f} | {} | {} |\n",
+      times.size(), o.batch, o.channels, o.size, o.size, o.patch, n, o.q, o.encoder, o.latent, torch::get_num_threads(),
+      median, memory::format_bytes(mem.peak_tensor_bytes), memory::format_bytes(mem.peak_rss_bytes));
+  if (!o.json.empty()) {
+    nlohmann::json j{{"method", "patchgd"}, {"step_seconds_median", median}, {"step_seconds", times},
+                     {"peak_tensor_bytes", mem.peak_tensor_bytes}, {"peak_rss_bytes", mem.peak_rss_bytes},
+                     {"settings", {{"batch", o.batch}, {"size", o.size}, {"channels", o.channels}, {"patch", o.patch},
+                                   {"n", n}, {"q", o.q}, {"backbone", o.encoder}, {"latent", o.latent},
+                                   {"classes", o.classes}, {"threads", torch::get_num_threads()}, {"dtype", "float32"}}}};
+    write_file_atomic(o.json, j.dump(2) + "\n");
+  }
+}
+
+// Peak tensor bytes of one training step of PatchGD and of GD per image size, at a fixed batch.
+void run_size_sweep(const BenchPatchGdOptions& o) {
+  std::vector<int64_t> sizes;
+  std::stringstream ss(o.sizes);
+  for (std::string item; std::getline(ss, item, ',');) sizes.push_back(std::stoll(item));
+  TESSERA_CHECK(!sizes.empty(), "--sizes needs a comma-separated list of image sides, e.g. 512,1024,2048,4096");
+  const std::vector<Task> tasks{{"label", "softmax", o.classes}};
+  if (!o.budget.empty()) memory::set_budget(memory::parse_bytes(o.budget));
+  nlohmann::json rows = nlohmann::json::array();
+  std::cout << "| image | method | step s | peak tensors | peak RSS |\n|---|---|---|---|---|\n";
+  for (int64_t size : sizes) {
+    for (const std::string method_name : {"patchgd", "gd"}) {
+      memory::reset_peaks();
+      nlohmann::json row{{"size", size}, {"method", method_name}};
+      std::string peak_text, time_text = "-";
+      try {
+        auto method = train::make_method(patchgd_bench_config(o, method_name, size, o.batch), tasks);
+        torch::optim::AdamW opt(method->module().parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0));
+        const auto start = std::chrono::steady_clock::now();
+        method->train_step(random_batch(o.batch, o.channels, size, o.classes), opt);
+        const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        row["step_seconds"] = t;
+        row["peak_tensor_bytes"] = memory::snapshot().peak_tensor_bytes;
+        time_text = fmt::format("{:.1f}", t);
+        peak_text = memory::format_bytes(row["peak_tensor_bytes"].get<int64_t>());
+      } catch (const memory::BudgetExceeded&) {
+        row["exceeds_budget"] = memory::budget();
+        peak_text = "> " + memory::format_bytes(memory::budget()) + " (budget hit)";
+      }
+      row["peak_rss_bytes"] = memory::snapshot().peak_rss_bytes;
+      std::cout << fmt::format("| {}x{} | {} | {} | {} | {} |\n", size, size, method_name, time_text, peak_text,
+                               memory::format_bytes(row["peak_rss_bytes"].get<int64_t>()));
+      rows.push_back(row);
+    }
+  }
+  if (!o.json.empty()) {
+    nlohmann::json j{{"sweep", rows},
+                     {"settings", {{"batch", o.batch}, {"channels", o.channels}, {"patch", o.patch}, {"q", o.q},
+                                   {"backbone", o.encoder}, {"latent", o.latent}, {"budget", o.budget},
+                                   {"threads", torch::get_num_threads()}}}};
+    write_file_atomic(o.json, j.dump(2) + "\n");
+  }
+}
+
 }  // namespace
 
 void add_bench(CLI::App& app) {
@@ -188,6 +300,30 @@ void add_bench(CLI::App& app) {
     runtime::seed_everything(0);
     if (o->patches.empty()) run_step_bench(*o);
     else run_patch_sweep(*o);
+  });
+
+  auto* pgd = bench->add_subcommand("patchgd", "PatchGD training step: median time, peak tensor bytes, peak RSS");
+  auto p = std::make_shared<BenchPatchGdOptions>();
+  pgd->add_option("--batch", p->batch, "images per step");
+  pgd->add_option("--size", p->size, "image side");
+  pgd->add_option("--channels", p->channels, "image channels");
+  pgd->add_option("--patch", p->patch, "patch size (= stride)");
+  pgd->add_option("--q", p->q, "sampling fraction per inner iteration");
+  pgd->add_option("--encoder", p->encoder, "resnet18 | resnet34 | resnet50 | mobilenet_v2");
+  pgd->add_option("--latent", p->latent, "s, channels of the latent grid");
+  pgd->add_option("--head", p->head, "small | default | large");
+  pgd->add_option("--classes", p->classes, "classes of the head");
+  pgd->add_option("--steps", p->steps, "timed steps");
+  pgd->add_option("--warmup", p->warmup, "untimed steps first");
+  pgd->add_option("--threads", p->threads, "torch threads (0 = all cores)");
+  pgd->add_option("--sizes", p->sizes, "sweep: comma-separated image sides, PatchGD vs GD peak tensor memory");
+  pgd->add_option("--budget", p->budget, "sweep: memory budget that stops a step early (e.g. 12GiB)");
+  pgd->add_option("--json", p->json, "also write the results as JSON to this file");
+  pgd->callback([p] {
+    runtime::set_threads(p->threads);
+    runtime::seed_everything(0);
+    if (p->sizes.empty()) run_patchgd_step_bench(*p);
+    else run_size_sweep(*p);
   });
 }
 

@@ -13,11 +13,14 @@
 #include "tessera/core/log.h"
 #include "tessera/core/memory.h"
 #include "tessera/core/run_dir.h"
+#include "tessera/data/csv_images.h"
 #include "tessera/data/image_io.h"
 #include "tessera/data/megapixel_mnist.h"
+#include "tessera/data/prepare_images.h"
 #include "tessera/models/state_dict.h"
 #include "tessera/train/checkpoint.h"
 #include "tessera/train/experiment.h"
+#include "tessera/train/planner.h"
 #include "tessera/train/trainer.h"
 
 namespace tessera::cli {
@@ -46,11 +49,7 @@ namespace {
 Config config_of_run(const std::string& run) {
   const auto path = (fs::path(run) / "checkpoint.pt").string();
   Config config;
-  const auto yaml = train::read_checkpoint_config(path);
-  const auto tmp = (fs::temp_directory_path() / ("tessera-config-" + std::to_string(::getpid()) + ".yaml")).string();
-  { std::ofstream(tmp) << yaml; }
-  config.load_yaml(tmp);
-  fs::remove(tmp);
+  config.load_yaml_text(train::read_checkpoint_config(path), path);
   return config;
 }
 
@@ -86,6 +85,48 @@ torch::Tensor draw_selection(const torch::Tensor& image, const torch::Tensor& ro
   return rgb;
 }
 
+// The tasks a run was trained on, rebuilt from its config without reading any image.
+std::vector<Task> tasks_of(const Config& config) {
+  if (config.data.dataset == "megapixel_mnist") return data::megapixel_mnist_tasks();
+  if (config.data.dataset == "ultramnist") return {{"sum", "softmax", 10}};
+  if (config.data.dataset == "ultramnist28") return {{"sum", "softmax", 28}};
+  return train::make_datasets(config).first->tasks();
+}
+
+// predict for PatchGD and the full-image baselines: class probabilities of one image.
+void predict_whole(const Config& config, const std::string& run, const std::string& image_path, torch::Tensor image,
+                   const std::string& out) {
+  const auto tasks = tasks_of(config);
+  auto method = train::make_method(config, tasks);
+  train::load_checkpoint((fs::path(run) / "checkpoint.pt").string(), method->module(), nullptr);
+  TESSERA_CHECK(image.size(0) == config.model.in_channels, "image '", image_path, "' has ", image.size(0),
+                " channels but the model expects ", config.model.in_channels, "; convert it first");
+  TESSERA_CHECK(image.size(1) == config.data.height && image.size(2) == config.data.width, "image '", image_path, "' is ",
+                image.size(1), "x", image.size(2), " but the model was trained on ", config.data.height, "x",
+                config.data.width, "; resize it (tessera prepare-images)");
+  const auto mean = data::parse_floats(config.data.mean, "data.mean"), std = data::parse_floats(config.data.std, "data.std");
+  if (!mean.empty()) {
+    const int64_t c = image.size(0);
+    image = (image - torch::tensor(mean).view({c, 1, 1})) / torch::tensor(std).view({c, 1, 1});
+  } else if (config.data.dataset.rfind("ultramnist", 0) == 0) {
+    image = (image - 0.1307) / 0.3081;  // UltraMNIST normalisation, as in training
+  }
+  data::Batch batch;
+  batch.images = image.unsqueeze(0);
+  batch.indices = {0};
+  const auto outputs = method->predict(batch);
+  nlohmann::json result{{"image", image_path}, {"method", method->name()}};
+  for (const auto& task : tasks) {
+    const auto p = outputs.at(task.name)[0].contiguous();
+    result["outputs"][task.name] = std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+    result["predicted"][task.name] = p.argmax().item<int64_t>();
+    std::cout << fmt::format("{:<10} {} (p = {:.3f})\n", task.name, p.argmax().item<int64_t>(), p.max().item<float>());
+  }
+  RunDir target(out.empty() ? (fs::path(run) / "predict").string() : out);
+  target.write_text("prediction.json", result.dump(2) + "\n");
+  std::cout << "wrote " << target.file("prediction.json") << "\n";
+}
+
 }  // namespace
 
 void add_train(CLI::App& app) {
@@ -100,11 +141,18 @@ void add_train(CLI::App& app) {
     RunDir run(config.run_dir);
     log::set_file(run.file("train.log"));
     auto [train_set, test_set] = train::make_datasets(config);
-    auto method = train::make_ips(config, train_set->tasks());
-    log::info("training IPS on {}x{} images, {} patches each, M={} I={}, {} threads", config.data.height,
-              config.data.width, data::PatchGrid::fit(config.data.height, config.data.width, config.data.patch,
-                                                      config.data.stride).count(),
-              config.ips.M, config.ips.I, torch::get_num_threads());
+    if (config.train.auto_batch && !*resume) {
+      const auto plan = train::plan_batch(config, train_set, /*max_batch=*/256);
+      config.train.batch_size = plan.batch_size;
+      config.patchgd.q = plan.q;
+      run.write_text("plan.json", plan.to_json(config).dump(2) + "\n");
+      log::info("plan: batch size {}{} fits {} (trials in {})", plan.batch_size,
+                config.train.method == "patchgd" ? fmt::format(", q {:.4f}", plan.q) : "", config.train.memory_budget,
+                run.file("plan.json"));
+    }
+    auto method = train::make_method(config, train_set->tasks());
+    log::info("training {} on {}x{} images ({}), batch {}, {} threads", method->name(), config.data.height,
+              config.data.width, config.data.dataset, config.train.batch_size, torch::get_num_threads());
     train::Trainer trainer(config, *method, train_set, test_set);
     const auto last = trainer.fit(*resume);
     if (last.contains("test")) print_summary(last["test"]);
@@ -123,7 +171,7 @@ void add_eval(CLI::App& app) {
     auto config = config_of_run(*run);
     train::apply_runtime(config);
     auto [train_set, test_set] = train::make_datasets(config);
-    auto method = train::make_ips(config, test_set->tasks());
+    auto method = train::make_method(config, train_set->tasks());
     train::load_checkpoint((fs::path(*run) / "checkpoint.pt").string(), method->module(), nullptr);
     train::Trainer trainer(config, *method, train_set, test_set);
     const auto summary = trainer.evaluate(test_set);
@@ -145,6 +193,7 @@ void add_predict(CLI::App& app) {
     config.train.threads = 0;  // all cores, whatever the training run used
     train::apply_runtime(config);
     const auto image = data::read_image(*image_path);
+    if (config.train.method != "ips") return predict_whole(config, *run, *image_path, image, *out);
     const std::vector<Task> tasks = data::megapixel_mnist_tasks();
     auto method = train::make_ips(config, tasks);
     train::load_checkpoint((fs::path(*run) / "checkpoint.pt").string(), method->module(), nullptr);
@@ -217,8 +266,29 @@ void add_import_ips(CLI::App& app) {
   });
 }
 
+void add_prepare_images(CLI::App& app) {
+  auto* sub = app.add_subcommand("prepare-images",
+                                 "PANDA preprocessing: fit images/slides into S x S with white padding, stratified folds");
+  auto o = std::make_shared<data::PrepareImagesOptions>();
+  sub->add_option("--manifest", o->manifest, "CSV listing the images (e.g. PANDA's train.csv)")->required();
+  sub->add_option("--images", o->images, "folder holding <id><extension>")->required();
+  sub->add_option("--out", o->out, "output folder: PNGs, folds.csv, train.csv, val.csv")->required();
+  sub->add_option("--size", o->size, "side S of the square output");
+  sub->add_option("--level", o->level, "pyramid level to read (0: full resolution)");
+  sub->add_option("--id-column", o->id_column, "manifest column naming the image");
+  sub->add_option("--label-column", o->label_column, "manifest column holding the class index");
+  sub->add_option("--extension", o->extension, "file extension of the images");
+  sub->add_option("--folds", o->folds, "stratified folds; fold 0 is validation");
+  sub->add_option("--seed", o->seed, "seed of the fold assignment");
+  sub->callback([o] {
+    const auto summary = data::prepare_images(*o);
+    std::cout << fmt::format("{} images written, {} already there; train.csv and val.csv in {}\n", summary.written,
+                             summary.skipped, o->out);
+  });
+}
+
 void add_export_data(CLI::App& app) {
-  auto* sub = app.add_subcommand("export-data", "write generated Megapixel MNIST images as PNG with a labels CSV");
+  auto* sub = app.add_subcommand("export-data", "write generated images (Megapixel MNIST, UltraMNIST) as PNG with a labels CSV");
   auto opts = std::make_shared<ConfigOptions>();
   opts->add_to(*sub);
   auto out = std::make_shared<std::string>("data/export");
@@ -232,19 +302,31 @@ void add_export_data(CLI::App& app) {
     train::apply_runtime(config);
     auto [train_set, test_set] = train::make_datasets(config);
     const auto& set = *split == "train" ? train_set : test_set;
+    TESSERA_CHECK(set, "no ", *split, " set configured");
     RunDir dir(*out);
-    std::string csv = "file,majority,max,top,multi\n";
-    for (int64_t i = 0; i < std::min(*count, set->size()); ++i) {
+    const auto tasks = set->tasks();
+    std::string csv = "file";
+    for (const auto& t : tasks) csv += "," + t.name;
+    csv += "\n";
+    const int64_t n = std::min(*count, set->size());
+    for (int64_t i = 0; i < n; ++i) {
       const auto sample = set->get(i);
       const auto name = fmt::format("{}_{:05d}.png", *split, i);
-      data::write_png(dir.file(name), sample.image);
-      const auto multi = sample.labels.at("multi").nonzero().view(-1);
-      csv += fmt::format("{},{},{},{},{}\n", name, sample.labels.at("majority").item<int64_t>(),
-                         sample.labels.at("max").item<int64_t>(), sample.labels.at("top").item<int64_t>(),
-                         fmt::join(std::vector<int64_t>(multi.data_ptr<int64_t>(), multi.data_ptr<int64_t>() + multi.numel()), " "));
+      data::write_png(dir.file(name), set->picture(i));
+      csv += name;
+      for (const auto& t : tasks) {
+        const auto& label = sample.labels.at(t.name);
+        if (t.activation == "softmax") {
+          csv += fmt::format(",{}", label.item<int64_t>());
+        } else {
+          const auto on = label.nonzero().view(-1).contiguous();
+          csv += "," + fmt::format("{}", fmt::join(std::vector<int64_t>(on.data_ptr<int64_t>(), on.data_ptr<int64_t>() + on.numel()), " "));
+        }
+      }
+      csv += "\n";
     }
     dir.write_text("labels.csv", csv);
-    std::cout << "wrote " << std::min(*count, set->size()) << " images to " << dir.path() << "\n";
+    std::cout << "wrote " << n << " images to " << dir.path() << "\n";
   });
 }
 

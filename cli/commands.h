@@ -25,6 +25,7 @@ void add_eval(CLI::App& app);
 void add_predict(CLI::App& app);
 void add_import_ips(CLI::App& app);
 void add_export_data(CLI::App& app);
+void add_prepare_images(CLI::App& app);
 void add_bench(CLI::App& app);
 
 }  // namespace tessera::cli

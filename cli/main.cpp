@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   tessera::cli::add_predict(app);
   tessera::cli::add_import_ips(app);
   tessera::cli::add_export_data(app);
+  tessera::cli::add_prepare_images(app);
   tessera::cli::add_bench(app);
   try {
     app.parse(argc, argv);

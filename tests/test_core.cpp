@@ -35,12 +35,37 @@ TEST(Memory, ParsesAndFormatsSizes) {
 }
 
 TEST(Schedule, WarmupThenCosineToMinFactor) {
-  const train::WarmupCosine s{1e-3, 10, 150, 100, 1e-3};
+  const train::LrSchedule s{"cosine", 1e-3, 10, 150, 100, 1e-3};
   EXPECT_DOUBLE_EQ(s.at(0), 0.0);
   EXPECT_DOUBLE_EQ(s.at(500), 0.5e-3);
   EXPECT_DOUBLE_EQ(s.at(1000), 1e-3);
   EXPECT_NEAR(s.at(1000 + 7000), 0.5 * 1e-3 + 0.5 * 1e-6, 1e-12);  // halfway through the cosine
   EXPECT_NEAR(s.at(15000), 1e-6, 1e-12);
+}
+
+TEST(Schedule, PatchGdWarmupThenLinearDecayToZeroAtTwiceTheEpochs) {
+  const train::LrSchedule s{"linear", 1e-3, 2, 100, 10, 0, 0};
+  EXPECT_DOUBLE_EQ(s.at(10), 0.5e-3);
+  EXPECT_DOUBLE_EQ(s.at(20), 1e-3);
+  EXPECT_NEAR(s.at(1000), 1e-3 * (2000 - 1000) / (2000.0 - 20), 1e-15);  // ~0.5 x peak at epoch 100
+  EXPECT_DOUBLE_EQ(s.at(2000), 0.0);
+  EXPECT_DOUBLE_EQ(s.at(5000), 0.0);
+}
+
+TEST(Metrics, QuadraticWeightedKappaMatchesHandComputedValues) {
+  // y = [0,1,2,2], p = [0,2,2,1], 3 classes. Observed O: (0,0)=1,(1,2)=1,(2,2)=1,(2,1)=1.
+  // Weights w_ij = (i-j)^2/4. Row sums [1,1,2], column sums [1,1,2]; E = outer / 4.
+  // sum w*O = (1/4)(1) + (1/4)(1) = 0.5.
+  // sum w*E = (1/4)[w01*1*1 + w02*1*2 + w10*1*1 + w12*1*2 + w20*2*1 + w21*2*1] ... computed:
+  //   w01=w10=w12=w21=1/4, w02=w20=1 -> (1/4)[0.25 + 2 + 0.25 + 0.5 + 2 + 0.5] = 5.5/4 = 1.375.
+  // kappa = 1 - 0.5 / 1.375 = 0.636363...
+  EXPECT_NEAR(train::quadratic_weighted_kappa(torch::tensor({0, 2, 2, 1}), torch::tensor({0, 1, 2, 2}), 3),
+              1.0 - 0.5 / 1.375, 1e-12);
+  EXPECT_NEAR(train::quadratic_weighted_kappa(torch::tensor({0, 1, 2}), torch::tensor({0, 1, 2}), 3), 1.0, 1e-12);
+  // Fully reversed grades: O anti-diagonal; sum w*O = (1 + 0 + 1) = 2 over N=3 ... by hand:
+  // O = [[0,0,1],[0,1,0],[1,0,0]], E = 1/3 everywhere, w = [[0,.25,1],[.25,0,.25],[1,.25,0]].
+  // sum w*O = 2, sum w*E = (3.0)/3 = 1.0 -> kappa = 1 - 2 / 1 = -1.
+  EXPECT_NEAR(train::quadratic_weighted_kappa(torch::tensor({2, 1, 0}), torch::tensor({0, 1, 2}), 3), -1.0, 1e-12);
 }
 
 TEST(Metrics, AucMatchesHandComputedValues) {

@@ -137,9 +137,9 @@ TEST(BadInput, CliPrintsOneLineAndFails) {
 
 TEST(BadInput, MemoryBudgetFailsWithAClearMessage) {
   memory::install_tracking();
-  memory::set_cpu_budget(memory::cpu_live_bytes() + (1 << 20));
+  memory::set_budget(memory::cpu_live_bytes() + (1 << 20));
   const auto msg = error_of([] { torch::empty({4 << 20}, torch::kFloat32); });
-  memory::set_cpu_budget(0);
+  memory::set_budget(0);
   EXPECT_NE(msg.find("memory budget exceeded"), std::string::npos) << msg;
   EXPECT_NE(msg.find("lower the batch size"), std::string::npos) << msg;
 }

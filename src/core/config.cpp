@@ -88,13 +88,23 @@ std::vector<Config::Field> Config::fields() {
       field("data.test_seed", &data.test_seed),
       field("data.patch", &data.patch),
       field("data.stride", &data.stride),
+      field("data.channels", &data.channels),
+      field("data.max_scale", &data.max_scale),
+      field("data.train_csv", &data.train_csv),
+      field("data.test_csv", &data.test_csv),
+      field("data.classes", &data.classes),
+      field("data.mean", &data.mean),
+      field("data.std", &data.std),
+      field("data.ordinal", &data.ordinal),
       field("data.workers", &data.workers),
       field("data.prefetch", &data.prefetch),
       field("model.encoder", &model.encoder),
       field("model.in_channels", &model.in_channels),
       field("model.stages", &model.stages),
       field("model.width", &model.width),
+      field("model.width_mult", &model.width_mult),
       field("model.weights", &model.weights),
+      field("model.init_from", &model.init_from),
       field("model.heads", &model.heads),
       field("model.d_k", &model.d_k),
       field("model.d_inner", &model.d_inner),
@@ -106,12 +116,23 @@ std::vector<Config::Field> Config::fields() {
       field("ips.shuffle", &ips.shuffle),
       field("ips.loading", &ips.loading),
       field("ips.seq_batch", &ips.seq_batch),
+      field("patchgd.q", &patchgd.q),
+      field("patchgd.zeta", &patchgd.zeta),
+      field("patchgd.eps", &patchgd.eps),
+      field("patchgd.latent", &patchgd.latent),
+      field("patchgd.head", &patchgd.head),
+      field("patchgd.fill_mode", &patchgd.fill_mode),
+      field("patchgd.fill_chunk", &patchgd.fill_chunk),
+      field("gd.image_size", &gd.image_size),
+      field("train.method", &train.method),
       field("train.epochs", &train.epochs),
       field("train.batch_size", &train.batch_size),
       field("train.lr", &train.lr),
       field("train.weight_decay", &train.weight_decay),
       field("train.warmup_epochs", &train.warmup_epochs),
       field("train.min_lr_factor", &train.min_lr_factor),
+      field("train.schedule", &train.schedule),
+      field("train.decay_epochs", &train.decay_epochs),
       field("train.seed", &train.seed),
       field("train.deterministic", &train.deterministic),
       field("train.threads", &train.threads),
@@ -119,6 +140,7 @@ std::vector<Config::Field> Config::fields() {
       field("train.checkpoint_every", &train.checkpoint_every),
       field("train.eval_every", &train.eval_every),
       field("train.memory_budget", &train.memory_budget),
+      field("train.auto_batch", &train.auto_batch),
   };
 }
 
@@ -141,13 +163,27 @@ void Config::load_yaml(const std::string& path) {
   } catch (const YAML::Exception& e) {
     fail("config file '", path, "' is not valid YAML: ", e.what());
   }
+  merge(root, path);
+}
+
+void Config::load_yaml_text(const std::string& text, const std::string& origin) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail(origin, ": the stored config is not valid YAML: ", e.what());
+  }
+  merge(root, origin);
+}
+
+void Config::merge(const YAML::Node& root, const std::string& origin) {
   std::map<std::string, std::string> flat;
-  flatten(root, "", flat, path);
+  flatten(root, "", flat, origin);
   for (const auto& [key, value] : flat) {
     try {
       set(key, value);
     } catch (const Error& e) {
-      fail(path, ": ", e.what());
+      fail(origin, ": ", e.what());
     }
   }
 }
@@ -178,8 +214,23 @@ void Config::validate() const {
                 " is larger than the image ", data.height, "x", data.width, "; lower data.patch");
   TESSERA_CHECK(data.train_size >= 0 && data.test_size >= 0, "data set sizes must be >= 0");
   TESSERA_CHECK(data.workers >= 0 && data.prefetch >= 1, "data.workers must be >= 0 and data.prefetch >= 1");
-  TESSERA_CHECK(one_of(model.encoder, {"resnet18", "resnet34", "resnet50"}), "model.encoder '", model.encoder,
-                "' is not one of resnet18, resnet34, resnet50");
+  TESSERA_CHECK(one_of(data.dataset, {"megapixel_mnist", "ultramnist", "ultramnist28", "csv"}), "data.dataset '",
+                data.dataset, "' is not one of megapixel_mnist, ultramnist, ultramnist28, csv");
+  TESSERA_CHECK(data.channels == 1 || data.channels == 3, "data.channels must be 1 or 3, got ", data.channels);
+  TESSERA_CHECK(one_of(model.encoder, {"resnet18", "resnet34", "resnet50", "mobilenet_v2"}), "model.encoder '",
+                model.encoder, "' is not one of resnet18, resnet34, resnet50, mobilenet_v2");
+  TESSERA_CHECK(one_of(train.method, {"ips", "patchgd", "gd", "gd_extended"}), "train.method '", train.method,
+                "' is not one of ips, patchgd, gd, gd_extended");
+  TESSERA_CHECK(model.encoder != "mobilenet_v2" || train.method != "ips",
+                "IPS encoders are ResNets; use model.encoder resnet18/34/50 with train.method ips");
+  TESSERA_CHECK(patchgd.q > 0 && patchgd.q <= 1, "patchgd.q must be in (0, 1], got ", patchgd.q);
+  TESSERA_CHECK(patchgd.zeta >= 0 && patchgd.eps >= 0 && patchgd.fill_chunk >= 0 && patchgd.latent > 0,
+                "patchgd.zeta, eps and fill_chunk must be >= 0 (0: default) and patchgd.latent > 0");
+  TESSERA_CHECK(one_of(patchgd.head, {"small", "default", "large"}), "patchgd.head '", patchgd.head,
+                "' is not one of small, default, large");
+  TESSERA_CHECK(one_of(patchgd.fill_mode, {"train", "eval"}), "patchgd.fill_mode must be train or eval");
+  TESSERA_CHECK(gd.image_size >= 0, "gd.image_size must be >= 0 (0: native size)");
+  TESSERA_CHECK(one_of(train.schedule, {"cosine", "linear"}), "train.schedule must be cosine or linear");
   TESSERA_CHECK(model.stages == 2 || model.stages == 4, "model.stages must be 2 or 4, got ", model.stages);
   TESSERA_CHECK(model.width > 0 && model.heads > 0 && model.d_k > 0 && model.d_inner > 0,
                 "model.width, heads, d_k and d_inner must be positive");

@@ -15,6 +15,7 @@
 
 #ifdef TESSERA_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <cuda_runtime_api.h>
 #include <torch/cuda.h>
 #endif
 
@@ -55,9 +56,8 @@ class TrackingAllocator final : public c10::Allocator {
     const int64_t live = g_live.fetch_add(bytes, std::memory_order_relaxed) + bytes;
     if (budget > 0 && live > budget) {
       g_live.fetch_sub(bytes, std::memory_order_relaxed);
-      fail("memory budget exceeded: allocating ", format_bytes(bytes), " would bring live tensors to ",
-           format_bytes(live), " over the budget of ", format_bytes(budget),
-           "; lower the batch size, M/I, or the image/patch size, or raise --memory-budget");
+      throw BudgetExceeded("memory budget exceeded: allocating " + format_bytes(bytes) + " would bring live tensors to " +
+                           format_bytes(live) + ", over the budget of " + format_bytes(budget));
     }
     int64_t peak = g_peak.load(std::memory_order_relaxed);
     while (live > peak && !g_peak.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {
@@ -140,10 +140,22 @@ void reset_peaks() {
 #endif
 }
 
-void set_cpu_budget(int64_t bytes) {
+void set_budget(int64_t bytes) {
   TESSERA_CHECK(bytes >= 0, "memory budget must be >= 0, got ", bytes);
   g_budget.store(bytes);
+#ifdef TESSERA_WITH_CUDA
+  if (torch::cuda::is_available()) {
+    // The caching allocator refuses to grow past the fraction and raises its out-of-memory error,
+    // which the trainer turns into BudgetExceeded.
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    const double fraction = bytes > 0 ? std::min(1.0, static_cast<double>(bytes) / static_cast<double>(total_bytes)) : 1.0;
+    c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, 0);
+  }
+#endif
 }
+
+int64_t budget() { return g_budget.load(); }
 
 int64_t parse_bytes(const std::string& text) {
   size_t pos = 0;

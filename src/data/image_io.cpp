@@ -59,6 +59,41 @@ torch::Tensor read_image(const std::string& path) {
 #endif
 }
 
+torch::Tensor read_fit_square(const std::string& path, int64_t side, int64_t level) {
+  TESSERA_CHECK(std::filesystem::exists(path), "image '", path, "' does not exist");
+  TESSERA_CHECK(side > 0 && level >= 0, "fit size must be positive and level >= 0");
+#ifdef TESSERA_WITH_VIPS
+  init_vips();
+  try {
+    auto options = vips::VImage::option();
+    if (level > 0) {
+      const bool tiff = has_suffix(path, ".tif") || has_suffix(path, ".tiff");
+      options->set(tiff ? "page" : "level", static_cast<int>(level));
+    }
+    auto img = vips::VImage::new_from_file(path.c_str(), options);
+    if (img.has_alpha()) img = img.flatten(vips::VImage::option()->set("background", std::vector<double>{255, 255, 255}));
+    if (img.bands() == 1) img = img.bandjoin({img, img});
+    img = img.extract_band(0, vips::VImage::option()->set("n", 3)).cast(VIPS_FORMAT_UCHAR);
+    const double scale = static_cast<double>(side) / std::max(img.width(), img.height());
+    img = img.resize(scale);
+    const int w = std::min<int>(img.width(), side), h = std::min<int>(img.height(), side);
+    img = img.crop(0, 0, w, h).embed((side - w) / 2, (side - h) / 2, side, side,
+                                     vips::VImage::option()->set("extend", VIPS_EXTEND_BACKGROUND)->set(
+                                         "background", std::vector<double>{255, 255, 255}));
+    size_t size = 0;
+    void* mem = img.write_to_memory(&size);
+    auto t = torch::from_blob(mem, {side, side, 3}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div_(255.0f);
+    g_free(mem);
+    return t;
+  } catch (const vips::VError& e) {
+    fail("cannot read image '", path, "'", level > 0 ? " at level " + std::to_string(level) : std::string(), ": ",
+         std::string(e.what()).substr(0, 200), "; is it a valid image or slide file?");
+  }
+#else
+  fail("cannot read '", path, "': this build has no libvips (TESSERA_WITH_VIPS=OFF)");
+#endif
+}
+
 void write_png(const std::string& path, const torch::Tensor& image) {
   TESSERA_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3), "write_png takes (1|3, H, W), got ",
                 image.sizes());

@@ -3,32 +3,14 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <random>
 
 #include "tessera/core/error.h"
+#include "tessera/data/random.h"
 
 namespace tessera::data {
 namespace {
 
 constexpr int64_t kDigit = 28;
-
-// SplitMix64: decorrelates (seed, index) pairs into independent generator seeds.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : engine_(seed) {}
-  double uniform() { return std::uniform_real_distribution<double>(0.0, 1.0)(engine_); }
-  int64_t integer(int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(engine_); }  // [lo, hi]
-
- private:
-  std::mt19937_64 engine_;
-};
 
 // Bank of line glyphs: a line at angle tan(u*pi/2.5) sampled at 56 points, OR-ed with a shuffled and
 // partly flipped copy of the bank so glyphs look like crossed strokes.

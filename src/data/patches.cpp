@@ -44,6 +44,19 @@ torch::Tensor extract_patches(const torch::Tensor& image, const PatchGrid& grid,
   return view.index({torch::indexing::Slice(), rows, cols}).transpose(0, 1).contiguous();
 }
 
+torch::Tensor extract_patches_batch(const torch::Tensor& images, const PatchGrid& grid, const torch::Tensor& idx) {
+  TESSERA_CHECK(images.dim() == 4, "expected a batch of images (B, C, H, W), got shape ", images.sizes());
+  const auto fitted = PatchGrid::fit(images.size(2), images.size(3), grid.patch_h, grid.stride_h);
+  TESSERA_CHECK(fitted.rows == grid.rows && fitted.cols == grid.cols, "images ", images.sizes(),
+                " do not match the patch grid ", grid.rows, "x", grid.cols);
+  const auto view = images.unfold(2, grid.patch_h, grid.stride_h).unfold(3, grid.patch_w, grid.stride_w);
+  const auto flat = idx.to(images.device(), torch::kLong);
+  const auto rows = torch::div(flat, grid.cols, "floor");
+  const auto cols = flat - rows * grid.cols;
+  using torch::indexing::Slice;
+  return view.index({Slice(), Slice(), rows, cols}).permute({0, 2, 1, 3, 4}).contiguous();  // (B, k, C, ph, pw)
+}
+
 torch::Tensor PatchBag::range(int64_t begin, int64_t end) const {
   return gather(torch::arange(begin, end, torch::kLong));
 }

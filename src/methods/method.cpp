@@ -26,6 +26,17 @@ torch::Tensor multitask_loss(const TaskTensors& outputs, const TaskTensors& labe
   return total / static_cast<double>(tasks.size());
 }
 
+torch::Tensor checked_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels, const std::string& method) {
+  TESSERA_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0), method, " needs one class label per image, got ",
+                labels.sizes(), " for ", logits.size(0), " images");
+  const int64_t classes = logits.size(1);
+  TESSERA_CHECK(labels.numel() == 0 || (labels.min().item<int64_t>() >= 0 && labels.max().item<int64_t>() < classes),
+                method, ": a label is outside [0, ", classes, "); check the data set's class count");
+  auto loss = torch::cross_entropy_loss(logits, labels.to(logits.device(), torch::kLong));
+  check_finite_loss(loss, method);
+  return loss;
+}
+
 void check_finite_loss(const torch::Tensor& loss, const std::string& method) {
   const double v = loss.item<double>();
   TESSERA_CHECK(std::isfinite(v), method, " loss is ", v,

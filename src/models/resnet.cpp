@@ -42,13 +42,6 @@ FoldedConv fold_downsample(const torch::nn::Sequential& ds) {
                       torch::nn::BatchNorm2d(std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(ds->ptr(1))));
 }
 
-torch::Tensor to_channels_last(const torch::Tensor& x) {
-  if (x.dim() != 4 || x.suggest_memory_format() == at::MemoryFormat::ChannelsLast) return x;
-  // empty(..., ChannelsLast) sets channels_last strides even for one channel, where contiguous() would
-  // keep the NCHW strides and every later layer would fall back to the slower layout.
-  return torch::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast)).copy_(x);
-}
-
 // The stem (conv1 -> bn1 -> ReLU -> max-pool) in training mode, recomputed in the backward pass: its
 // saved activations (conv output, ReLU output, int64 pooling indices) are ~12x the size of its output
 // and about half of a ResNet-18's training activations on 50x50 patches. Costs one stem forward.
@@ -192,7 +185,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options) : options_(options) {
     }
     layers.push_back(register_module("layer" + std::to_string(s + 1), layer));
   }
-  out_features_ = in_planes;
+  feature_dim_ = out_features_ = in_planes;
   if (options.num_outputs > 0) {
     fc = register_module("fc", torch::nn::Linear(in_planes, options.num_outputs));
     out_features_ = options.num_outputs;
@@ -208,7 +201,7 @@ ResNetImpl::ResNetImpl(const ResNetOptions& options) : options_(options) {
   }
 }
 
-torch::Tensor ResNetImpl::forward(const torch::Tensor& input) {
+torch::Tensor ResNetImpl::features(const torch::Tensor& input) {
   const bool channels_last = layers.front()->parameters().front().is_contiguous(at::MemoryFormat::ChannelsLast);
   const auto in = channels_last ? to_channels_last(input) : input;
   torch::Tensor x;
@@ -221,11 +214,10 @@ torch::Tensor ResNetImpl::forward(const torch::Tensor& input) {
     x = torch::max_pool2d(bn1(conv1(in)).relu_(), 3, 2, 1);
   }
   for (auto& layer : layers) x = layer->forward(x);
-  // adaptive_avg_pool2d (not mean) keeps the incoming gradient channels_last in the backward pass.
-  x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
-  if (fc) x = fc(x);
   return x;
 }
+
+torch::Tensor ResNetImpl::project(const torch::Tensor& pooled) { return fc ? fc(pooled) : pooled; }
 
 void ResNetImpl::use_channels_last() {
   torch::NoGradGuard no_grad;

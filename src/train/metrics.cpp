@@ -27,6 +27,7 @@ nlohmann::json TaskMetrics::summary() const {
     const auto lab = torch::cat(labels_.at(t.name));
     if (t.activation == "softmax") {
       j[t.name]["accuracy"] = out.argmax(-1).eq(lab).to(torch::kDouble).mean().item<double>();
+      if (t.ordinal) j[t.name]["qwk"] = quadratic_weighted_kappa(out.argmax(-1), lab, t.outputs);
     } else if (t.outputs == 1) {
       j[t.name]["auc"] = roc_auc(out.reshape(-1), lab.reshape(-1));
     } else {
@@ -35,6 +36,21 @@ nlohmann::json TaskMetrics::summary() const {
     }
   }
   return j;
+}
+
+double quadratic_weighted_kappa(const torch::Tensor& predicted, const torch::Tensor& labels, int64_t classes) {
+  TESSERA_CHECK(predicted.numel() == labels.numel() && labels.numel() > 0, "kappa needs as many predictions as labels");
+  TESSERA_CHECK(classes >= 2, "kappa needs at least 2 classes");
+  const auto p = predicted.reshape(-1).to(torch::kLong), y = labels.reshape(-1).to(torch::kLong);
+  const auto observed = torch::zeros({classes * classes}, torch::kDouble)
+                            .index_add_(0, y * classes + p, torch::ones({y.numel()}, torch::kDouble))
+                            .view({classes, classes});
+  const auto grades = torch::arange(classes, torch::kDouble);
+  const auto weights = (grades.unsqueeze(1) - grades.unsqueeze(0)).pow(2) / static_cast<double>((classes - 1) * (classes - 1));
+  const auto expected = torch::outer(observed.sum(1), observed.sum(0)) / static_cast<double>(y.numel());
+  const double denominator = (weights * expected).sum().item<double>();
+  if (denominator == 0) return 1.0;  // one class everywhere, predicted perfectly
+  return 1.0 - (weights * observed).sum().item<double>() / denominator;
 }
 
 double roc_auc(const torch::Tensor& scores, const torch::Tensor& labels) {

@@ -42,7 +42,8 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
   run_.write_text("config.yaml", config_.to_yaml());
 
   const int64_t steps_per_epoch = (train_set_->size() + t.batch_size - 1) / t.batch_size;
-  const WarmupCosine schedule{t.lr, t.warmup_epochs, t.epochs, steps_per_epoch, t.min_lr_factor};
+  const LrSchedule schedule{t.schedule,       t.lr, t.warmup_epochs, t.epochs, steps_per_epoch, t.min_lr_factor,
+                            t.decay_epochs};
   nlohmann::json last;
   int64_t steps_this_call = 0;
   while (state_.epoch < t.epochs) {
@@ -58,7 +59,7 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
       for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
       const auto labels = batch->labels;
       const int64_t size = batch->size();
-      const auto result = method_.train_step(std::move(*batch), *optimizer_);
+      const auto result = train_step(std::move(*batch));
       metrics.add(result.outputs, labels, result.loss, size);
       ++state_.step;
       ++state_.batch_in_epoch;
@@ -92,6 +93,27 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
     save();
   }
   return last;
+}
+
+methods::StepResult Trainer::train_step(data::Batch batch) {
+  try {
+    return method_.train_step(std::move(batch), *optimizer_);
+  } catch (const memory::BudgetExceeded& e) {
+    // The last checkpoint on disk is untouched: nothing is saved after a failed step.
+    throw memory::BudgetExceeded(budget_advice(e.what()));
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    if (memory::budget() > 0 && what.find("out of memory") != std::string::npos) {
+      throw memory::BudgetExceeded(budget_advice("memory budget exceeded (" + what.substr(0, what.find('.')) + ")"));
+    }
+    throw;
+  }
+}
+
+std::string Trainer::budget_advice(const std::string& what) const {
+  return fmt::format("{} during a {} training step at batch size {}; lower {}, raise train.memory_budget, or pass "
+                     "--train.auto_batch true to plan a batch that fits",
+                     what, method_.name(), config_.train.batch_size, method_.memory_knobs());
 }
 
 nlohmann::json Trainer::evaluate(const data::DatasetPtr& dataset) {

@@ -5,10 +5,14 @@
 #include <string>
 #include <vector>
 
+namespace YAML {
+class Node;
+}
+
 namespace tessera {
 
 struct DataConfig {
-  std::string dataset = "megapixel_mnist";
+  std::string dataset = "megapixel_mnist";  // megapixel_mnist | ultramnist | ultramnist28 | csv
   std::string mnist_dir = "data/mnist";  // IDX files (scripts/get-mnist.sh makes them)
   int64_t height = 1500;
   int64_t width = 1500;
@@ -21,16 +25,26 @@ struct DataConfig {
   int64_t test_seed = 2;
   int64_t patch = 50;
   int64_t stride = 50;
+  int64_t channels = 1;     // ultramnist: grey (1) or grey replicated to RGB (3)
+  int64_t max_scale = 0;    // ultramnist: largest digit scale r (0: the benchmark's 9, or 75 for ultramnist28)
+  std::string train_csv;    // csv: rows "path,label" (header line), paths relative to the CSV
+  std::string test_csv;
+  int64_t classes = 0;      // csv: number of classes (0: max label + 1)
+  std::string mean;         // per-channel normalisation, e.g. "0.9770,0.9550,0.9667" (empty: none)
+  std::string std;
+  bool ordinal = false;     // classes are ordered grades: report quadratic weighted kappa
   int64_t workers = 2;   // background threads preparing batches
   int64_t prefetch = 2;  // batches prepared ahead per worker
 };
 
 struct ModelConfig {
-  std::string encoder = "resnet18";  // resnet18 | resnet34 | resnet50
+  std::string encoder = "resnet18";  // resnet18 | resnet34 | resnet50 | mobilenet_v2
   int64_t in_channels = 1;
   int64_t stages = 2;    // ResNet stages kept (2 or 4)
   int64_t width = 64;    // channels of the first stage (torchvision: 64)
+  double width_mult = 1.0;  // MobileNetV2 width multiplier
   std::string weights;   // optional torchvision state dict (torch.save) for the encoder
+  std::string init_from; // a tessera checkpoint whose backbone starts this run (progressive resolution)
   int64_t heads = 8;
   int64_t d_k = 16;
   int64_t d_inner = 512;
@@ -47,13 +61,30 @@ struct IpsConfig {
   int64_t seq_batch = 1;           // images per selection pass with eager_sequential
 };
 
+struct PatchGdConfig {
+  double q = 0.125;         // sampling fraction per inner iteration
+  int64_t zeta = 0;         // inner iterations per batch; 0: ceil(1/q)
+  int64_t eps = 0;          // inner iterations per optimiser step; 0: zeta
+  int64_t latent = 256;     // s, channels of the latent grid
+  std::string head = "default";      // small | default | large
+  std::string fill_mode = "train";   // train | eval (BatchNorm mode of the no-gradient fill)
+  int64_t fill_chunk = 0;   // positions per fill chunk; 0: k
+};
+
+struct GdConfig {
+  int64_t image_size = 0;  // full-image baselines: downscale the image to this side first (0: native)
+};
+
 struct TrainConfig {
+  std::string method = "ips";  // ips | patchgd | gd | gd_extended
   int64_t epochs = 150;
   int64_t batch_size = 16;
   double lr = 1e-3;
   double weight_decay = 0.1;
   double warmup_epochs = 10;
   double min_lr_factor = 1e-3;
+  std::string schedule = "cosine";  // cosine (IPS) | linear (PatchGD: warm-up, then linear decay)
+  double decay_epochs = 0;          // linear: LR reaches 0 at this epoch; 0: 2 x epochs (the reference)
   int64_t seed = 0;
   bool deterministic = false;
   int64_t threads = 0;  // 0: all cores
@@ -61,12 +92,15 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;  // steps between checkpoints; 0: at the end of each epoch
   int64_t eval_every = 1;        // epochs between test-set evaluations (the last epoch always evaluates)
   std::string memory_budget;     // e.g. 4GiB; empty: no cap
+  bool auto_batch = false;       // find the largest batch (and PatchGD q) that fits memory_budget first
 };
 
 struct Config {
   DataConfig data;
   ModelConfig model;
   IpsConfig ips;
+  PatchGdConfig patchgd;
+  GdConfig gd;
   TrainConfig train;
   std::string run_dir = "runs/default";
 
@@ -80,9 +114,14 @@ struct Config {
 
   // Merges a YAML file; unknown keys and unreadable values are errors naming file and key.
   void load_yaml(const std::string& path);
+  // The same from YAML text (e.g. the config stored in a checkpoint); origin names it in errors.
+  void load_yaml_text(const std::string& text, const std::string& origin);
   void set(const std::string& key, const std::string& value);
   std::string to_yaml();
   void validate() const;
+
+ private:
+  void merge(const YAML::Node& root, const std::string& origin);
 };
 
 }  // namespace tessera

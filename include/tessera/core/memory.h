@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "tessera/core/error.h"
+
 namespace tessera::memory {
 
 // Installs the tracking CPU allocator. Idempotent; call before creating tensors to count them all.
@@ -23,9 +25,18 @@ int64_t cpu_live_bytes();
 int64_t cpu_peak_bytes();
 int64_t current_rss_bytes();
 
-// Caps live CPU tensor bytes: an allocation that would exceed it throws tessera::Error naming the
-// budget. 0 removes the cap.
-void set_cpu_budget(int64_t bytes);
+// Thrown when an allocation would exceed the memory budget.
+class BudgetExceeded : public Error {
+ public:
+  using Error::Error;
+};
+
+// Caps live CPU tensor bytes: an allocation that would exceed it throws BudgetExceeded naming the
+// budget. 0 removes the cap. On CUDA the caching allocator's memory fraction is set to the budget.
+void set_budget(int64_t bytes);
+// The cap in force (0: none).
+int64_t budget();
+
 
 // "1.5GiB", "800MB", "4096" -> bytes; throws on anything else.
 int64_t parse_bytes(const std::string& text);

@@ -12,6 +12,7 @@ struct Task {
   std::string name;
   std::string activation;  // softmax (class index labels) | sigmoid (multi-hot float labels)
   int64_t outputs = 10;
+  bool ordinal = false;  // softmax classes are ordered grades (e.g. ISUP): metrics add quadratic weighted kappa
 };
 
 // Labels or outputs per task name: labels are (B) int64 for softmax tasks, (B, K) float for sigmoid.

@@ -27,6 +27,8 @@ class Dataset {
   virtual int64_t size() const = 0;
   virtual Sample get(int64_t index) const = 0;
   virtual std::vector<Task> tasks() const = 0;
+  // The image as a picture in [0, 1] (before normalisation), for export and figures.
+  virtual torch::Tensor picture(int64_t index) const { return get(index).image; }
 };
 using DatasetPtr = std::shared_ptr<const Dataset>;
 

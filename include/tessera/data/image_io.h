@@ -9,6 +9,11 @@ namespace tessera::data {
 
 // -> (C, H, W) float in [0, 1] (8-bit files) or the tensor as saved (.pt). Errors name the file.
 torch::Tensor read_image(const std::string& path);
+// Reads an image (any libvips format; level > 0 picks a pyramid level of a TIFF or slide), shrinks it to
+// fit side x side keeping its aspect ratio, and pads it centred with white: (3, side, side) in [0, 1].
+// The PANDA preprocessing of the PatchGD reference.
+torch::Tensor read_fit_square(const std::string& path, int64_t side, int64_t level = 0);
+
 // image (C, H, W) float in [0, 1], C = 1 or 3 -> 8-bit PNG (written atomically).
 void write_png(const std::string& path, const torch::Tensor& image);
 

@@ -21,6 +21,9 @@ torch::Tensor extract_patches(const torch::Tensor& image, const PatchGrid& grid)
 // image (C, H, W), idx (k) int64 -> patches (k, C, ph, pw), copying only those k.
 torch::Tensor extract_patches(const torch::Tensor& image, const PatchGrid& grid, const torch::Tensor& idx);
 
+// images (B, C, H, W), idx (k) int64 -> the same k patches of every image (B, k, C, ph, pw).
+torch::Tensor extract_patches_batch(const torch::Tensor& images, const PatchGrid& grid, const torch::Tensor& idx);
+
 class PatchBag {
  public:
   virtual ~PatchBag() = default;

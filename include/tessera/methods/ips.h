@@ -45,6 +45,7 @@ class Ips final : public Method {
   std::vector<Task> tasks() const override { return net_->options().tasks; }
   StepResult train_step(data::Batch batch, torch::optim::Optimizer& optimizer) override;
   TaskTensors predict(const data::Batch& batch) override;
+  std::string memory_knobs() const override { return "train.batch_size, ips.M, ips.I or data.patch"; }
 
   // The pieces, for users composing their own loops and for slide streaming.
   std::vector<data::PatchBagPtr> bags(const data::Batch& batch) const;  // host-side, lazy

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "tessera/models/backbone.h"
+
 namespace tessera::models {
 
 struct ResNetOptions {
@@ -71,13 +73,15 @@ class BottleneckImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Bottleneck);
 
-class ResNetImpl : public torch::nn::Module {
+class ResNetImpl : public BackboneImpl {
  public:
   explicit ResNetImpl(const ResNetOptions& options);
-  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor features(const torch::Tensor& x) override;
+  torch::Tensor project(const torch::Tensor& pooled) override;
+  int64_t feature_dim() const override { return feature_dim_; }
+  int64_t out_features() const override { return out_features_; }
   // Eval-mode semantics regardless of the module's mode; call under no-grad/inference mode.
   FoldedResNet fold() const;
-  int64_t out_features() const { return out_features_; }
   const ResNetOptions& options() const { return options_; }
 
   torch::nn::Conv2d conv1{nullptr};
@@ -87,11 +91,11 @@ class ResNetImpl : public torch::nn::Module {
 
   // Stores convolution weights channels_last: with channels_last inputs the training pass runs
   // 1.5x faster on CPU (oneDNN) and uses tensor cores on GPU.
-  void use_channels_last();
+  void use_channels_last() override;
 
  private:
   ResNetOptions options_;
-  int64_t out_features_ = 0;
+  int64_t feature_dim_ = 0, out_features_ = 0;
   bool bottleneck_ = false;
 };
 TORCH_MODULE(ResNet);

@@ -27,6 +27,8 @@ class Trainer {
 
  private:
   void save();
+  methods::StepResult train_step(data::Batch batch);
+  std::string budget_advice(const std::string& what) const;
   Config config_;
   methods::Method& method_;
   data::DatasetPtr train_set_, test_set_;

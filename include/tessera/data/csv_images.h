@@ -1,0 +1,41 @@
+// A data set of ordinary image files listed in a CSV (header line, then "path,label" rows with paths
+// relative to the CSV), e.g. PANDA slides after `tessera prepare-images`. Every image must already
+// have the configured size; normalisation is per channel.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "tessera/data/dataset.h"
+
+namespace tessera::data {
+
+struct CsvImagesOptions {
+  std::string csv;
+  int64_t height = 512, width = 512;
+  int64_t channels = 3;
+  int64_t classes = 0;  // 0: max label + 1
+  bool ordinal = false;
+  std::vector<float> mean, std;  // empty: no normalisation
+};
+
+class CsvImages final : public Dataset {
+ public:
+  explicit CsvImages(CsvImagesOptions options);
+  int64_t size() const override { return static_cast<int64_t>(paths_.size()); }
+  Sample get(int64_t index) const override;
+  std::vector<Task> tasks() const override { return {{"label", "softmax", classes_, options_.ordinal}}; }
+  torch::Tensor picture(int64_t index) const override;
+  const std::string& path(int64_t index) const { return paths_.at(index); }
+  int64_t label(int64_t index) const { return labels_.at(index); }
+
+ private:
+  CsvImagesOptions options_;
+  std::vector<std::string> paths_;
+  std::vector<int64_t> labels_;
+  int64_t classes_ = 0;
+};
+
+// "0.977, 0.955,0.9667" -> {0.977, 0.955, 0.9667}; empty -> {}. key names the setting in errors.
+std::vector<float> parse_floats(const std::string& text, const std::string& key);
+
+}  // namespace tessera::data

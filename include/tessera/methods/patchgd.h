@@ -1,0 +1,69 @@
+// Patch Gradient Descent: a latent grid Z (B, s, rows, cols) holds one backbone vector per patch. A
+// no-gradient fill pass encodes every patch; then each inner iteration re-encodes a sampled chunk of
+// k = ceil(N q) patches with gradients, writes them into (a detached) Z, classifies Z with the head
+// and back-propagates, so the backbone only ever holds k * B patches' activations.
+#pragma once
+#include "tessera/data/patches.h"
+#include "tessera/methods/method.h"
+#include "tessera/models/patchgd_net.h"
+
+namespace tessera {
+struct Config;
+}
+
+namespace tessera::methods {
+
+struct PatchGdOptions {
+  int64_t patch = 128;
+  double q = 0.125;                  // sampling fraction per inner iteration
+  int64_t zeta = 0;                  // inner iterations; 0: ceil(1 / q)
+  int64_t eps = 0;                   // iterations per optimiser step; 0: zeta (one step per batch)
+  std::string fill_mode = "train";  // train (reference: batch statistics) | eval
+  int64_t fill_chunk = 0;            // positions per no-gradient chunk; 0: k
+};
+
+// Sizes of one training step on a grid of n patches.
+struct PatchGdPlan {
+  int64_t n = 0, k = 0, zeta = 0, eps = 0;
+  int64_t iterations = 0;  // min(zeta, chunks of k): the last chunk may come before zeta
+};
+
+class PatchGd final : public Method {
+ public:
+  PatchGd(models::PatchGdNet net, std::vector<Task> tasks, PatchGdOptions options, torch::Device device);
+  static std::unique_ptr<PatchGd> from_config(const Config& config, const std::vector<Task>& tasks);
+
+  std::string name() const override { return "patchgd"; }
+  torch::nn::Module& module() override { return *net_; }
+  std::vector<Task> tasks() const override { return tasks_; }
+  StepResult train_step(data::Batch batch, torch::optim::Optimizer& optimizer) override;
+  TaskTensors predict(const data::Batch& batch) override;
+  std::string memory_knobs() const override {
+    return "train.batch_size, patchgd.q (sampling fraction) or data.patch";
+  }
+  int64_t min_batch_size() const override { return 2; }  // the head's BatchNorm may see 1x1 maps
+
+  // The pieces, for tests and users composing their own loops.
+  data::PatchGrid grid(const torch::Tensor& images) const;
+  PatchGdPlan plan(const data::PatchGrid& grid) const;
+  // Z (B, s, rows, cols) with every position in `order` encoded in the backbone's current mode, chunk
+  // positions at a time, without gradients.
+  torch::Tensor fill(const torch::Tensor& images, const data::PatchGrid& grid, const torch::Tensor& order, int64_t chunk);
+  // Encodes the patches at positions idx with gradients and returns Z with them written in (a new
+  // tensor, differentiable only through those positions); z itself receives the detached vectors.
+  torch::Tensor reencode(torch::Tensor& z, const torch::Tensor& images, const data::PatchGrid& grid,
+                         const torch::Tensor& idx);
+  models::PatchGdNet net() const { return net_; }
+  const PatchGdOptions& options() const { return options_; }
+
+ private:
+  models::PatchGdNet net_;
+  std::vector<Task> tasks_;
+  PatchGdOptions options_;
+  torch::Device device_;
+};
+
+// The PatchGD network of config.model for a data set's single softmax task.
+models::PatchGdNet make_patchgd_net(const Config& config, const std::vector<Task>& tasks, bool with_head);
+
+}  // namespace tessera::methods

@@ -1,0 +1,28 @@
+// The --auto-batch planner: short trial steps under the memory budget find the largest batch (and, for
+// PatchGD, the largest sampling fraction at the smallest batch) that fits. Each trial trains a fresh
+// model on real samples, so parameters, gradients, optimiser state and activations all count.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include "tessera/core/config.h"
+#include "tessera/data/dataset.h"
+
+namespace tessera::train {
+
+struct BatchPlan {
+  int64_t batch_size = 0;
+  double q = 0;  // PatchGD sampling fraction (unchanged for other methods)
+  nlohmann::json trials = nlohmann::json::array();  // {batch_size, q, fits, peak_tensor_bytes}
+  nlohmann::json to_json(const Config& config) const;
+};
+
+// One training step of config's method at config.train.batch_size under config.train.memory_budget;
+// returns whether it fitted and the peak live tensor bytes it reached.
+std::pair<bool, int64_t> trial_step(const Config& config, const data::DatasetPtr& train_set);
+
+// Largest batch in [method minimum, max_batch] whose step fits the budget. If even the minimum does
+// not fit, PatchGD halves q (down to one patch per iteration) first; otherwise throws, naming the
+// budget and the knobs.
+BatchPlan plan_batch(const Config& config, const data::DatasetPtr& train_set, int64_t max_batch);
+
+}  // namespace tessera::train

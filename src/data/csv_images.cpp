@@ -1,0 +1,89 @@
+#include "tessera/data/csv_images.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tessera/core/error.h"
+#include "tessera/data/image_io.h"
+
+namespace tessera::data {
+namespace fs = std::filesystem;
+
+std::vector<float> parse_floats(const std::string& text, const std::string& key) {
+  std::vector<float> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    try {
+      size_t pos = 0;
+      out.push_back(std::stof(item, &pos));
+      TESSERA_CHECK(item.find_first_not_of(" \t", pos) == std::string::npos, "");
+    } catch (const std::exception&) {
+      fail(key, " must be comma-separated numbers, got '", text, "'");
+    }
+  }
+  return out;
+}
+
+CsvImages::CsvImages(CsvImagesOptions options) : options_(std::move(options)) {
+  const auto& o = options_;
+  std::ifstream in(o.csv);
+  TESSERA_CHECK(in, "image list '", o.csv, "' cannot be opened; set data.train_csv / data.test_csv");
+  const fs::path root = fs::path(o.csv).parent_path();
+  std::string line;
+  std::getline(in, line);  // header
+  int64_t max_label = -1;
+  for (int64_t row = 2; std::getline(in, line); ++row) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    const auto comma = line.find(',');
+    TESSERA_CHECK(comma != std::string::npos, o.csv, ":", row, ": expected 'path,label', got '", line, "'");
+    const std::string label_text = line.substr(comma + 1, line.find(',', comma + 1) - comma - 1);
+    int64_t label = -1;
+    try {
+      size_t pos = 0;
+      label = std::stoll(label_text, &pos);
+      if (pos != label_text.size()) label = -1;
+    } catch (const std::exception&) {
+    }
+    TESSERA_CHECK(label >= 0, o.csv, ":", row, ": label '", label_text, "' is not a class index >= 0");
+    paths_.push_back((root / line.substr(0, comma)).string());
+    labels_.push_back(label);
+    max_label = std::max(max_label, label);
+  }
+  TESSERA_CHECK(!paths_.empty(), "image list '", o.csv, "' has no rows; it needs a header and 'path,label' rows");
+  classes_ = o.classes > 0 ? o.classes : max_label + 1;
+  TESSERA_CHECK(max_label < classes_, o.csv, " has label ", max_label, " but data.classes is ", classes_);
+  TESSERA_CHECK(o.mean.size() == o.std.size() && (o.mean.empty() || static_cast<int64_t>(o.mean.size()) == o.channels),
+                "data.mean and data.std need one value per channel (", o.channels, ")");
+}
+
+torch::Tensor CsvImages::picture(int64_t index) const {
+  const auto& path = paths_.at(index);
+  auto image = read_image(path);
+  TESSERA_CHECK(image.size(1) == options_.height && image.size(2) == options_.width, "image '", path, "' is ",
+                image.size(1), "x", image.size(2), " but the run expects ", options_.height, "x", options_.width,
+                "; resize it (tessera prepare-images) or set data.height/width");
+  if (image.size(0) == 4) image = image.slice(0, 0, 3);
+  if (image.size(0) == 1 && options_.channels == 3) image = image.expand({3, -1, -1}).contiguous();
+  TESSERA_CHECK(image.size(0) == options_.channels, "image '", path, "' has ", image.size(0), " channels but the run ",
+                "expects ", options_.channels, "; set data.channels");
+  return image;
+}
+
+Sample CsvImages::get(int64_t index) const {
+  auto image = picture(index);
+  if (!options_.mean.empty()) {
+    const auto c = options_.channels;
+    image = (image - torch::tensor(options_.mean).view({c, 1, 1})) / torch::tensor(options_.std).view({c, 1, 1});
+  }
+  Sample s;
+  s.image = image;
+  s.labels["label"] = torch::tensor(labels_.at(index));
+  return s;
+}
+
+}  // namespace tessera::data

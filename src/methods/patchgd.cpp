@@ -1,0 +1,159 @@
+#include "tessera/methods/patchgd.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "tessera/core/config.h"
+#include "tessera/core/error.h"
+#include "tessera/core/runtime.h"
+
+namespace tessera::methods {
+
+models::PatchGdNet make_patchgd_net(const Config& c, const std::vector<Task>& tasks, bool with_head) {
+  TESSERA_CHECK(tasks.size() == 1 && tasks[0].activation == "softmax", c.train.method,
+                " trains one softmax task; the data set '", c.data.dataset, "' has ", tasks.size(), " tasks");
+  models::BackboneOptions b;
+  b.arch = c.model.encoder;
+  b.in_channels = c.model.in_channels;
+  b.stages = c.model.stages;
+  b.width = c.model.width;
+  b.width_mult = c.model.width_mult;
+  b.out_features = with_head ? c.patchgd.latent : tasks[0].outputs;
+  auto backbone = models::make_backbone(b);
+  models::PatchGdHead head{nullptr};
+  if (with_head) {
+    const auto grid = data::PatchGrid::fit(c.data.height, c.data.width, c.data.patch, c.data.patch);
+    models::PatchGdHeadOptions h;
+    h.latent = c.patchgd.latent;
+    h.rows = grid.rows;
+    h.cols = grid.cols;
+    h.classes = tasks[0].outputs;
+    h.downsamples = models::head_downsamples(c.patchgd.head);
+    head = models::PatchGdHead(h);
+  }
+  return models::PatchGdNet(backbone, head);
+}
+
+PatchGd::PatchGd(models::PatchGdNet net, std::vector<Task> tasks, PatchGdOptions options, torch::Device device)
+    : net_(std::move(net)), tasks_(std::move(tasks)), options_(std::move(options)), device_(device) {
+  TESSERA_CHECK(net_->head, "PatchGD needs a head on the latent grid");
+  TESSERA_CHECK(options_.q > 0 && options_.q <= 1, "PatchGD sampling fraction q must be in (0, 1], got ", options_.q);
+  TESSERA_CHECK(options_.patch > 0, "PatchGD patch size must be positive");
+  TESSERA_CHECK(options_.fill_mode == "train" || options_.fill_mode == "eval", "unknown PatchGD fill mode '",
+                options_.fill_mode, "'");
+  net_->to(device_);
+  net_->backbone->use_channels_last();
+}
+
+std::unique_ptr<PatchGd> PatchGd::from_config(const Config& c, const std::vector<Task>& tasks) {
+  PatchGdOptions o;
+  o.patch = c.data.patch;
+  o.q = c.patchgd.q;
+  o.zeta = c.patchgd.zeta;
+  o.eps = c.patchgd.eps;
+  o.fill_mode = c.patchgd.fill_mode;
+  o.fill_chunk = c.patchgd.fill_chunk;
+  return std::make_unique<PatchGd>(make_patchgd_net(c, tasks, true), tasks, o, runtime::device_from_name(c.train.device));
+}
+
+data::PatchGrid PatchGd::grid(const torch::Tensor& images) const {
+  TESSERA_CHECK(images.dim() == 4, "PatchGD expects a batch of images (B, C, H, W), got ", images.sizes());
+  const auto g = data::PatchGrid::fit(images.size(2), images.size(3), options_.patch, options_.patch);
+  const auto& h = net_->head->options();
+  TESSERA_CHECK(g.rows == h.rows && g.cols == h.cols, "images of ", images.size(2), "x", images.size(3), " give a ",
+                g.rows, "x", g.cols, " patch grid but the head was built for ", h.rows, "x", h.cols,
+                "; set data.height/width to the training image size");
+  return g;
+}
+
+PatchGdPlan PatchGd::plan(const data::PatchGrid& grid) const {
+  PatchGdPlan p;
+  p.n = grid.count();
+  p.k = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(static_cast<double>(p.n) * options_.q - 1e-9)));
+  p.zeta = options_.zeta > 0 ? options_.zeta : static_cast<int64_t>(std::ceil(1.0 / options_.q - 1e-9));
+  p.eps = options_.eps > 0 ? options_.eps : p.zeta;
+  p.iterations = std::min(p.zeta, (p.n + p.k - 1) / p.k);
+  return p;
+}
+
+torch::Tensor PatchGd::fill(const torch::Tensor& images, const data::PatchGrid& grid, const torch::Tensor& order,
+                            int64_t chunk) {
+  torch::NoGradGuard no_grad;
+  const int64_t B = images.size(0), s = net_->head->options().latent, n = order.size(0);
+  auto z = torch::zeros({B, s, grid.count()}, images.options());
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const auto idx = order.slice(0, begin, std::min(n, begin + chunk));
+    const auto patches = data::extract_patches_batch(images, grid, idx);  // (B, k, C, p, p)
+    const auto feats = net_->backbone->forward(patches.flatten(0, 1)).view({B, idx.size(0), s});
+    z.index_copy_(2, idx, feats.transpose(1, 2));
+  }
+  return z.view({B, s, grid.rows, grid.cols});
+}
+
+torch::Tensor PatchGd::reencode(torch::Tensor& z, const torch::Tensor& images, const data::PatchGrid& grid,
+                                const torch::Tensor& idx) {
+  const int64_t B = images.size(0), s = z.size(1);
+  const auto patches = data::extract_patches_batch(images, grid, idx);
+  const auto feats = net_->backbone->forward(patches.flatten(0, 1)).view({B, idx.size(0), s}).transpose(1, 2);
+  const auto flat = z.view({B, s, grid.count()});
+  // Out of place: the result depends on the backbone only through the k written positions.
+  auto with_chunk = flat.detach().index_copy(2, idx, feats);
+  {
+    torch::NoGradGuard no_grad;
+    flat.index_copy_(2, idx, feats.detach());  // later iterations see these values as constants
+  }
+  return with_chunk.view_as(z);
+}
+
+StepResult PatchGd::train_step(data::Batch batch, torch::optim::Optimizer& optimizer) {
+  const auto images = batch.images.to(device_);
+  batch.images = torch::Tensor();
+  const auto& task = tasks_[0];
+  const auto labels = batch.labels.at(task.name).to(device_);
+  const auto g = grid(images);
+  const auto p = plan(g);
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device_);
+
+  net_->train();
+  if (options_.fill_mode == "eval") net_->backbone->eval();
+  auto z = fill(images, g, torch::randperm(p.n, long_opts), options_.fill_chunk > 0 ? options_.fill_chunk : p.k);
+  net_->backbone->train();
+
+  const auto order = torch::randperm(p.n, long_opts);
+  StepResult result;
+  torch::Tensor logits;
+  bool pending = false;
+  optimizer.zero_grad();
+  for (int64_t it = 0; it < p.iterations; ++it) {
+    const auto idx = order.slice(0, it * p.k, std::min(p.n, (it + 1) * p.k));
+    logits = net_->head->forward(reencode(z, images, g, idx));
+    const auto loss = checked_cross_entropy(logits, labels, "PatchGD");
+    (loss / static_cast<double>(p.eps)).backward();
+    result.loss = loss.item<double>();
+    pending = true;
+    if ((it + 1) % p.eps == 0) {
+      optimizer.step();
+      pending = false;
+      // Zeroed here rather than after the step so the last gradients stay readable.
+      if (it + 1 < p.iterations) optimizer.zero_grad();
+    }
+  }
+  // The reference never steps when the chunks run out before eps iterations; we do.
+  if (pending) optimizer.step();
+  result.outputs[task.name] = torch::softmax(logits.detach(), 1).to(torch::kCPU);
+  return result;
+}
+
+TaskTensors PatchGd::predict(const data::Batch& batch) {
+  c10::InferenceMode guard;
+  net_->eval();
+  const auto images = batch.images.to(device_);
+  const auto g = grid(images);
+  const auto p = plan(g);
+  const auto z = fill(images, g, torch::arange(p.n, torch::TensorOptions().dtype(torch::kLong).device(device_)),
+                      options_.fill_chunk > 0 ? options_.fill_chunk : p.k);
+  return {{tasks_[0].name, torch::softmax(net_->head->forward(z), 1).to(torch::kCPU)}};
+}
+
+}  // namespace tessera::methods

@@ -1,0 +1,50 @@
+#include "tessera/models/patchgd_net.h"
+
+#include <torch/torch.h>
+
+#include "tessera/core/error.h"
+#include "tessera/models/chain.h"
+
+namespace tessera::models {
+
+PatchGdHeadImpl::PatchGdHeadImpl(const PatchGdHeadOptions& o) : options_(o) {
+  TESSERA_CHECK(o.latent > 0 && o.rows > 0 && o.cols > 0 && o.classes > 0 && o.width > 0 && o.downsamples >= 0,
+                "PatchGD head needs positive latent size, grid and classes, got s=", o.latent, " grid ", o.rows, "x",
+                o.cols, " classes ", o.classes);
+  torch::nn::Sequential seq;
+  const auto block = [&](int64_t in, int64_t stride) {
+    seq->push_back(Chain(
+        torch::nn::Conv2d(torch::nn::Conv2dOptions(in, o.width, 3).stride(stride).padding(1)), torch::nn::ReLU(),
+        torch::nn::BatchNorm2d(o.width), torch::nn::Dropout2d(o.dropout)));
+  };
+  block(o.latent, 1);
+  int64_t rows = o.rows, cols = o.cols;
+  for (int64_t i = 0; i < o.downsamples; ++i) {
+    block(o.width, 2);
+    rows = (rows + 1) / 2;  // a 3x3 stride-2 padding-1 convolution gives ceil(n / 2)
+    cols = (cols + 1) / 2;
+  }
+  blocks = register_module("blocks", seq);
+  fc = register_module("fc", torch::nn::Linear(o.width * rows * cols, o.classes));
+}
+
+torch::Tensor PatchGdHeadImpl::forward(const torch::Tensor& z) {
+  TESSERA_CHECK(z.dim() == 4 && z.size(1) == options_.latent && z.size(2) == options_.rows && z.size(3) == options_.cols,
+                "PatchGD head expects Z of shape (B, ", options_.latent, ", ", options_.rows, ", ", options_.cols,
+                "), got ", z.sizes(), "; the head's grid comes from the training image and patch size");
+  return fc(blocks->forward(z).flatten(1));
+}
+
+int64_t head_downsamples(const std::string& variant) {
+  if (variant == "small") return 1;
+  if (variant == "default") return 3;
+  if (variant == "large") return 5;
+  fail("unknown PatchGD head '", variant, "'; use small, default or large");
+}
+
+PatchGdNetImpl::PatchGdNetImpl(BackbonePtr b, PatchGdHead h) : backbone(std::move(b)), head(std::move(h)) {
+  register_module("backbone", backbone);
+  if (head) register_module("head", head);
+}
+
+}  // namespace tessera::models

@@ -1,0 +1,97 @@
+#include "tessera/train/planner.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "tessera/core/error.h"
+#include "tessera/core/log.h"
+#include "tessera/core/memory.h"
+#include "tessera/data/patches.h"
+#include "tessera/train/experiment.h"
+
+namespace tessera::train {
+
+nlohmann::json BatchPlan::to_json(const Config& config) const {
+  nlohmann::json j{{"method", config.train.method},
+                   {"memory_budget", config.train.memory_budget},
+                   {"budget_bytes", memory::budget()},
+                   {"batch_size", batch_size},
+                   {"trials", trials}};
+  if (config.train.method == "patchgd") j["q"] = q;
+  return j;
+}
+
+std::pair<bool, int64_t> trial_step(const Config& config, const data::DatasetPtr& train_set) {
+  const int64_t b = config.train.batch_size;
+  TESSERA_CHECK(train_set->size() >= b, "the training set has ", train_set->size(), " images, fewer than the trial batch ", b);
+  memory::reset_peaks();
+  try {
+    auto method = make_method(config, train_set->tasks());
+    torch::optim::AdamW optimizer(method->module().parameters(), torch::optim::AdamWOptions(config.train.lr));
+    std::vector<data::Sample> samples;
+    std::vector<int64_t> indices;
+    for (int64_t i = 0; i < b; ++i) {
+      samples.push_back(train_set->get(i));
+      indices.push_back(i);
+    }
+    method->train_step(data::collate(std::move(samples), indices), optimizer);
+    method->predict(data::collate({train_set->get(0)}, {0}));
+  } catch (const memory::BudgetExceeded&) {
+    return {false, memory::cpu_peak_bytes()};
+  } catch (const c10::Error& e) {
+    if (memory::budget() > 0 && std::string(e.what()).find("out of memory") != std::string::npos) {
+      return {false, memory::snapshot().peak_tensor_bytes};
+    }
+    throw;
+  }
+  return {true, memory::snapshot().peak_tensor_bytes};
+}
+
+BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int64_t max_batch) {
+  TESSERA_CHECK(memory::budget() > 0, "--train.auto_batch needs a budget: set train.memory_budget (e.g. 4GiB)");
+  BatchPlan plan;
+  Config config = base;
+  plan.q = config.patchgd.q;
+  const auto fits = [&](int64_t b) {
+    config.train.batch_size = b;
+    config.patchgd.q = plan.q;
+    const auto [ok, peak] = trial_step(config, train_set);
+    plan.trials.push_back({{"batch_size", b}, {"q", plan.q}, {"fits", ok}, {"peak_tensor_bytes", peak}});
+    log::info("plan: batch {}{} {} (peak tensors {})", b,
+              config.train.method == "patchgd" ? fmt::format(", q {:.4f}", plan.q) : "", ok ? "fits" : "does not fit",
+              memory::format_bytes(peak));
+    return ok;
+  };
+  const int64_t lo_limit = make_method(config, train_set->tasks())->min_batch_size();
+  max_batch = std::min(max_batch, train_set->size());
+  TESSERA_CHECK(max_batch >= lo_limit, "the training set is too small to plan a batch");
+  if (!fits(lo_limit)) {
+    const bool can_sample_less = config.train.method == "patchgd";
+    const int64_t n = data::PatchGrid::fit(config.data.height, config.data.width, config.data.patch, config.data.patch).count();
+    bool found = false;
+    while (can_sample_less && plan.q * n > 1.0 + 1e-9) {
+      plan.q = std::max(1.0 / static_cast<double>(n), plan.q / 2);
+      if ((found = fits(lo_limit))) break;
+    }
+    TESSERA_CHECK(found, "no batch fits train.memory_budget ", config.train.memory_budget, ": even batch ", lo_limit,
+                  can_sample_less ? " at one patch per inner iteration" : "", " needs more; raise the budget or lower ",
+                  config.train.method == "patchgd" ? "data.patch or the backbone size" : "the image size (gd.image_size) or the backbone size");
+  }
+  // Doubling, then bisection between the last batch that fitted and the first that did not.
+  int64_t good = lo_limit, bad = -1;
+  while (bad < 0 && good < max_batch) {
+    const int64_t next = std::min(max_batch, good * 2);
+    if (fits(next)) good = next;
+    else bad = next;
+  }
+  while (bad > good + 1) {
+    const int64_t mid = (good + bad) / 2;
+    if (fits(mid)) good = mid;
+    else bad = mid;
+  }
+  plan.batch_size = good;
+  return plan;
+}
+
+}  // namespace tessera::train
