@@ -142,7 +142,7 @@ void add_train(CLI::App& app) {
     log::set_file(run.file("train.log"));
     auto [train_set, test_set] = train::make_datasets(config);
     if (config.train.auto_batch && !*resume) {
-      const auto plan = train::plan_batch(config, train_set, /*max_batch=*/256);
+      const auto plan = train::plan_batch(config, train_set, /*max_batch=*/config.train.batch_size);
       config.train.batch_size = plan.batch_size;
       config.patchgd.q = plan.q;
       run.write_text("plan.json", plan.to_json(config).dump(2) + "\n");

@@ -105,3 +105,24 @@ TEST(Config, YamlRoundTripAndOverrides) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// Every shipped preset loads and validates (typos in keys or values fail here, not on a GPU machine).
+TEST(Presets, EveryPresetLoadsAndValidates) {
+  int count = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(std::string(TESSERA_TESTS_DIR) + "/../configs")) {
+    if (entry.path().extension() != ".yaml") continue;
+    Config config;
+    EXPECT_NO_THROW({
+      config.load_yaml(entry.path().string());
+      config.validate();
+    }) << entry.path();
+    ++count;
+  }
+  EXPECT_GE(count, 24);
+}
+
+}  // namespace
+}  // namespace tessera

@@ -9,8 +9,9 @@
 namespace tessera {
 namespace {
 
-void generate_reference(const std::string& dir) {
-  const std::string cmd = std::string("/usr/bin/python3 ") + TESSERA_TESTS_DIR + "/gen_torchvision_reference.py " + dir;
+void generate_reference(const std::string& dir, const std::string& which = "resnet") {
+  const std::string cmd =
+      std::string("/usr/bin/python3 ") + TESSERA_TESTS_DIR + "/gen_torchvision_reference.py " + dir + " " + which;
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "needs python3-torchvision (scripts/install-deps.sh installs it): " << cmd;
 }
 
@@ -40,6 +41,41 @@ TEST_P(TorchvisionParity, OutputsMatchForTheSameWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, TorchvisionParity, ::testing::Values("resnet18", "resnet34", "resnet50"));
+
+// PatchGD's backbones: final Linear replaced by Linear(F, 256), loaded from torchvision state dicts.
+TEST(PatchGdBackbones, ResNet50AndMobileNetV2MatchTorchvision) {
+  testing::TempDir dir;
+  generate_reference(dir.str(), "patchgd");
+  for (const std::string arch : {"resnet50", "mobilenet_v2"}) {
+    models::BackboneOptions o;
+    o.arch = arch;
+    o.out_features = 256;
+    auto net = models::make_backbone(o);
+    const auto report = models::load_state_dict(*net, models::read_state_dict(dir.file(arch + "_s256_state.pt")), true);
+    EXPECT_TRUE(report.missing.empty() && report.unexpected.empty()) << arch;
+    net->eval();
+    const auto io = models::read_pickle(dir.file(arch + "_s256_io.pt")).toGenericDict();
+    const auto x = io.at("x").toTensor(), expected = io.at("y").toTensor();
+    torch::NoGradGuard no_grad;
+    const auto y = net->forward(x);
+    ASSERT_EQ(y.sizes(), expected.sizes()) << arch;
+    EXPECT_LT((y - expected).abs().max().item<double>(), 1e-4 * (1 + expected.abs().max().item<double>())) << arch;
+    net->use_channels_last();  // the layout PatchGD trains in computes the same function
+    EXPECT_LT((net->forward(x) - expected).abs().max().item<double>(), 1e-4 * (1 + expected.abs().max().item<double>()))
+        << arch;
+  }
+  // A stock 1000-class MobileNetV2 state dict: everything but the replaced classifier loads.
+  models::BackboneOptions o;
+  o.arch = "mobilenet_v2";
+  o.out_features = 256;
+  auto net = models::make_backbone(o);
+  const auto fresh_fc = net->named_parameters()["classifier.1.weight"].clone();
+  const int64_t loaded = models::load_backbone_weights(*net, dir.file("mobilenet_v2_state.pt"));
+  EXPECT_EQ(loaded, static_cast<int64_t>(net->named_parameters().size() + net->named_buffers().size()) - 2);
+  EXPECT_TRUE(torch::equal(fresh_fc, net->named_parameters()["classifier.1.weight"]));
+  const auto stock = models::read_state_dict(dir.file("mobilenet_v2_state.pt"));
+  EXPECT_TRUE(torch::equal(stock.at("features.3.conv.1.0.weight"), net->named_parameters()["features.3.conv.1.0.weight"]));
+}
 
 TEST(ResNet, TruncatedGreyEncoderFoldsExactly) {
   models::ResNetOptions o;

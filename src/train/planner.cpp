@@ -16,6 +16,7 @@ nlohmann::json BatchPlan::to_json(const Config& config) const {
   nlohmann::json j{{"method", config.train.method},
                    {"memory_budget", config.train.memory_budget},
                    {"budget_bytes", memory::budget()},
+                   {"planned_against_bytes", memory::budget() * 95 / 100},
                    {"batch_size", batch_size},
                    {"trials", trials}};
   if (config.train.method == "patchgd") j["q"] = q;
@@ -29,14 +30,25 @@ std::pair<bool, int64_t> trial_step(const Config& config, const data::DatasetPtr
   try {
     auto method = make_method(config, train_set->tasks());
     torch::optim::AdamW optimizer(method->module().parameters(), torch::optim::AdamWOptions(config.train.lr));
-    std::vector<data::Sample> samples;
-    std::vector<int64_t> indices;
-    for (int64_t i = 0; i < b; ++i) {
-      samples.push_back(train_set->get(i));
-      indices.push_back(i);
+    const auto batch = [&] {
+      std::vector<data::Sample> samples;
+      std::vector<int64_t> indices;
+      for (int64_t i = 0; i < b; ++i) {
+        samples.push_back(train_set->get(i));
+        indices.push_back(i);
+      }
+      return data::collate(std::move(samples), indices);
+    };
+    // While a step runs the loader holds workers x prefetch ready batches, and a worker collating the
+    // next one holds it twice (samples and stacked batch); they count too.
+    std::vector<torch::Tensor> prefetched;
+    for (int64_t i = 0; i < std::max<int64_t>(1, config.data.workers) * config.data.prefetch + 2; ++i) {
+      prefetched.push_back(batch().images);
     }
-    method->train_step(data::collate(std::move(samples), indices), optimizer);
-    method->predict(data::collate({train_set->get(0)}, {0}));
+    // Two steps: from the second on, the optimiser's state coexists with the activations.
+    method->train_step(batch(), optimizer);
+    method->train_step(batch(), optimizer);
+    method->predict(batch());
   } catch (const memory::BudgetExceeded&) {
     return {false, memory::cpu_peak_bytes()};
   } catch (const c10::Error& e) {
@@ -52,6 +64,14 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
   TESSERA_CHECK(memory::budget() > 0, "--train.auto_batch needs a budget: set train.memory_budget (e.g. 4GiB)");
   BatchPlan plan;
   Config config = base;
+  // Trials run against 95 % of the budget: headroom for what a trial does not reproduce exactly
+  // (allocation order across loader threads, metric buffers).
+  const int64_t budget = memory::budget();
+  struct Restore {
+    int64_t bytes;
+    ~Restore() { memory::set_budget(bytes); }
+  } restore{budget};
+  memory::set_budget(budget * 95 / 100);
   plan.q = config.patchgd.q;
   const auto fits = [&](int64_t b) {
     config.train.batch_size = b;
@@ -63,7 +83,14 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
               memory::format_bytes(peak));
     return ok;
   };
-  const int64_t lo_limit = make_method(config, train_set->tasks())->min_batch_size();
+  const int64_t lo_limit = [&] {
+    try {
+      return make_method(config, train_set->tasks())->min_batch_size();
+    } catch (const memory::BudgetExceeded& e) {
+      fail("the ", config.train.method, " model alone does not fit train.memory_budget ", config.train.memory_budget, " (",
+           e.what(), "); raise the budget or use a smaller backbone");
+    }
+  }();
   max_batch = std::min(max_batch, train_set->size());
   TESSERA_CHECK(max_batch >= lo_limit, "the training set is too small to plan a batch");
   if (!fits(lo_limit)) {

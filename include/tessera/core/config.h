@@ -92,7 +92,7 @@ struct TrainConfig {
   int64_t checkpoint_every = 0;  // steps between checkpoints; 0: at the end of each epoch
   int64_t eval_every = 1;        // epochs between test-set evaluations (the last epoch always evaluates)
   std::string memory_budget;     // e.g. 4GiB; empty: no cap
-  bool auto_batch = false;       // find the largest batch (and PatchGD q) that fits memory_budget first
+  bool auto_batch = false;       // find the largest batch <= batch_size (and PatchGD q) that fits memory_budget
 };
 
 struct Config {

@@ -16,7 +16,7 @@ struct BatchPlan {
   nlohmann::json to_json(const Config& config) const;
 };
 
-// One training step of config's method at config.train.batch_size under config.train.memory_budget;
+// Two training steps of config's method at config.train.batch_size under config.train.memory_budget;
 // returns whether it fitted and the peak live tensor bytes it reached.
 std::pair<bool, int64_t> trial_step(const Config& config, const data::DatasetPtr& train_set);
 

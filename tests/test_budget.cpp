@@ -1,0 +1,151 @@
+// Enforced memory budgets: a step that needs more than the budget fails with a message naming the
+// knobs and leaves the earlier checkpoint intact; the planner's batch fits and the next one does not.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "helpers.h"
+#include "tessera/core/memory.h"
+#include "tessera/train/experiment.h"
+#include "tessera/train/planner.h"
+#include "tessera/train/trainer.h"
+
+namespace tessera {
+namespace {
+
+Config tiny_patchgd(const std::string& mnist, const std::string& run) {
+  auto c = testing::tiny_config(mnist, run);
+  c.train.method = "patchgd";
+  c.data.dataset = "ultramnist";
+  c.data.height = c.data.width = 140;
+  c.data.patch = c.data.stride = 28;
+  c.data.max_scale = 2;
+  c.data.train_size = 16;
+  c.patchgd.q = 0.25;
+  c.patchgd.latent = 16;
+  c.patchgd.head = "small";
+  c.train.epochs = 1;
+  c.train.weight_decay = 0;
+  return c;
+}
+
+std::string bytes_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct BudgetGuard {
+  ~BudgetGuard() { memory::set_budget(0); }
+};
+
+TEST(Budget, ExceededStepFailsClearlyAndKeepsTheCheckpoint) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = tiny_patchgd(dir.str(), dir.file("run"));
+  train::apply_runtime(config);
+  auto [train_set, test_set] = train::make_datasets(config);
+  {
+    auto method = train::make_method(config, train_set->tasks());
+    train::Trainer(config, *method, train_set, test_set).fit(false);
+  }
+  const auto checkpoint = dir.file("run/checkpoint.pt");
+  const auto good = bytes_of(checkpoint);
+  ASSERT_FALSE(good.empty());
+
+  config.train.epochs = 2;
+  auto method = train::make_method(config, train_set->tasks());
+  int64_t param_bytes = 0;
+  for (const auto& p : method->module().parameters()) param_bytes += p.numel() * 4;
+  const int64_t batch_bytes = config.train.batch_size * 140 * 140 * 4;
+  train::Trainer trainer(config, *method, train_set, test_set);
+  BudgetGuard guard;
+  // Room for the loader's batches and the gradients, not for AdamW's two state tensors per parameter.
+  memory::set_budget(memory::cpu_live_bytes() + 4 * batch_bytes + param_bytes);
+  std::string message;
+  try {
+    trainer.fit(/*resume=*/false);  // a new run in the same directory: its first step fails
+  } catch (const memory::BudgetExceeded& e) {
+    message = e.what();
+  }
+  ASSERT_FALSE(message.empty()) << "the step fitted a budget it should not have";
+  EXPECT_NE(message.find("memory budget exceeded"), std::string::npos) << message;
+  EXPECT_NE(message.find("patchgd training step"), std::string::npos) << message;
+  EXPECT_NE(message.find("lower train.batch_size, patchgd.q"), std::string::npos) << message;
+  EXPECT_EQ(bytes_of(checkpoint), good);
+}
+
+TEST(Budget, PlannerPicksTheLargestBatchThatFits) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = tiny_patchgd(dir.str(), dir.file("run"));
+  train::apply_runtime(config);
+  auto train_set = train::make_datasets(config).first;
+  BudgetGuard guard;
+  const int64_t baseline = memory::cpu_live_bytes();
+  config.train.batch_size = 2;
+  const auto [fits2, peak2] = train::trial_step(config, train_set);
+  config.train.batch_size = 12;
+  const auto [fits12, peak12] = train::trial_step(config, train_set);
+  ASSERT_TRUE(fits2 && fits12);
+  ASSERT_GT(peak12, peak2);
+  // The planner plans against 95 % of the budget; aim that between the two trials.
+  const int64_t budget = (baseline + (peak2 - baseline + peak12 - baseline) / 2) * 100 / 95;
+  memory::set_budget(budget);
+
+  const auto plan = train::plan_batch(config, train_set, /*max_batch=*/16);
+  EXPECT_EQ(memory::budget(), budget);
+  memory::set_budget(budget * 95 / 100);  // what the planner plans against, leaving headroom
+  EXPECT_GT(plan.batch_size, 2);
+  EXPECT_LT(plan.batch_size, 12);
+  EXPECT_DOUBLE_EQ(plan.q, 0.25);
+  config.train.batch_size = plan.batch_size;
+  EXPECT_TRUE(train::trial_step(config, train_set).first);
+  config.train.batch_size = plan.batch_size + 1;
+  EXPECT_FALSE(train::trial_step(config, train_set).first);
+  EXPECT_GE(plan.trials.size(), 3u);
+}
+
+TEST(Budget, PlannerLowersPatchGdSamplingWhenTheSmallestBatchDoesNotFit) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = tiny_patchgd(dir.str(), dir.file("run"));
+  config.patchgd.q = 1.0;
+  train::apply_runtime(config);
+  auto train_set = train::make_datasets(config).first;
+  BudgetGuard guard;
+  const int64_t baseline = memory::cpu_live_bytes();
+  config.train.batch_size = 2;
+  const auto [fits_all, peak_all] = train::trial_step(config, train_set);
+  config.patchgd.q = 0.125;
+  const auto [fits_eighth, peak_eighth] = train::trial_step(config, train_set);
+  ASSERT_TRUE(fits_all && fits_eighth);
+  ASSERT_GT(peak_all, peak_eighth);
+  memory::set_budget((baseline + (peak_all - baseline + peak_eighth - baseline) / 2) * 100 / 95);
+  config.patchgd.q = 1.0;
+  const auto plan = train::plan_batch(config, train_set, 16);
+  EXPECT_LT(plan.q, 1.0);
+  EXPECT_GE(plan.batch_size, 2);
+}
+
+TEST(Budget, ImpossibleBudgetSaysWhatToDo) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = tiny_patchgd(dir.str(), dir.file("run"));
+  config.train.method = "gd";
+  train::apply_runtime(config);
+  auto train_set = train::make_datasets(config).first;
+  BudgetGuard guard;
+  memory::set_budget(memory::cpu_live_bytes() + 4096);
+  std::string message;
+  try {
+    train::plan_batch(config, train_set, 16);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("raise the budget"), std::string::npos) << message;
+}
+
+}  // namespace
+}  // namespace tessera

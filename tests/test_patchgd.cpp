@@ -1,0 +1,194 @@
+// PatchGD against its mathematics: with every patch in one chunk it is end-to-end gradient descent;
+// with a partial chunk the backbone's gradients come only through the re-encoded patches; the final
+// step guard; GD-extended shares PatchGD's parameters.
+#include <torch/torch.h>
+
+#include "helpers.h"
+#include "tessera/methods/full_image.h"
+#include "tessera/methods/patchgd.h"
+
+namespace tessera {
+namespace {
+
+constexpr int64_t kSide = 64, kPatch = 32, kLatent = 16, kClasses = 3;
+const std::vector<Task> kTasks{{"label", "softmax", kClasses}};
+
+models::PatchGdNet tiny_net(uint64_t seed, int64_t latent = kLatent) {
+  torch::manual_seed(seed);
+  models::BackboneOptions b;
+  b.arch = "resnet18";
+  b.in_channels = 1;
+  b.width = 8;
+  b.out_features = latent;
+  models::PatchGdHeadOptions h;
+  h.latent = latent;
+  h.rows = h.cols = kSide / kPatch;
+  h.classes = kClasses;
+  h.width = 8;
+  h.downsamples = 1;
+  h.dropout = 0;  // dropout masks would differ between the two computations compared
+  return models::PatchGdNet(models::make_backbone(b), models::PatchGdHead(h));
+}
+
+data::Batch tiny_batch(int64_t B = 3) {
+  torch::manual_seed(7);
+  data::Batch batch;
+  batch.images = torch::randn({B, 1, kSide, kSide});
+  batch.labels["label"] = torch::randint(kClasses, {B}, torch::kLong);
+  return batch;
+}
+
+std::map<std::string, torch::Tensor> grads(torch::nn::Module& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : m.named_parameters()) {
+    if (p.value().grad().defined()) out[p.key()] = p.value().grad().clone();
+  }
+  return out;
+}
+
+void expect_close(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b,
+                  double tolerance) {
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, g] : a) {
+    ASSERT_TRUE(b.count(name)) << name;
+    const double scale = 1 + g.abs().max().item<double>();
+    EXPECT_LT((g - b.at(name)).abs().max().item<double>(), tolerance * scale) << name;
+  }
+}
+
+methods::PatchGd make_patchgd(models::PatchGdNet net, double q, int64_t zeta = 0, int64_t eps = 0) {
+  methods::PatchGdOptions o;
+  o.patch = kPatch;
+  o.q = q;
+  o.zeta = zeta;
+  o.eps = eps;
+  return methods::PatchGd(net, kTasks, o, torch::kCPU);
+}
+
+TEST(PatchGd, FullSamplingEqualsEndToEndGradientDescent) {
+  auto method = make_patchgd(tiny_net(1), /*q=*/1.0);
+  const auto batch = tiny_batch();
+  torch::optim::SGD frozen(method.module().parameters(), torch::optim::SGDOptions(0.0));  // keeps grads, moves nothing
+  method.train_step(batch, frozen);
+  const auto patchgd_grads = grads(method.module());
+
+  // head(backbone(all patches)) end to end, same weights, train mode: identical BatchNorm statistics.
+  auto reference = tiny_net(1);
+  reference->train();
+  const auto grid = data::PatchGrid::fit(kSide, kSide, kPatch, kPatch);
+  const auto patches = data::extract_patches_batch(batch.images, grid, torch::arange(grid.count()));
+  const int64_t B = batch.size();
+  const auto z = reference->backbone->forward(patches.flatten(0, 1)).view({B, grid.count(), kLatent}).transpose(1, 2);
+  const auto logits = reference->head->forward(z.reshape({B, kLatent, grid.rows, grid.cols}));
+  torch::cross_entropy_loss(logits, batch.labels.at("label")).backward();
+  const auto reference_grads = grads(*reference);
+  EXPECT_FALSE(reference_grads.empty());
+  expect_close(patchgd_grads, reference_grads, 1e-4);
+}
+
+TEST(PatchGd, PartialChunkGradientsComeOnlyThroughTheReencodedPatches) {
+  auto method = make_patchgd(tiny_net(2), /*q=*/0.5);
+  const auto batch = tiny_batch();
+  const auto grid = method.grid(batch.images);
+  method.module().train();
+  auto z = method.fill(batch.images, grid, torch::arange(grid.count()), 2);
+  const auto before = z.clone();
+  EXPECT_FALSE(z.requires_grad());
+
+  const auto idx = torch::tensor({3, 0}, torch::kLong);
+  const auto with_chunk = method.reencode(z, batch.images, grid, idx);
+  const auto loss = torch::cross_entropy_loss(method.net()->head->forward(with_chunk), batch.labels.at("label"));
+  method.module().zero_grad();
+  loss.backward();
+  const auto backbone_grads = grads(*method.net()->backbone);
+
+  // The persistent grid took the new vectors at the chunk, kept the others, and stays a constant.
+  EXPECT_FALSE(z.requires_grad());
+  const auto flat = z.view({z.size(0), z.size(1), -1}), old = before.view_as(flat);
+  EXPECT_TRUE(torch::equal(flat.index_select(2, torch::tensor({1, 2})), old.index_select(2, torch::tensor({1, 2}))));
+  EXPECT_FALSE(torch::equal(flat.index_select(2, idx), old.index_select(2, idx)));
+
+  // Manual: dLoss/dZ at the chunk's positions, pulled back through the chunk's patches alone.
+  auto z_leaf = with_chunk.detach().requires_grad_();
+  torch::cross_entropy_loss(method.net()->head->forward(z_leaf), batch.labels.at("label")).backward();
+  const int64_t B = batch.size();
+  const auto dz = z_leaf.grad().view({B, kLatent, -1}).index_select(2, idx);
+  method.module().zero_grad();
+  const auto patches = data::extract_patches_batch(batch.images, grid, idx).flatten(0, 1);
+  const auto feats = method.net()->backbone->forward(patches).view({B, idx.size(0), kLatent}).transpose(1, 2);
+  feats.backward(dz);
+  expect_close(backbone_grads, grads(*method.net()->backbone), 1e-5);
+}
+
+TEST(PatchGd, StepsEvenWhenChunksRunOutBeforeEps) {
+  // n = 4 patches, q = 0.3: k = 2, two chunks, but zeta = eps = ceil(1/0.3) = 4. The reference never steps.
+  auto method = make_patchgd(tiny_net(3), /*q=*/0.3);
+  const auto plan = method.plan(data::PatchGrid::fit(kSide, kSide, kPatch, kPatch));
+  EXPECT_EQ(plan.k, 2);
+  EXPECT_EQ(plan.zeta, 4);
+  EXPECT_EQ(plan.eps, 4);
+  EXPECT_EQ(plan.iterations, 2);
+  torch::optim::SGD sgd(method.module().parameters(), torch::optim::SGDOptions(0.1));
+  const auto weight_before = method.net()->backbone->named_parameters()["conv1.weight"].clone();
+  const auto head_before = method.net()->head->fc->weight.clone();
+  const auto result = method.train_step(tiny_batch(), sgd);
+  EXPECT_TRUE(std::isfinite(result.loss));
+  EXPECT_FALSE(torch::equal(weight_before, method.net()->backbone->named_parameters()["conv1.weight"]));
+  EXPECT_FALSE(torch::equal(head_before, method.net()->head->fc->weight));
+}
+
+TEST(PatchGd, AccumulationOfOneStepsEveryIteration) {
+  auto method = make_patchgd(tiny_net(4), /*q=*/0.25, /*zeta=*/0, /*eps=*/1);
+  EXPECT_EQ(method.plan(data::PatchGrid::fit(kSide, kSide, kPatch, kPatch)).iterations, 4);
+  int64_t steps = 0;
+  struct CountingSgd : torch::optim::SGD {
+    int64_t* counter;
+    CountingSgd(std::vector<torch::Tensor> p, int64_t* c) : SGD(std::move(p), torch::optim::SGDOptions(0.01)), counter(c) {}
+    torch::Tensor step(LossClosure closure = nullptr) override {
+      ++*counter;
+      return SGD::step(closure);
+    }
+  } sgd(method.module().parameters(), &steps);
+  method.train_step(tiny_batch(), sgd);
+  EXPECT_EQ(steps, 4);
+}
+
+TEST(PatchGd, PredictIsDeterministicAndSumsToOne) {
+  auto method = make_patchgd(tiny_net(5), 0.5);
+  const auto batch = tiny_batch(2);
+  const auto a = method.predict(batch).at("label"), b = method.predict(batch).at("label");
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_LT((a.sum(1) - 1).abs().max().item<double>(), 1e-5);
+}
+
+TEST(FullImage, GdExtendedHasExactlyPatchGdsParameters) {
+  auto patchgd = make_patchgd(tiny_net(6), 0.5);
+  methods::FullImage extended(tiny_net(6), kTasks, {}, torch::kCPU);
+  const auto a = patchgd.module().named_parameters(), b = extended.module().named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& p : a) EXPECT_EQ(p.value().sizes(), b[p.key()].sizes()) << p.key();
+  torch::optim::SGD sgd(extended.module().parameters(), torch::optim::SGDOptions(0.01));
+  const auto result = extended.train_step(tiny_batch(), sgd);
+  EXPECT_TRUE(std::isfinite(result.loss));
+  EXPECT_EQ(result.outputs.at("label").sizes(), (std::vector<int64_t>{3, kClasses}));
+}
+
+TEST(FullImage, GdDownscalesBeforeTheBackbone) {
+  torch::manual_seed(0);
+  models::BackboneOptions b;
+  b.arch = "resnet18";
+  b.in_channels = 1;
+  b.width = 8;
+  b.out_features = kClasses;
+  auto backbone = models::make_backbone(b);
+  methods::FullImage gd(models::PatchGdNet(backbone, nullptr), kTasks, {/*image_size=*/32}, torch::kCPU);
+  EXPECT_EQ(gd.name(), "gd");
+  const auto batch = tiny_batch(2);
+  gd.module().eval();
+  torch::NoGradGuard no_grad;
+  const auto expected = backbone->forward(torch::adaptive_avg_pool2d(batch.images, {32, 32}));
+  EXPECT_TRUE(torch::allclose(gd.logits(batch.images), expected));
+}
+
+}  // namespace
+}  // namespace tessera
