@@ -166,6 +166,7 @@ void run_patch_sweep(const BenchIpsOptions& o) {
 struct BenchPatchGdOptions {
   int64_t batch = 4, size = 512, channels = 3, patch = 128, latent = 256, classes = 6;
   int64_t steps = 3, warmup = 1, threads = 0;
+  int64_t k = 0;  // sweep: > 0 fixes the patches per inner iteration (q = k / n) instead of q
   double q = 0.25;
   std::string encoder = "resnet50", head = "default", sizes, budget, json;
 };
@@ -244,7 +245,11 @@ void run_size_sweep(const BenchPatchGdOptions& o) {
       nlohmann::json row{{"size", size}, {"method", method_name}};
       std::string peak_text, time_text = "-";
       try {
-        auto method = train::make_method(patchgd_bench_config(o, method_name, size, o.batch), tasks);
+        auto config = patchgd_bench_config(o, method_name, size, o.batch);
+        const int64_t n = data::PatchGrid::fit(size, size, o.patch, o.patch).count();
+        if (o.k > 0) config.patchgd.q = std::min(1.0, static_cast<double>(o.k) / static_cast<double>(n));
+        row["q"] = config.patchgd.q;
+        auto method = train::make_method(config, tasks);
         torch::optim::AdamW opt(method->module().parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0));
         const auto start = std::chrono::steady_clock::now();
         method->train_step(random_batch(o.batch, o.channels, size, o.classes), opt);
@@ -265,7 +270,7 @@ void run_size_sweep(const BenchPatchGdOptions& o) {
   }
   if (!o.json.empty()) {
     nlohmann::json j{{"sweep", rows},
-                     {"settings", {{"batch", o.batch}, {"channels", o.channels}, {"patch", o.patch}, {"q", o.q},
+                     {"settings", {{"batch", o.batch}, {"channels", o.channels}, {"patch", o.patch}, {"q", o.q}, {"k", o.k},
                                    {"backbone", o.encoder}, {"latent", o.latent}, {"budget", o.budget},
                                    {"threads", torch::get_num_threads()}}}};
     write_file_atomic(o.json, j.dump(2) + "\n");
@@ -317,6 +322,7 @@ void add_bench(CLI::App& app) {
   pgd->add_option("--warmup", p->warmup, "untimed steps first");
   pgd->add_option("--threads", p->threads, "torch threads (0 = all cores)");
   pgd->add_option("--sizes", p->sizes, "sweep: comma-separated image sides, PatchGD vs GD peak tensor memory");
+  pgd->add_option("--k", p->k, "sweep: fixed patches per inner iteration (q = k / n) instead of a fixed q");
   pgd->add_option("--budget", p->budget, "sweep: memory budget that stops a step early (e.g. 12GiB)");
   pgd->add_option("--json", p->json, "also write the results as JSON to this file");
   pgd->callback([p] {

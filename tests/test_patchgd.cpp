@@ -161,6 +161,22 @@ TEST(PatchGd, PredictIsDeterministicAndSumsToOne) {
   EXPECT_LT((a.sum(1) - 1).abs().max().item<double>(), 1e-5);
 }
 
+TEST(PatchGd, PredictIsTheHeadOnTheEvalModeGridOfAllPatches) {
+  auto method = make_patchgd(tiny_net(8), 0.25);
+  const auto batch = tiny_batch(2);
+  torch::optim::SGD sgd(method.module().parameters(), torch::optim::SGDOptions(0.05));
+  method.train_step(batch, sgd);  // non-trivial running statistics
+  const auto predicted = method.predict(batch).at("label");
+  auto net = method.net();
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const auto grid = data::PatchGrid::fit(kSide, kSide, kPatch, kPatch);
+  const auto patches = data::extract_patches_batch(batch.images, grid, torch::arange(grid.count()));
+  const auto z = net->backbone->forward(patches.flatten(0, 1)).view({2, grid.count(), kLatent}).transpose(1, 2);
+  const auto expected = torch::softmax(net->head->forward(z.reshape({2, kLatent, grid.rows, grid.cols})), 1);
+  EXPECT_LT((predicted - expected).abs().max().item<double>(), 1e-5);
+}
+
 TEST(FullImage, GdExtendedHasExactlyPatchGdsParameters) {
   auto patchgd = make_patchgd(tiny_net(6), 0.5);
   methods::FullImage extended(tiny_net(6), kTasks, {}, torch::kCPU);

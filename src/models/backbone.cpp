@@ -36,6 +36,7 @@ BackbonePtr make_backbone(const BackboneOptions& o) {
   r.stages = o.stages;
   r.width = o.width;
   r.num_outputs = o.out_features;
+  r.recompute_stem = o.recompute_stem;
   return std::make_shared<ResNetImpl>(r);
 }
 

@@ -31,6 +31,7 @@ struct BackboneOptions {
   int64_t width = 64;         // ResNet first-stage channels
   double width_mult = 1.0;    // MobileNetV2 width multiplier
   int64_t out_features = 0;   // > 0: final Linear(F, out_features) named as torchvision's (fc / classifier.1)
+  bool recompute_stem = true; // ResNet: trade one stem forward for the stem's saved activations
 };
 
 // x with channels_last strides (also for one channel, where contiguous() keeps NCHW strides and every

@@ -22,6 +22,9 @@ struct ResNetOptions {
   int64_t stages = 4;  // 1..4
   int64_t width = 64;  // channels of the first stage
   int64_t num_outputs = 0;  // > 0 adds fc: Linear(features, num_outputs)
+  // Recompute the stem in the backward pass instead of saving its activations (less memory, one more
+  // stem forward per training step).
+  bool recompute_stem = true;
 };
 
 // A convolution with its BatchNorm folded in: what an eval-mode conv+bn computes, in one conv.
