@@ -15,6 +15,13 @@ torch::Tensor BackboneImpl::forward(const torch::Tensor& x) {
   return project(torch::adaptive_avg_pool2d(features(x), {1, 1}).flatten(1));
 }
 
+void BackboneImpl::use_channels_last() {
+  torch::NoGradGuard no_grad;
+  for (auto& p : parameters()) {
+    if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
+  }
+}
+
 torch::Tensor to_channels_last(const torch::Tensor& x) {
   if (x.dim() != 4 || x.suggest_memory_format() == at::MemoryFormat::ChannelsLast) return x;
   return torch::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast)).copy_(x);

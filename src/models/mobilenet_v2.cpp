@@ -88,11 +88,4 @@ torch::Tensor MobileNetV2Impl::project(const torch::Tensor& pooled) {
   return classifier ? classifier->forward(pooled) : pooled;
 }
 
-void MobileNetV2Impl::use_channels_last() {
-  torch::NoGradGuard no_grad;
-  for (auto& p : parameters()) {
-    if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
-  }
-}
-
 }  // namespace tessera::models

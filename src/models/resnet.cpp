@@ -219,13 +219,6 @@ torch::Tensor ResNetImpl::features(const torch::Tensor& input) {
 
 torch::Tensor ResNetImpl::project(const torch::Tensor& pooled) { return fc ? fc(pooled) : pooled; }
 
-void ResNetImpl::use_channels_last() {
-  torch::NoGradGuard no_grad;
-  for (auto& p : parameters()) {
-    if (p.dim() == 4) p.set_data(p.data().contiguous(at::MemoryFormat::ChannelsLast));
-  }
-}
-
 FoldedResNet ResNetImpl::fold() const {
   FoldedResNet f;
   f.stem = fold_conv_bn(conv1, bn1);

@@ -123,7 +123,6 @@ std::unique_ptr<methods::Method> make_method(const Config& config, const std::ve
   }
   if (!config.model.weights.empty()) models::load_backbone_weights(*backbone, config.model.weights);
   if (!config.model.init_from.empty()) init_backbone_from(*backbone, config.model.init_from, tasks);
-  backbone->use_channels_last();  // loaded weights arrive contiguous
   return method;
 }
 

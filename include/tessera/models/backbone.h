@@ -16,8 +16,9 @@ class BackboneImpl : public torch::nn::Module {
   virtual torch::Tensor project(const torch::Tensor& pooled) = 0;
   virtual int64_t feature_dim() const = 0;
   virtual int64_t out_features() const = 0;
-  // Stores 4-D weights channels_last (faster convolutions on CPU and GPU); inputs follow.
-  virtual void use_channels_last() = 0;
+  // Stores 4-D weights channels_last (faster convolutions on CPU and GPU); inputs follow. Loading a
+  // state dict afterwards keeps the layout (it copies into the existing tensors).
+  void use_channels_last();
 
   // project(global average pool(features(x))): one vector per image.
   virtual torch::Tensor forward(const torch::Tensor& x);

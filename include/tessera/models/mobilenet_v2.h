@@ -22,7 +22,6 @@ class MobileNetV2Impl : public BackboneImpl {
   torch::Tensor project(const torch::Tensor& pooled) override;
   int64_t feature_dim() const override { return last_channel_; }
   int64_t out_features() const override { return options_.num_outputs > 0 ? options_.num_outputs : last_channel_; }
-  void use_channels_last() override;
 
   torch::nn::Sequential body{nullptr};        // registered as "features"
   torch::nn::Sequential classifier{nullptr};  // Dropout, Linear

@@ -92,10 +92,6 @@ class ResNetImpl : public BackboneImpl {
   std::vector<torch::nn::Sequential> layers;  // registered as layer1..layerN
   torch::nn::Linear fc{nullptr};
 
-  // Stores convolution weights channels_last: with channels_last inputs the training pass runs
-  // 1.5x faster on CPU (oneDNN) and uses tensor cores on GPU.
-  void use_channels_last() override;
-
  private:
   ResNetOptions options_;
   int64_t feature_dim_ = 0, out_features_ = 0;
