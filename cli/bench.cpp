@@ -331,6 +331,9 @@ void add_bench(CLI::App& app) {
     if (p->sizes.empty()) run_patchgd_step_bench(*p);
     else run_size_sweep(*p);
   });
+#ifdef TESSERA_WITH_SLIDES
+  add_slide_bench(*bench);
+#endif
 }
 
 }  // namespace tessera::cli

@@ -151,8 +151,11 @@ void add_train(CLI::App& app) {
                 run.file("plan.json"));
     }
     auto method = train::make_method(config, train_set->tasks());
-    log::info("training {} on {}x{} images ({}), batch {}, {} threads", method->name(), config.data.height,
-              config.data.width, config.data.dataset, config.train.batch_size, torch::get_num_threads());
+    const bool bags = config.data.dataset == "slides" || config.data.dataset == "feature_bags";
+    log::info("training {} on {} ({}), batch {}, {} threads", method->name(),
+              bags ? fmt::format("{} {}", train_set->size(), config.data.dataset)
+                   : fmt::format("{}x{} images", config.data.height, config.data.width),
+              config.data.dataset, config.train.batch_size, torch::get_num_threads());
     train::Trainer trainer(config, *method, train_set, test_set);
     const auto last = trainer.fit(*resume);
     if (last.contains("test")) print_summary(last["test"]);
@@ -186,12 +189,27 @@ void add_predict(CLI::App& app) {
   auto image_path = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
   sub->add_option("--run", *run, "run directory holding checkpoint.pt")->required();
-  sub->add_option("--image", *image_path, "PNG, JPEG or TIFF image, or a .pt tensor (C, H, W)")->required();
+  auto* image_opt = sub->add_option("--image", *image_path, "PNG, JPEG or TIFF image, or a .pt tensor (C, H, W)");
+#ifdef TESSERA_WITH_SLIDES
+  auto slide = std::make_shared<SlidePredictOptions>();
+  auto* slide_opt = sub->add_option("--slide", slide->slide, "whole-slide image (runs trained on slides or feature bags)");
+  sub->add_option("--bag", slide->bag, "feature bag (.h5) of the slide, for runs trained on feature bags");
+  sub->add_option("--thumbnail", slide->thumbnail, "longest side of the heatmap PNG");
+  sub->add_flag("--tiff", slide->tiff, "also write a full-resolution pyramidal TIFF heatmap overlay");
+  image_opt->excludes(slide_opt);
+#endif
   sub->add_option("--out", *out, "output directory (default: <run>/predict)");
-  sub->callback([run, image_path, out] {
+  sub->callback([=] {
     auto config = config_of_run(*run);
     config.train.threads = 0;  // all cores, whatever the training run used
     train::apply_runtime(config);
+#ifdef TESSERA_WITH_SLIDES
+    if (!slide->slide.empty() || !slide->bag.empty()) {
+      slide->out = out->empty() ? (fs::path(*run) / "predict").string() : *out;
+      return predict_slide(config, *run, *slide);
+    }
+#endif
+    TESSERA_CHECK(!image_path->empty(), "predict needs --image (or --slide / --bag for slide runs)");
     const auto image = data::read_image(*image_path);
     if (config.train.method != "ips") return predict_whole(config, *run, *image_path, image, *out);
     const std::vector<Task> tasks = data::megapixel_mnist_tasks();

@@ -28,4 +28,18 @@ void add_export_data(CLI::App& app);
 void add_prepare_images(CLI::App& app);
 void add_bench(CLI::App& app);
 
+#ifdef TESSERA_WITH_SLIDES
+// Whole-slide commands: slide-info, make-slides, preprocess, extract-features (slide_commands.cpp).
+void add_slide_commands(CLI::App& app);
+// bench slide-read | slide-ips | feature-bags (slide_bench.cpp).
+void add_slide_bench(CLI::App& bench);
+struct SlidePredictOptions {
+  std::string slide, bag, out;
+  int64_t thumbnail = 1024;
+  bool tiff = false;
+};
+// predict on a whole slide (or a feature bag): outputs JSON, per-patch scores CSV, heatmap PNG (+ TIFF).
+void predict_slide(const Config& config, const std::string& run, const SlidePredictOptions& options);
+#endif
+
 }  // namespace tessera::cli

@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
   tessera::cli::add_export_data(app);
   tessera::cli::add_prepare_images(app);
   tessera::cli::add_bench(app);
+#ifdef TESSERA_WITH_SLIDES
+  tessera::cli::add_slide_commands(app);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -76,6 +76,7 @@ std::vector<Config::Field> Config::fields() {
   return {
       field("run.dir", &run_dir),
       field("data.dataset", &data.dataset),
+      field("data.manifest", &data.manifest),
       field("data.mnist_dir", &data.mnist_dir),
       field("data.height", &data.height),
       field("data.width", &data.width),
@@ -99,6 +100,8 @@ std::vector<Config::Field> Config::fields() {
       field("data.workers", &data.workers),
       field("data.prefetch", &data.prefetch),
       field("model.encoder", &model.encoder),
+      field("model.in_features", &model.in_features),
+      field("model.dim", &model.dim),
       field("model.in_channels", &model.in_channels),
       field("model.stages", &model.stages),
       field("model.width", &model.width),
@@ -111,6 +114,15 @@ std::vector<Config::Field> Config::fields() {
       field("model.dropout", &model.dropout),
       field("model.attn_dropout", &model.attn_dropout),
       field("model.pos_enc", &model.pos_enc),
+      field("slide.backend", &slide.backend),
+      field("slide.level", &slide.level),
+      field("slide.mpp", &slide.mpp),
+      field("slide.tissue", &slide.tissue),
+      field("slide.min_tissue", &slide.min_tissue),
+      field("slide.cache_dir", &slide.cache_dir),
+      field("slide.features_dir", &slide.features_dir),
+      field("slide.skip_errors", &slide.skip_errors),
+      field("slide.read_workers", &slide.read_workers),
       field("ips.M", &ips.M),
       field("ips.I", &ips.I),
       field("ips.shuffle", &ips.shuffle),
@@ -210,15 +222,26 @@ void Config::validate() const {
   TESSERA_CHECK(data.height > 0 && data.width > 0, "data.height and data.width must be positive");
   TESSERA_CHECK(data.patch > 0 && data.stride > 0, "data.patch and data.stride must be positive, got ", data.patch,
                 " and ", data.stride);
-  TESSERA_CHECK(data.patch <= data.height && data.patch <= data.width, "patch ", data.patch,
+  const bool slides = data.dataset == "slides" || data.dataset == "feature_bags";
+  TESSERA_CHECK(slides || (data.patch <= data.height && data.patch <= data.width), "patch ", data.patch,
                 " is larger than the image ", data.height, "x", data.width, "; lower data.patch");
   TESSERA_CHECK(data.train_size >= 0 && data.test_size >= 0, "data set sizes must be >= 0");
   TESSERA_CHECK(data.workers >= 0 && data.prefetch >= 1, "data.workers must be >= 0 and data.prefetch >= 1");
-  TESSERA_CHECK(one_of(data.dataset, {"megapixel_mnist", "ultramnist", "ultramnist28", "csv"}), "data.dataset '",
-                data.dataset, "' is not one of megapixel_mnist, ultramnist, ultramnist28, csv");
+  TESSERA_CHECK(one_of(data.dataset, {"megapixel_mnist", "ultramnist", "ultramnist28", "csv", "slides", "feature_bags"}),
+                "data.dataset '", data.dataset,
+                "' is not one of megapixel_mnist, ultramnist, ultramnist28, csv, slides, feature_bags");
+  TESSERA_CHECK(!slides || !data.manifest.empty(), "data.dataset ", data.dataset,
+                " needs data.manifest (a CSV with slide,label[,split] columns)");
+  TESSERA_CHECK(data.dataset != "feature_bags" || (model.encoder == "projector" && train.method == "ips"),
+                "feature bags train with train.method ips and model.encoder projector");
+  TESSERA_CHECK(one_of(slide.backend, {"auto", "openslide", "vips"}), "slide.backend must be auto, openslide or vips");
+  TESSERA_CHECK(one_of(slide.tissue, {"otsu", "saturation"}), "slide.tissue must be otsu or saturation");
+  TESSERA_CHECK(slide.min_tissue >= 0 && slide.min_tissue <= 1 && slide.read_workers >= 0 && slide.level >= 0,
+                "slide.min_tissue must be in [0, 1], slide.read_workers and slide.level >= 0");
   TESSERA_CHECK(data.channels == 1 || data.channels == 3, "data.channels must be 1 or 3, got ", data.channels);
-  TESSERA_CHECK(one_of(model.encoder, {"resnet18", "resnet34", "resnet50", "mobilenet_v2"}), "model.encoder '",
-                model.encoder, "' is not one of resnet18, resnet34, resnet50, mobilenet_v2");
+  TESSERA_CHECK(one_of(model.encoder, {"resnet18", "resnet34", "resnet50", "mobilenet_v2", "projector"}),
+                "model.encoder '", model.encoder, "' is not one of resnet18, resnet34, resnet50, mobilenet_v2, projector");
+  TESSERA_CHECK(model.in_features > 0 && model.dim > 0, "model.in_features and model.dim must be positive");
   TESSERA_CHECK(one_of(train.method, {"ips", "patchgd", "gd", "gd_extended"}), "train.method '", train.method,
                 "' is not one of ips, patchgd, gd, gd_extended");
   TESSERA_CHECK(model.encoder != "mobilenet_v2" || train.method != "ips",

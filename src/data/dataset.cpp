@@ -9,14 +9,20 @@ namespace tessera::data {
 Batch collate(std::vector<Sample> samples, std::vector<int64_t> indices) {
   TESSERA_CHECK(!samples.empty(), "cannot make a batch from zero samples; is the data set empty?");
   Batch b;
+  if (samples[0].bag) {
+    for (size_t i = 0; i < samples.size(); ++i) {
+      TESSERA_CHECK(samples[i].bag, "sample ", indices[i], " has no patch bag but sample ", indices[0], " has one");
+      b.bags.push_back(samples[i].bag);
+    }
+  }
   std::vector<torch::Tensor> images;
-  for (size_t i = 0; i < samples.size(); ++i) {
+  for (size_t i = 0; i < samples.size() && !samples[0].bag; ++i) {
     TESSERA_CHECK(samples[i].image.sizes() == samples[0].image.sizes(), "sample ", indices[i], " has image shape ",
                   samples[i].image.sizes(), " but sample ", indices[0], " has ", samples[0].image.sizes(),
                   "; images in one batch must share a size");
     images.push_back(samples[i].image);
   }
-  b.images = torch::stack(images);
+  if (!images.empty()) b.images = torch::stack(images);
   for (const auto& [task, _] : samples[0].labels) {
     std::vector<torch::Tensor> labels;
     for (const auto& s : samples) labels.push_back(s.labels.at(task));

@@ -19,14 +19,14 @@ bool has_suffix(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+}  // namespace
+
 #ifdef TESSERA_WITH_VIPS
 void init_vips() {
   static const bool ok = [] { return VIPS_INIT("tessera") == 0; }();
   TESSERA_CHECK(ok, "libvips failed to initialise: ", vips_error_buffer());
 }
 #endif
-
-}  // namespace
 
 torch::Tensor read_image(const std::string& path) {
   TESSERA_CHECK(std::filesystem::exists(path), "image '", path, "' does not exist");

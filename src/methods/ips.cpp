@@ -6,6 +6,8 @@
 #include "tessera/core/error.h"
 #include "tessera/core/runtime.h"
 
+#include <future>
+
 namespace tessera::methods {
 namespace {
 
@@ -42,6 +44,8 @@ std::unique_ptr<Ips> Ips::from_config(const Config& c, const std::vector<Task>& 
 }
 
 std::vector<data::PatchBagPtr> Ips::bags(const data::Batch& batch) const {
+  if (!batch.bags.empty()) return batch.bags;
+  TESSERA_CHECK(!net_->options().features, "this IPS network encodes feature rows (model.encoder projector); give it feature bags");
   TESSERA_CHECK(batch.images.dim() == 4, "IPS expects a batch of images (B, C, H, W), got ", batch.images.sizes());
   const int64_t channels = net_->options().encoder.in_channels;
   TESSERA_CHECK(batch.images.size(1) == channels, "images have ", batch.images.size(1),
@@ -52,7 +56,7 @@ std::vector<data::PatchBagPtr> Ips::bags(const data::Batch& batch) const {
   return out;
 }
 
-torch::Tensor Ips::select_group(const std::vector<data::PatchBagPtr>& group, const models::FoldedResNet& encoder,
+torch::Tensor Ips::select_group(const std::vector<data::PatchBagPtr>& group, const Encoder& encoder,
                                 const ScoreObserver& observer, c10::optional<at::Generator> gen) {
   const int64_t G = static_cast<int64_t>(group.size()), N = group.front()->size();
   const int64_t M = options_.M, I = options_.I, D = net_->dim();
@@ -80,11 +84,23 @@ torch::Tensor Ips::select_group(const std::vector<data::PatchBagPtr>& group, con
                            : torch::arange(begin, end, long_opts.device(device_)).unsqueeze(0).expand({G, end - begin});
   };
 
-  auto mem_emb = encoder.forward(fetch(0, M)).view({G, M, D});
+  // Lazy loading reads the next chunk (from host memory or the slide file) on a second thread while
+  // the current one is encoded.
+  const bool stream = options_.loading == "lazy" || group.front()->on_disk();
+  const auto policy = stream ? std::launch::async : std::launch::deferred;
+  const auto start = [&](int64_t begin, int64_t end) { return std::async(policy, fetch, begin, end); };
+  auto pending = start(0, M);
+  auto first = pending.get();
+  if (M < N) pending = start(M, std::min(M + I, N));
+  auto mem_emb = encoder(first).view({G, M, D});
+  first = torch::Tensor();
   auto mem_idx = scan_idx(0, M);
   for (int64_t begin = M; begin < N; begin += I) {
     const int64_t end = std::min(begin + I, N);
-    const auto iter_emb = encoder.forward(fetch(begin, end)).view({G, end - begin, D});
+    auto chunk = pending.get();
+    if (end < N) pending = start(end, std::min(end + I, N));
+    const auto iter_emb = encoder(chunk).view({G, end - begin, D});
+    chunk = torch::Tensor();
     const auto all_emb = torch::cat({mem_emb, iter_emb}, 1);
     const auto all_idx = torch::cat({mem_idx, scan_idx(begin, end)}, 1);
     const auto pos = net_->positions(all_idx);
@@ -104,16 +120,18 @@ Selection Ips::select(const std::vector<data::PatchBagPtr>& bags, const ScoreObs
     TESSERA_CHECK(bags[b]->size() > 0, "image ", b, " of the batch has zero patches; check the patch size and the image");
   }
   const int64_t B = static_cast<int64_t>(bags.size());
+  // Feature rows are wide (2048 floats each): lazily loaded bags keep their winners on disk.
+  const bool streams = net_->options().features && bags.front()->on_disk();
   std::vector<torch::Tensor> winners(B), winner_idx(B);
   {
     c10::InferenceMode inference;
     // BatchNorm folded into the convolutions = eval-mode encoder, without touching the module's mode.
-    const auto encoder = net_->encoder->fold();
+    const auto encoder = net_->frozen_encoder();
     // eager: every patch of the batch on the device first; eager_sequential: seq_batch images at a
     // time; lazy: patches stay on the host and only each chunk moves.
     const int64_t group_limit = options_.loading == "eager_sequential" ? options_.seq_batch : B;
     const auto on_device = [&](const data::PatchBagPtr& bag) -> data::PatchBagPtr {
-      if (options_.loading == "lazy") return bag;
+      if (options_.loading == "lazy" || bag->on_disk()) return bag;
       return std::make_shared<data::TensorBag>(bag->range(0, bag->size()).to(device_));
     };
     std::vector<data::PatchBagPtr> staged(B);
@@ -129,7 +147,7 @@ Selection Ips::select(const std::vector<data::PatchBagPtr>& bags, const ScoreObs
       const auto idx = select_group(group, encoder, observer, shuffle_gen).to(torch::kCPU);
       for (int64_t b = start; b < end; ++b) {
         winner_idx[b] = idx[b - start];
-        winners[b] = group[b - start]->gather(winner_idx[b]).to(device_);
+        if (!streams) winners[b] = group[b - start]->gather(winner_idx[b]).to(device_);
       }
       start = end;
     }
@@ -138,13 +156,19 @@ Selection Ips::select(const std::vector<data::PatchBagPtr>& bags, const ScoreObs
   int64_t L = 0;
   for (const auto& w : winner_idx) L = std::max(L, w.size(0));
   Selection s;
-  const auto& first = winners.front();
-  s.patches = torch::zeros({B, L, first.size(1), first.size(2), first.size(3)}, first.options());
+  if (streams) {
+    s.streamed = bags;
+  } else {
+    auto shape = winners.front().sizes().vec();
+    shape.insert(shape.begin(), B);
+    shape[1] = L;
+    s.patches = torch::zeros(shape, winners.front().options());
+  }
   s.idx = torch::zeros({B, L}, torch::kLong);
   bool padded = false;
   for (int64_t b = 0; b < B; ++b) {
     const int64_t n = winner_idx[b].size(0);
-    s.patches[b].slice(0, 0, n).copy_(winners[b]);
+    if (!streams) s.patches[b].slice(0, 0, n).copy_(winners[b]);
     s.idx[b].slice(0, 0, n).copy_(winner_idx[b]);
     padded |= n < L;
   }
@@ -157,10 +181,55 @@ Selection Ips::select(const std::vector<data::PatchBagPtr>& bags, const ScoreObs
   return s;
 }
 
+torch::Tensor Ips::streamed_first_layer(const Selection& s) {
+  const int64_t B = s.idx.size(0), L = s.idx.size(1);
+  auto y = torch::zeros({B, L, net_->dim()}, torch::TensorOptions().device(device_));
+  torch::NoGradGuard no_grad;
+  const auto idx = s.idx.to(torch::kCPU);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = s.mask.defined() ? L - s.mask[b].sum().item<int64_t>() : L;
+    for (int64_t begin = 0; begin < n; begin += options_.I) {
+      const int64_t end = std::min(begin + options_.I, n);
+      const auto x = s.streamed[b]->gather(idx[b].slice(0, begin, end)).to(device_);
+      y[b].slice(0, begin, end).copy_(net_->projector->first(x));
+    }
+  }
+  return y;
+}
+
+void Ips::accumulate_streamed_grad(const Selection& s) {
+  TESSERA_CHECK(streamed_y_.defined() && streamed_y_.grad().defined(), "streamed IPS step lost its first-layer gradient");
+  const auto dy = streamed_y_.grad();
+  const int64_t B = s.idx.size(0), L = s.idx.size(1);
+  const auto idx = s.idx.to(torch::kCPU);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = s.mask.defined() ? L - s.mask[b].sum().item<int64_t>() : L;
+    for (int64_t begin = 0; begin < n; begin += options_.I) {
+      const int64_t end = std::min(begin + options_.I, n);
+      const auto x = s.streamed[b]->gather(idx[b].slice(0, begin, end)).to(device_);
+      net_->projector->accumulate_first_grad(x, dy[b].slice(0, begin, end));
+    }
+  }
+  streamed_y_ = torch::Tensor();
+}
+
 torch::Tensor Ips::embed(const Selection& s) {
-  const int64_t B = s.patches.size(0), L = s.patches.size(1), D = net_->dim();
+  const int64_t B = s.idx.size(0), L = s.idx.size(1), D = net_->dim();
   torch::Tensor emb;
-  if (!s.mask.defined()) {
+  if (!s.streamed.empty()) {
+    auto y = streamed_first_layer(s);
+    if (torch::GradMode::is_enabled()) {
+      y.requires_grad_(true);
+      streamed_y_ = y;
+    }
+    if (!s.mask.defined()) {
+      emb = net_->projector->rest(y.flatten(0, 1)).view({B, L, D});
+    } else {
+      const auto valid = s.mask.logical_not();
+      const auto packed = net_->projector->rest(y.index({valid}));
+      emb = torch::zeros({B, L, D}, packed.options()).index_put({valid}, packed);
+    }
+  } else if (!s.mask.defined()) {
     emb = net_->encode(s.patches.flatten(0, 1)).view({B, L, D});
   } else {
     // Only real patches go through the encoder, so padding never enters BatchNorm statistics.
@@ -183,6 +252,26 @@ torch::Tensor Ips::final_scores(const Selection& s) {
   return scores.to(torch::kCPU);
 }
 
+torch::Tensor Ips::score_all(const data::PatchBagPtr& bag) {
+  c10::InferenceMode inference;
+  const auto encoder = net_->frozen_encoder();
+  const int64_t N = bag->size(), I = options_.I;
+  TESSERA_CHECK(N > 0, "cannot score a bag with zero patches");
+  const auto read = [&](int64_t begin, int64_t end) { return std::async(std::launch::async, [=] { return bag->range(begin, end); }); };
+  auto pending = read(0, std::min(I, N));
+  std::vector<torch::Tensor> parts;
+  for (int64_t begin = 0; begin < N; begin += I) {
+    const int64_t end = std::min(begin + I, N);
+    const auto x = pending.get().to(device_);
+    if (end < N) pending = read(end, std::min(end + I, N));
+    auto emb = encoder(x).unsqueeze(0);
+    const auto pos = net_->positions(torch::arange(begin, end, torch::TensorOptions().dtype(torch::kLong).device(device_)).unsqueeze(0));
+    if (pos.defined()) emb = emb + pos;
+    parts.push_back(net_->aggregator->logits(emb).squeeze(0).flatten(0, 1).to(torch::kCPU));  // (H*T, k)
+  }
+  return torch::softmax(torch::cat(parts, 1), 1).mean(0);
+}
+
 StepResult Ips::train_step(data::Batch batch, torch::optim::Optimizer& optimizer) {
   net_->train();
   const auto selection = select(bags(batch));
@@ -192,6 +281,7 @@ StepResult Ips::train_step(data::Batch batch, torch::optim::Optimizer& optimizer
   const auto loss = multitask_loss(outputs, batch.labels, tasks());
   check_finite_loss(loss, "IPS");
   loss.backward();
+  if (!selection.streamed.empty()) accumulate_streamed_grad(selection);
   optimizer.step();
   return {loss.item<double>(), to_cpu_detached(outputs)};
 }

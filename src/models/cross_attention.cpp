@@ -27,7 +27,7 @@ CrossAttentionImpl::CrossAttentionImpl(const CrossAttentionOptions& o) : options
   drop = register_module("drop", torch::nn::Dropout(o.dropout));
 }
 
-torch::Tensor CrossAttentionImpl::attention(const torch::Tensor& x, const torch::Tensor& pad_mask) {
+torch::Tensor CrossAttentionImpl::logits(const torch::Tensor& x) {
   const auto& o = options_;
   TESSERA_CHECK(x.dim() == 3 && x.size(2) == o.dim, "cross-attention expects (B, L, ", o.dim, ") input, got ",
                 x.sizes());
@@ -36,9 +36,13 @@ torch::Tensor CrossAttentionImpl::attention(const torch::Tensor& x, const torch:
   const auto query = q_w(q).view({1, o.tokens, o.heads, o.d_k}).transpose(1, 2) /
                      std::sqrt(static_cast<double>(o.d_k));
   const auto key = k_w(x).view({B, L, o.heads, o.d_k}).transpose(1, 2);
-  auto logits = torch::matmul(query, key.transpose(2, 3));  // (B, H, T, L)
-  if (pad_mask.defined()) logits = logits.masked_fill(pad_mask.view({B, 1, 1, L}), -INFINITY);
-  return torch::softmax(logits, -1);
+  return torch::matmul(query, key.transpose(2, 3));  // (B, H, T, L)
+}
+
+torch::Tensor CrossAttentionImpl::attention(const torch::Tensor& x, const torch::Tensor& pad_mask) {
+  auto l = logits(x);
+  if (pad_mask.defined()) l = l.masked_fill(pad_mask.view({x.size(0), 1, 1, x.size(1)}), -INFINITY);
+  return torch::softmax(l, -1);
 }
 
 torch::Tensor CrossAttentionImpl::scores(const torch::Tensor& x, const torch::Tensor& pad_mask) {

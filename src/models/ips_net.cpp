@@ -9,7 +9,10 @@ namespace tessera::models {
 
 IpsNetOptions ips_net_options(const ModelConfig& c, const std::vector<Task>& tasks) {
   IpsNetOptions o;
-  o.encoder.arch = c.encoder;
+  o.features = c.encoder == "projector";
+  o.projector.in_features = c.in_features;
+  o.projector.dim = c.dim;
+  o.encoder.arch = o.features ? "resnet18" : c.encoder;
   o.encoder.in_channels = c.in_channels;
   o.encoder.stages = c.stages;
   o.encoder.width = c.width;
@@ -25,9 +28,13 @@ IpsNetOptions ips_net_options(const ModelConfig& c, const std::vector<Task>& tas
 
 IpsNetImpl::IpsNetImpl(IpsNetOptions options) : options_(std::move(options)) {
   TESSERA_CHECK(!options_.tasks.empty(), "an IPS network needs at least one task");
-  encoder = register_module("encoder", ResNet(options_.encoder));
-  encoder->use_channels_last();
-  options_.aggregator.dim = encoder->out_features();
+  if (options_.features) {
+    projector = register_module("projector", Projector(options_.projector));
+  } else {
+    encoder = register_module("encoder", ResNet(options_.encoder));
+    encoder->use_channels_last();
+  }
+  options_.aggregator.dim = dim();
   options_.aggregator.tokens = static_cast<int64_t>(options_.tasks.size());
   aggregator = register_module("aggregator", CrossAttention(options_.aggregator));
   torch::OrderedDict<std::string, std::shared_ptr<torch::nn::Module>> task_heads;
@@ -39,11 +46,19 @@ IpsNetImpl::IpsNetImpl(IpsNetOptions options) : options_(std::move(options)) {
   heads = register_module("heads", torch::nn::ModuleDict(task_heads));
 }
 
-torch::Tensor IpsNetImpl::encode(const torch::Tensor& patches) { return encoder->forward(patches); }
+torch::Tensor IpsNetImpl::encode(const torch::Tensor& patches) {
+  return options_.features ? projector->forward(patches) : encoder->forward(patches);
+}
+
+std::function<torch::Tensor(const torch::Tensor&)> IpsNetImpl::frozen_encoder() const {
+  if (options_.features) return projector->frozen();
+  auto folded = std::make_shared<FoldedResNet>(encoder->fold());
+  return [folded](const torch::Tensor& x) { return folded->forward(x); };
+}
 
 torch::Tensor IpsNetImpl::positions(const torch::Tensor& idx) const {
   if (!options_.pos_enc) return {};
-  return sinusoidal_encoding(idx, encoder->out_features());
+  return sinusoidal_encoding(idx, dim());
 }
 
 TaskTensors IpsNetImpl::aggregate(const torch::Tensor& emb, const torch::Tensor& pad_mask) {

@@ -13,6 +13,9 @@
 #include "tessera/methods/patchgd.h"
 #include "tessera/models/state_dict.h"
 #include "tessera/train/checkpoint.h"
+#ifdef TESSERA_WITH_SLIDES
+#include "tessera/slides/slide_dataset.h"
+#endif
 
 namespace tessera::train {
 
@@ -27,6 +30,18 @@ void apply_runtime(const Config& config) {
 
 std::pair<data::DatasetPtr, data::DatasetPtr> make_datasets(const Config& config) {
   const auto& d = config.data;
+  if (d.dataset == "slides" || d.dataset == "feature_bags") {
+#ifdef TESSERA_WITH_SLIDES
+    auto train = std::make_shared<slides::SlideDataset>(slides::slide_data_options(config, "train"));
+    const auto entries = slides::read_manifest(d.manifest);
+    const bool has_test = !slides::select_split(entries, "test").empty();
+    data::DatasetPtr test;
+    if (has_test) test = std::make_shared<slides::SlideDataset>(slides::slide_data_options(config, "test"));
+    return {train, test};
+#else
+    fail("data.dataset ", d.dataset, " needs a build with slide support (TESSERA_WITH_SLIDES=ON)");
+#endif
+  }
   if (d.dataset == "csv") {
     const auto make = [&](const std::string& csv) -> data::DatasetPtr {
       if (csv.empty()) return nullptr;

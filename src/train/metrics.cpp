@@ -28,6 +28,10 @@ nlohmann::json TaskMetrics::summary() const {
     if (t.activation == "softmax") {
       j[t.name]["accuracy"] = out.argmax(-1).eq(lab).to(torch::kDouble).mean().item<double>();
       if (t.ordinal) j[t.name]["qwk"] = quadratic_weighted_kappa(out.argmax(-1), lab, t.outputs);
+      // Binary labels (e.g. tumour slides): AUC of the positive class's probability, when both classes occur.
+      if (t.outputs == 2 && lab.eq(1).any().item<bool>() && lab.eq(0).any().item<bool>()) {
+        j[t.name]["auc"] = roc_auc(out.select(-1, 1), lab);
+      }
     } else if (t.outputs == 1) {
       j[t.name]["auc"] = roc_auc(out.reshape(-1), lab.reshape(-1));
     } else {

@@ -12,7 +12,8 @@ class Node;
 namespace tessera {
 
 struct DataConfig {
-  std::string dataset = "megapixel_mnist";  // megapixel_mnist | ultramnist | ultramnist28 | csv
+  std::string dataset = "megapixel_mnist";  // megapixel_mnist | ultramnist | ultramnist28 | csv | slides | feature_bags
+  std::string manifest;   // slides, feature_bags: CSV with slide,label[,split] (split train / test)
   std::string mnist_dir = "data/mnist";  // IDX files (scripts/get-mnist.sh makes them)
   int64_t height = 1500;
   int64_t width = 1500;
@@ -38,7 +39,9 @@ struct DataConfig {
 };
 
 struct ModelConfig {
-  std::string encoder = "resnet18";  // resnet18 | resnet34 | resnet50 | mobilenet_v2
+  std::string encoder = "resnet18";  // resnet18 | resnet34 | resnet50 | mobilenet_v2 | projector (feature bags)
+  int64_t in_features = 2048;  // projector: width of the bags' feature rows
+  int64_t dim = 512;           // projector: embedding width D
   int64_t in_channels = 1;
   int64_t stages = 2;    // ResNet stages kept (2 or 4)
   int64_t width = 64;    // channels of the first stage (torchvision: 64)
@@ -51,6 +54,19 @@ struct ModelConfig {
   double dropout = 0.1;
   double attn_dropout = 0.1;
   bool pos_enc = true;
+};
+
+// Whole-slide images (data.dataset slides | feature_bags) listed in data.manifest.
+struct SlideConfig {
+  std::string backend = "auto";    // auto | openslide | vips
+  int64_t level = 0;               // pyramid level patches are read at ...
+  double mpp = 0;                  // ... or this resolution (um/px) when > 0
+  std::string tissue = "otsu";     // otsu | saturation
+  double min_tissue = 0.5;         // tissue fraction a patch needs
+  std::string cache_dir;           // patch coordinates (tessera preprocess --out); empty: <manifest folder>/tessera-cache
+  std::string features_dir;        // feature_bags: <id>.h5 files (tessera extract-features --out)
+  bool skip_errors = false;        // record bad slides and go on instead of stopping
+  int64_t read_workers = 2;        // threads reading patches of one chunk
 };
 
 struct IpsConfig {
@@ -99,6 +115,7 @@ struct Config {
   DataConfig data;
   ModelConfig model;
   IpsConfig ips;
+  SlideConfig slide;
   PatchGdConfig patchgd;
   GdConfig gd;
   TrainConfig train;

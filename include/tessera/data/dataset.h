@@ -6,19 +6,23 @@
 #include <vector>
 
 #include "tessera/core/task.h"
+#include "tessera/data/patches.h"
 
 namespace tessera::data {
 
+// An image in memory, or (whole slides, feature bags) a bag of patches read on demand.
 struct Sample {
-  torch::Tensor image;  // (C, H, W) float
+  torch::Tensor image;  // (C, H, W) float; undefined for bag samples
+  PatchBagPtr bag;      // slides and feature bags: patches streamed from disk
   TaskTensors labels;   // per task: () int64 class or (K) float multi-hot
 };
 
 struct Batch {
-  torch::Tensor images;  // (B, C, H, W)
-  TaskTensors labels;    // per task: (B) int64 or (B, K) float
+  torch::Tensor images;           // (B, C, H, W); undefined for bag batches
+  std::vector<PatchBagPtr> bags;  // one per sample for bag batches (their patch counts may differ)
+  TaskTensors labels;             // per task: (B) int64 or (B, K) float
   std::vector<int64_t> indices;
-  int64_t size() const { return images.size(0); }
+  int64_t size() const { return images.defined() ? images.size(0) : static_cast<int64_t>(bags.size()); }
 };
 
 class Dataset {

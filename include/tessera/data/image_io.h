@@ -14,6 +14,11 @@ torch::Tensor read_image(const std::string& path);
 // The PANDA preprocessing of the PatchGD reference.
 torch::Tensor read_fit_square(const std::string& path, int64_t side, int64_t level = 0);
 
+#ifdef TESSERA_WITH_VIPS
+// Starts libvips once per process (thread-safe); every libvips user calls it first.
+void init_vips();
+#endif
+
 // image (C, H, W) float in [0, 1], C = 1 or 3 -> 8-bit PNG (written atomically).
 void write_png(const std::string& path, const torch::Tensor& image);
 

@@ -31,6 +31,9 @@ class PatchBag {
   // idx (k) int64 -> (k, C, h, w); indices refer to the bag's row-major order.
   virtual torch::Tensor gather(const torch::Tensor& idx) const = 0;
   virtual torch::Tensor range(int64_t begin, int64_t end) const;
+  // Read from a file on demand (slides, feature bags): IPS always streams such bags chunk by chunk,
+  // whatever the loading mode, so memory never depends on their size.
+  virtual bool on_disk() const { return false; }
 };
 using PatchBagPtr = std::shared_ptr<const PatchBag>;
 

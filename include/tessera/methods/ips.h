@@ -27,7 +27,9 @@ struct IpsOptions {
 
 // Selected patches ready for the gradient pass.
 struct Selection {
-  torch::Tensor patches;  // (B, L, C, h, w) on the compute device
+  torch::Tensor patches;  // (B, L, ...) winners on the compute device; undefined when streamed
+  // Feature bags: the winners stay on disk and are re-read chunk by chunk (see Ips::embed).
+  std::vector<data::PatchBagPtr> streamed;
   torch::Tensor idx;      // (B, L) int64 patch indices, in descending score order
   torch::Tensor mask;     // (B, L) bool, true = padding (images with fewer than L patches); undefined if none
 };
@@ -55,15 +57,25 @@ class Ips final : public Method {
   TaskTensors forward(const Selection& selection);  // gradient pass in the module's current mode
   // Attention scores of the final aggregation over the selected patches (B, L), eval mode.
   torch::Tensor final_scores(const Selection& selection);
+  // Attention of the aggregator over all N patches of one bag at once (N), eval mode: the heatmap
+  // score. Streams the bag in chunks of I; memory is O(I) plus N floats per head.
+  torch::Tensor score_all(const data::PatchBagPtr& bag);
 
   models::IpsNet net() const { return net_; }
   const IpsOptions& options() const { return options_; }
   torch::Device device() const { return device_; }
 
  private:
-  torch::Tensor select_group(const std::vector<data::PatchBagPtr>& group, const models::FoldedResNet& encoder,
+  using Encoder = std::function<torch::Tensor(const torch::Tensor&)>;
+  torch::Tensor select_group(const std::vector<data::PatchBagPtr>& group, const Encoder& encoder,
                              const ScoreObserver& observer, c10::optional<at::Generator> gen);
   torch::Tensor embed(const Selection& selection);
+  // Streamed selections: the projector's first layer applied chunk by chunk, and its gradient
+  // completed after backward by re-reading the winners.
+  torch::Tensor streamed_first_layer(const Selection& selection);
+  void accumulate_streamed_grad(const Selection& selection);
+
+  torch::Tensor streamed_y_;  // leaf holding the first layer's output during a training step
 
   models::IpsNet net_;
   IpsOptions options_;

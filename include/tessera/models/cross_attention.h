@@ -27,6 +27,8 @@ class CrossAttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& pad_mask = {});
   // Selection scores (B, L): post-softmax attention averaged over heads, then over tokens.
   torch::Tensor scores(const torch::Tensor& x, const torch::Tensor& pad_mask = {});
+  // Pre-softmax attention logits (B, H, T, L): comparable across chunks, unlike scores.
+  torch::Tensor logits(const torch::Tensor& x);
   const CrossAttentionOptions& options() const { return options_; }
 
   torch::Tensor q;

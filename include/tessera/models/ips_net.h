@@ -5,12 +5,14 @@
 #include <torch/nn/modules/container/moduledict.h>
 #include <torch/nn/pimpl.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "tessera/core/task.h"
 #include "tessera/models/cross_attention.h"
+#include "tessera/models/projector.h"
 #include "tessera/models/resnet.h"
 
 namespace tessera {
@@ -20,7 +22,9 @@ struct ModelConfig;
 namespace tessera::models {
 
 struct IpsNetOptions {
+  bool features = false;  // inputs are pre-extracted feature rows (projector) instead of image patches (ResNet)
   ResNetOptions encoder;
+  ProjectorOptions projector;
   CrossAttentionOptions aggregator;  // dim and tokens are filled from the encoder and the tasks
   std::vector<Task> tasks;
   bool pos_enc = true;
@@ -32,17 +36,20 @@ class IpsNetImpl : public torch::nn::Module {
  public:
   explicit IpsNetImpl(IpsNetOptions options);
 
-  // patches (K, C, h, w) -> embeddings (K, D) with the current module mode and grad mode.
+  // patches (K, C, h, w) or feature rows (K, F) -> embeddings (K, D), current module and grad mode.
   torch::Tensor encode(const torch::Tensor& patches);
+  // The eval-mode encoder as a parameter-free function for no-gradient passes (BatchNorm folded).
+  std::function<torch::Tensor(const torch::Tensor&)> frozen_encoder() const;
   // Positional encodings (B, L, D) for patch indices (B, L), or undefined when disabled.
   torch::Tensor positions(const torch::Tensor& idx) const;
   // Aggregates embeddings (B, L, D) (+ positions) into task outputs after their activations.
   TaskTensors aggregate(const torch::Tensor& emb, const torch::Tensor& pad_mask = {});
 
-  int64_t dim() const { return encoder->out_features(); }
+  int64_t dim() const { return options_.features ? projector->dim() : encoder->out_features(); }
   const IpsNetOptions& options() const { return options_; }
 
-  ResNet encoder{nullptr};
+  ResNet encoder{nullptr};        // image patches
+  Projector projector{nullptr};   // feature rows
   CrossAttention aggregator{nullptr};
   torch::nn::ModuleDict heads{nullptr};
 

@@ -1,0 +1,75 @@
+// Slide data sets for IPS: each sample is a bag of tissue patches read from the slide file on demand
+// (SlideBag), or a bag of pre-extracted feature rows read from an HDF5 file (FeatureBag). Nothing
+// N-sized stays in memory between steps: coordinates come from the cache file when a slide is used.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "tessera/data/dataset.h"
+#include "tessera/slides/manifest.h"
+#include "tessera/slides/preprocess.h"
+#include "tessera/slides/reader.h"
+
+namespace tessera {
+struct Config;
+}
+
+namespace tessera::slides {
+
+// Patches of a slide at the grid's coordinates: (k, 3, patch, patch) float in [0, 1] (then
+// normalised), read by `workers` threads at once.
+class SlideBag final : public data::PatchBag {
+ public:
+  SlideBag(SlideReaderPtr reader, PatchCoords grid, int64_t workers, std::vector<float> mean = {},
+           std::vector<float> std = {});
+  int64_t size() const override { return grid_.count(); }
+  torch::Tensor gather(const torch::Tensor& idx) const override;
+  bool on_disk() const override { return true; }
+  const PatchCoords& grid() const { return grid_; }
+  const SlideReader& reader() const { return *reader_; }
+
+ private:
+  SlideReaderPtr reader_;
+  PatchCoords grid_;
+  int64_t workers_;
+  torch::Tensor mean_, std_;
+};
+
+struct SlideDataOptions {
+  std::string manifest, split;      // split: train | test | "" (all)
+  bool features = false;            // feature bags (features_dir/<id>.h5) instead of slide patches
+  std::string features_dir;
+  std::string cache_dir;            // coordinates; empty: <manifest folder>/tessera-cache
+  std::string backend = "auto";
+  PatchGridOptions grid;
+  bool skip_errors = false;
+  int64_t read_workers = 2;
+  std::vector<float> mean, std;
+  std::map<std::string, int64_t> classes;  // per task; absent: max label + 1 over the manifest
+};
+SlideDataOptions slide_data_options(const Config& config, const std::string& split);
+// One softmax task per label column, with max label + 1 classes (at least 2) over the whole manifest.
+std::vector<Task> manifest_tasks(const std::vector<ManifestEntry>& entries, const std::map<std::string, int64_t>& classes = {});
+
+class SlideDataset final : public data::Dataset {
+ public:
+  // Checks every slide up front (opens it, finds or computes its coordinates). A bad slide is an
+  // error naming it, or with skip_errors a recorded failure the data set leaves out.
+  explicit SlideDataset(SlideDataOptions options);
+  int64_t size() const override { return static_cast<int64_t>(entries_.size()); }
+  data::Sample get(int64_t index) const override;
+  std::vector<Task> tasks() const override { return tasks_; }
+  torch::Tensor picture(int64_t index) const override;  // a thumbnail
+  const ManifestEntry& entry(int64_t index) const { return entries_.at(index); }
+  const std::vector<SlideOutcome>& failures() const { return failures_; }
+  // The bag of one slide (what get() puts in its sample).
+  data::PatchBagPtr bag(int64_t index) const;
+
+ private:
+  SlideDataOptions options_;
+  std::vector<ManifestEntry> entries_;
+  std::vector<SlideOutcome> failures_;
+  std::vector<Task> tasks_;
+};
+
+}  // namespace tessera::slides

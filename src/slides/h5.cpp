@@ -1,0 +1,315 @@
+#include "tessera/slides/h5.h"
+
+#include <hdf5.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+
+#include "tessera/core/error.h"
+
+namespace tessera::slides {
+namespace {
+
+// Debian's serial HDF5 is built without thread safety: every call goes through this lock.
+std::recursive_mutex& h5_mutex() {
+  static std::recursive_mutex m;
+  return m;
+}
+
+void quiet_errors() {
+  static const bool once = [] {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors are reported by us, with the file name
+    return true;
+  }();
+  (void)once;
+}
+
+hid_t memory_type(torch::ScalarType type) {
+  if (type == torch::kFloat32) return H5T_NATIVE_FLOAT;
+  if (type == torch::kInt64) return H5T_NATIVE_INT64;
+  fail("HDF5 reads support float32 and int64, not ", c10::toString(type));
+}
+
+// Closes an HDF5 handle at scope exit.
+struct Handle {
+  hid_t id;
+  herr_t (*close)(hid_t);
+  ~Handle() {
+    if (id >= 0) close(id);
+  }
+};
+
+void write_attribute(hid_t object, const std::string& name, const std::string& value) {
+  Handle type{H5Tcopy(H5T_C_S1), H5Tclose};
+  H5Tset_size(type.id, std::max<size_t>(1, value.size()));
+  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  Handle attr{H5Acreate2(object, name.c_str(), type.id, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  H5Awrite(attr.id, type.id, value.c_str());
+}
+
+void write_attribute(hid_t object, const std::string& name, double value, bool integer) {
+  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  const hid_t type = integer ? H5T_NATIVE_INT64 : H5T_NATIVE_DOUBLE;
+  Handle attr{H5Acreate2(object, name.c_str(), type, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  if (integer) {
+    const int64_t v = static_cast<int64_t>(value);
+    H5Awrite(attr.id, type, &v);
+  } else {
+    H5Awrite(attr.id, type, &value);
+  }
+}
+
+hid_t create_dataset(hid_t file, const std::string& name, hid_t type, const std::vector<hsize_t>& dims) {
+  Handle space{H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose};
+  const hid_t d = H5Dcreate2(file, name.c_str(), type, space.id, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  TESSERA_CHECK(d >= 0, "cannot create dataset '", name, "' (", dims.size(), "-D)");
+  return d;
+}
+
+void write_rows(hid_t dataset, int64_t begin, const torch::Tensor& rows, hid_t type) {
+  const auto t = rows.contiguous();
+  const hsize_t start[2] = {static_cast<hsize_t>(begin), 0};
+  const hsize_t count[2] = {static_cast<hsize_t>(t.size(0)), static_cast<hsize_t>(t.size(1))};
+  Handle file_space{H5Dget_space(dataset), H5Sclose};
+  H5Sselect_hyperslab(file_space.id, H5S_SELECT_SET, start, nullptr, count, nullptr);
+  Handle mem_space{H5Screate_simple(2, count, nullptr), H5Sclose};
+  TESSERA_CHECK(H5Dwrite(dataset, type, mem_space.id, file_space.id, H5P_DEFAULT, t.data_ptr()) >= 0,
+                "HDF5 write failed (disk full?)");
+}
+
+// CLAM's names (patch_size, patch_level) plus what tessera needs to map coordinates back.
+void write_grid_attributes(hid_t coords, const PatchCoords& g) {
+  write_attribute(coords, "patch_size", static_cast<double>(g.patch), true);
+  write_attribute(coords, "patch_level", g.level, true);
+  write_attribute(coords, "footprint", static_cast<double>(g.footprint), true);
+  write_attribute(coords, "stride", static_cast<double>(g.stride), true);
+  write_attribute(coords, "mpp", g.mpp, false);
+}
+
+}  // namespace
+
+H5File::H5File(const std::string& path) : path_(path) {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  quiet_errors();
+  TESSERA_CHECK(std::filesystem::exists(path), "HDF5 file '", path, "' does not exist");
+  file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  TESSERA_CHECK(file_ >= 0, "cannot open '", path, "' as HDF5; the file is corrupt, truncated or not HDF5");
+}
+
+H5File::~H5File() {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  if (file_ >= 0) H5Fclose(file_);
+}
+
+bool H5File::has(const std::string& dataset) const {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  return H5Lexists(file_, dataset.c_str(), H5P_DEFAULT) > 0;
+}
+
+std::vector<int64_t> H5File::shape(const std::string& dataset) const {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  TESSERA_CHECK(has(dataset), "'", path_, "' has no dataset '", dataset, "'");
+  Handle d{H5Dopen2(file_, dataset.c_str(), H5P_DEFAULT), H5Dclose};
+  Handle space{H5Dget_space(d.id), H5Sclose};
+  const int rank = H5Sget_simple_extent_ndims(space.id);
+  std::vector<hsize_t> dims(std::max(rank, 0));
+  H5Sget_simple_extent_dims(space.id, dims.data(), nullptr);
+  return {dims.begin(), dims.end()};
+}
+
+torch::Tensor H5File::rows(const std::string& dataset, int64_t begin, int64_t end, torch::ScalarType type) const {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  auto dims = shape(dataset);
+  // (1, N, D) as written by some CLAM versions reads like (N, D).
+  const bool leading_one = dims.size() == 3 && dims[0] == 1;
+  TESSERA_CHECK(dims.size() == 2 || leading_one, "dataset '", dataset, "' in '", path_, "' has ", dims.size(),
+                " dimensions; expected (N, D)");
+  const int64_t n = dims[leading_one ? 1 : 0], width = dims.back();
+  TESSERA_CHECK(begin >= 0 && begin <= end && end <= n, "rows [", begin, ", ", end, ") out of range for '", dataset,
+                "' with ", n, " rows in '", path_, "'");
+  auto out = torch::empty({end - begin, width}, type);
+  if (end == begin) return out;
+  Handle d{H5Dopen2(file_, dataset.c_str(), H5P_DEFAULT), H5Dclose};
+  Handle file_space{H5Dget_space(d.id), H5Sclose};
+  std::vector<hsize_t> start = {static_cast<hsize_t>(begin), 0}, count = {static_cast<hsize_t>(end - begin),
+                                                                           static_cast<hsize_t>(width)};
+  if (leading_one) {
+    start.insert(start.begin(), 0);
+    count.insert(count.begin(), 1);
+  }
+  H5Sselect_hyperslab(file_space.id, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+  Handle mem_space{H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr), H5Sclose};
+  TESSERA_CHECK(H5Dread(d.id, memory_type(type), mem_space.id, file_space.id, H5P_DEFAULT, out.data_ptr()) >= 0,
+                "cannot read rows [", begin, ", ", end, ") of '", dataset, "' in '", path_,
+                "'; the file is corrupt or truncated");
+  return out;
+}
+
+torch::Tensor H5File::gather(const std::string& dataset, const torch::Tensor& idx, torch::ScalarType type) const {
+  const auto flat = idx.to(torch::kCPU, torch::kLong).contiguous();
+  const auto sorted = torch::sort(flat);
+  const auto values = std::get<0>(sorted).contiguous(), order = std::get<1>(sorted);
+  const auto* v = values.data_ptr<int64_t>();
+  const int64_t k = values.numel();
+  std::vector<torch::Tensor> pieces;
+  for (int64_t i = 0; i < k;) {
+    int64_t j = i + 1;
+    while (j < k && v[j] <= v[j - 1] + 1) ++j;  // a run of consecutive (or repeated) rows
+    const auto block = rows(dataset, v[i], v[j - 1] + 1, type);
+    pieces.push_back(block.index_select(0, values.slice(0, i, j) - v[i]));
+    i = j;
+  }
+  if (pieces.empty()) return torch::empty({0, shape(dataset).back()}, type);
+  auto out = torch::empty_like(torch::cat(pieces));
+  out.index_copy_(0, order, torch::cat(pieces));
+  return out;
+}
+
+std::map<std::string, std::string> H5File::attributes(const std::string& dataset) const {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  std::map<std::string, std::string> out;
+  if (!has(dataset)) return out;
+  Handle d{H5Oopen(file_, dataset.c_str(), H5P_DEFAULT), H5Oclose};
+  H5O_info_t info;
+  H5Oget_info2(d.id, &info, H5O_INFO_NUM_ATTRS);
+  for (hsize_t i = 0; i < info.num_attrs; ++i) {
+    Handle a{H5Aopen_by_idx(d.id, ".", H5_INDEX_NAME, H5_ITER_NATIVE, i, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+    char name[256] = {0};
+    H5Aget_name(a.id, sizeof(name) - 1, name);
+    Handle type{H5Aget_type(a.id), H5Tclose};
+    Handle space{H5Aget_space(a.id), H5Sclose};
+    if (H5Sget_simple_extent_npoints(space.id) != 1) continue;
+    const auto cls = H5Tget_class(type.id);
+    if (cls == H5T_INTEGER) {
+      int64_t v = 0;
+      H5Aread(a.id, H5T_NATIVE_INT64, &v);
+      out[name] = std::to_string(v);
+    } else if (cls == H5T_FLOAT) {
+      double v = 0;
+      H5Aread(a.id, H5T_NATIVE_DOUBLE, &v);
+      out[name] = std::to_string(v);
+    } else if (cls == H5T_STRING && !H5Tis_variable_str(type.id)) {
+      std::string v(H5Tget_size(type.id), '\0');
+      H5Aread(a.id, type.id, v.data());
+      out[name] = v.substr(0, v.find('\0'));
+    } else if (cls == H5T_STRING) {
+      char* v = nullptr;
+      Handle mem{H5Tcopy(H5T_C_S1), H5Tclose};
+      H5Tset_size(mem.id, H5T_VARIABLE);
+      if (H5Aread(a.id, mem.id, &v) >= 0 && v) {
+        out[name] = v;
+        H5free_memory(v);
+      }
+    }
+  }
+  return out;
+}
+
+void write_coords(const std::string& path, const PatchCoords& g, const std::string& settings_hash) {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  quiet_errors();
+  TESSERA_CHECK(g.count() > 0, "refusing to write an empty coordinate file '", path, "'");
+  const std::string tmp = path + ".tmp";
+  {
+    Handle file{H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose};
+    TESSERA_CHECK(file.id >= 0, "cannot create '", tmp, "'; is the folder writable?");
+    Handle d{create_dataset(file.id, "coords", H5T_STD_I64LE, {static_cast<hsize_t>(g.count()), 2}), H5Dclose};
+    write_rows(d.id, 0, g.coords.to(torch::kLong), H5T_NATIVE_INT64);
+    write_grid_attributes(d.id, g);
+    write_attribute(d.id, "settings_hash", settings_hash);
+  }
+  TESSERA_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot move '", tmp, "' onto '", path, "'");
+}
+
+PatchCoords read_coords(const std::string& path) {
+  H5File f(path);
+  TESSERA_CHECK(f.has("coords"), "'", path, "' has no 'coords' dataset; is it a tessera/CLAM patch file?");
+  PatchCoords g;
+  g.coords = f.rows("coords", 0, f.shape("coords")[0], torch::kInt64);
+  TESSERA_CHECK(g.coords.size(1) == 2, "'", path, "' coords must be (N, 2), got ", g.coords.sizes());
+  const auto attrs = f.attributes("coords");
+  const auto get = [&](const char* key, double fallback) {
+    const auto it = attrs.find(key);
+    return it == attrs.end() ? fallback : std::stod(it->second);
+  };
+  g.patch = static_cast<int64_t>(get("patch_size", 256));
+  g.level = static_cast<int>(get("patch_level", 0));
+  g.footprint = static_cast<int64_t>(get("footprint", static_cast<double>(g.patch)));
+  g.stride = static_cast<int64_t>(get("stride", static_cast<double>(g.footprint)));
+  g.mpp = get("mpp", 0);
+  return g;
+}
+
+std::string read_settings_hash(const std::string& path) {
+  try {
+    const auto attrs = H5File(path).attributes("coords");
+    const auto it = attrs.find("settings_hash");
+    return it == attrs.end() ? "" : it->second;
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+FeatureWriter::FeatureWriter(const std::string& path, const PatchCoords& grid, int64_t dim,
+                             const std::map<std::string, std::string>& attributes)
+    : path_(path), tmp_(path + ".tmp"), rows_(grid.count()), dim_(dim) {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  quiet_errors();
+  TESSERA_CHECK(rows_ > 0 && dim > 0, "a feature bag needs rows and a feature dimension, got ", rows_, "x", dim);
+  file_ = H5Fcreate(tmp_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  TESSERA_CHECK(file_ >= 0, "cannot create '", tmp_, "'; is the folder writable?");
+  Handle c{create_dataset(file_, "coords", H5T_STD_I64LE, {static_cast<hsize_t>(rows_), 2}), H5Dclose};
+  write_rows(c.id, 0, grid.coords.to(torch::kLong), H5T_NATIVE_INT64);
+  write_grid_attributes(c.id, grid);
+  // Contiguous layout: any row is one direct read, which random-access selection needs.
+  Handle f{create_dataset(file_, "features", H5T_IEEE_F32LE, {static_cast<hsize_t>(rows_), static_cast<hsize_t>(dim)}),
+           H5Dclose};
+  for (const auto& [k, v] : attributes) write_attribute(f.id, k, v);
+}
+
+FeatureWriter::~FeatureWriter() {
+  if (file_ < 0) return;
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  H5Fclose(file_);
+  std::remove(tmp_.c_str());
+}
+
+void FeatureWriter::write(int64_t begin, const torch::Tensor& features) {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  TESSERA_CHECK(file_ >= 0, "feature writer for '", path_, "' is already finished");
+  TESSERA_CHECK(features.dim() == 2 && features.size(1) == dim_ && begin >= 0 && begin + features.size(0) <= rows_,
+                "features ", features.sizes(), " at row ", begin, " do not fit ", rows_, "x", dim_);
+  Handle d{H5Dopen2(file_, "features", H5P_DEFAULT), H5Dclose};
+  write_rows(d.id, begin, features.to(torch::kCPU, torch::kFloat32), H5T_NATIVE_FLOAT);
+}
+
+void FeatureWriter::finish() {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  TESSERA_CHECK(file_ >= 0, "feature writer for '", path_, "' is already finished");
+  H5Fclose(file_);
+  file_ = -1;
+  TESSERA_CHECK(std::rename(tmp_.c_str(), path_.c_str()) == 0, "cannot move '", tmp_, "' onto '", path_, "'");
+}
+
+FeatureBag::FeatureBag(const std::string& path) : file_(std::make_shared<H5File>(path)) {
+  TESSERA_CHECK(file_->has("features"), "'", path, "' has no 'features' dataset; extract features first (tessera extract-features)");
+  const auto dims = file_->shape("features");
+  TESSERA_CHECK(dims.size() == 2 || (dims.size() == 3 && dims[0] == 1), "'features' in '", path,
+                "' must be (N, D) or (1, N, D)");
+  rows_ = dims[dims.size() - 2];
+  dim_ = dims.back();
+  TESSERA_CHECK(rows_ > 0, "feature bag '", path, "' is empty (zero patches)");
+}
+
+torch::Tensor FeatureBag::gather(const torch::Tensor& idx) const { return file_->gather("features", idx, torch::kFloat32); }
+
+torch::Tensor FeatureBag::range(int64_t begin, int64_t end) const { return file_->rows("features", begin, end, torch::kFloat32); }
+
+torch::Tensor FeatureBag::coords() const {
+  if (!file_->has("coords")) return {};
+  return file_->rows("coords", 0, file_->shape("coords")[0], torch::kInt64);
+}
+
+}  // namespace tessera::slides

@@ -1,0 +1,154 @@
+#include "tessera/slides/slide_dataset.h"
+
+#include <torch/torch.h>
+
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "tessera/core/config.h"
+#include "tessera/core/error.h"
+#include "tessera/core/log.h"
+#include "tessera/data/csv_images.h"
+#include "tessera/slides/h5.h"
+
+namespace tessera::slides {
+namespace fs = std::filesystem;
+
+SlideBag::SlideBag(SlideReaderPtr reader, PatchCoords grid, int64_t workers, std::vector<float> mean,
+                   std::vector<float> std)
+    : reader_(std::move(reader)), grid_(std::move(grid)), workers_(std::max<int64_t>(0, workers)) {
+  TESSERA_CHECK(grid_.count() > 0, "slide '", reader_->path(), "' has zero patches");
+  TESSERA_CHECK(mean.size() == std.size() && (mean.empty() || mean.size() == 3), "slide normalisation needs 3 means and 3 stds");
+  if (!mean.empty()) {
+    mean_ = torch::tensor(mean).view({1, 3, 1, 1});
+    std_ = torch::tensor(std).view({1, 3, 1, 1});
+  }
+}
+
+torch::Tensor SlideBag::gather(const torch::Tensor& idx) const {
+  const auto flat = idx.to(torch::kCPU, torch::kLong).contiguous();
+  const int64_t k = flat.numel(), P = grid_.patch, N = size();
+  const auto* i = flat.data_ptr<int64_t>();
+  const auto coords = grid_.coords.contiguous();
+  const auto* c = coords.data_ptr<int64_t>();
+  auto out = torch::empty({k, P, P, 3}, torch::kUInt8);
+  // Reader threads copy raw bytes: no tensor ops on `out`, whose autograd/inference state is the caller's.
+  auto* dst = out.data_ptr<uint8_t>();
+  const auto read_range = [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      TESSERA_CHECK(i[j] >= 0 && i[j] < N, "patch index ", i[j], " out of range [0, ", N, ")");
+      const auto patch = read_patch(*reader_, grid_, c[2 * i[j]], c[2 * i[j] + 1]).contiguous();
+      std::memcpy(dst + j * P * P * 3, patch.data_ptr<uint8_t>(), P * P * 3);
+    }
+  };
+  const int64_t threads = std::min(workers_, k);
+  if (threads <= 1) {
+    read_range(0, k);
+  } else {
+    std::vector<std::thread> pool;
+    std::vector<std::exception_ptr> errors(threads);
+    for (int64_t t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        try {
+          read_range(k * t / threads, k * (t + 1) / threads);
+        } catch (...) {
+          errors[t] = std::current_exception();
+        }
+      });
+    }
+    for (auto& th : pool) th.join();
+    for (auto& e : errors) {
+      if (e) std::rethrow_exception(e);
+    }
+  }
+  auto patches = out.permute({0, 3, 1, 2}).to(torch::kFloat32).div_(255.0f);
+  if (mean_.defined()) patches = (patches - mean_) / std_;
+  return patches.contiguous();
+}
+
+SlideDataOptions slide_data_options(const Config& c, const std::string& split) {
+  SlideDataOptions o;
+  o.manifest = c.data.manifest;
+  o.split = split;
+  o.features = c.data.dataset == "feature_bags";
+  o.features_dir = c.slide.features_dir;
+  o.cache_dir = c.slide.cache_dir;
+  o.backend = c.slide.backend;
+  o.grid.patch = c.data.patch;
+  o.grid.stride = c.data.stride;
+  o.grid.level = static_cast<int>(c.slide.level);
+  o.grid.mpp = c.slide.mpp;
+  o.grid.tissue.method = c.slide.tissue;
+  o.grid.tissue.min_fraction = c.slide.min_tissue;
+  o.skip_errors = c.slide.skip_errors;
+  o.read_workers = c.slide.read_workers;
+  o.mean = data::parse_floats(c.data.mean, "data.mean");
+  o.std = data::parse_floats(c.data.std, "data.std");
+  return o;
+}
+
+std::vector<Task> manifest_tasks(const std::vector<ManifestEntry>& entries, const std::map<std::string, int64_t>& fixed) {
+  std::map<std::string, int64_t> classes = fixed;
+  for (const auto& e : entries) {
+    for (const auto& [task, label] : e.labels) {
+      if (!fixed.count(task)) classes[task] = std::max(classes[task], label + 1);
+    }
+  }
+  std::vector<Task> tasks;
+  for (const auto& [task, n] : classes) tasks.push_back({task, "softmax", std::max<int64_t>(n, 2), false});
+  return tasks;
+}
+
+SlideDataset::SlideDataset(SlideDataOptions options) : options_(std::move(options)) {
+  auto& o = options_;
+  if (o.cache_dir.empty()) o.cache_dir = (fs::path(o.manifest).parent_path() / "tessera-cache").string();
+  TESSERA_CHECK(!o.features || !o.features_dir.empty(), "feature bags need slide.features_dir (tessera extract-features --out)");
+  const auto all = read_manifest(o.manifest);
+  tasks_ = manifest_tasks(all, o.classes);  // from the whole manifest, so every split agrees
+  for (const auto& e : select_split(all, o.split)) {
+    try {
+      for (const auto& t : tasks_) {
+        TESSERA_CHECK(e.labels.count(t.name), "slide '", e.id, "' has no '", t.name, "' label in ", o.manifest);
+        TESSERA_CHECK(e.labels.at(t.name) < t.outputs, "slide '", e.id, "' label ", e.labels.at(t.name), " >= ", t.outputs, " classes");
+      }
+      if (o.features) {
+        FeatureBag bag((fs::path(o.features_dir) / (e.id + ".h5")).string());
+      } else {
+        const auto reader = open_slide(e.path, o.backend);
+        cached_tissue_patches(e, *reader, o.grid, o.cache_dir);
+      }
+      entries_.push_back(e);
+    } catch (const Error& err) {
+      if (!o.skip_errors) fail("slide '", e.id, "' (", e.path, "): ", err.what(), " (or set slide.skip_errors to skip bad slides)");
+      log::warn("skipping slide {}: {}", e.id, err.what());
+      failures_.push_back({e.id, e.path, "failed", 0, err.what(), 0});
+    }
+  }
+  TESSERA_CHECK(!entries_.empty(), "no usable slides in ", o.manifest, o.split.empty() ? "" : " (split " + o.split + ")",
+                failures_.empty() ? "" : "; all failed, first: " + failures_.front().reason);
+}
+
+data::PatchBagPtr SlideDataset::bag(int64_t index) const {
+  const auto& e = entries_.at(index);
+  if (options_.features) return std::make_shared<FeatureBag>((fs::path(options_.features_dir) / (e.id + ".h5")).string());
+  auto reader = open_slide(e.path, options_.backend);
+  auto coords = cached_tissue_patches(e, *reader, options_.grid, options_.cache_dir);
+  return std::make_shared<SlideBag>(std::move(reader), std::move(coords), options_.read_workers, options_.mean, options_.std);
+}
+
+data::Sample SlideDataset::get(int64_t index) const {
+  data::Sample s;
+  s.bag = bag(index);
+  for (const auto& t : tasks_) s.labels[t.name] = torch::tensor(entries_.at(index).labels.at(t.name), torch::kLong);
+  return s;
+}
+
+torch::Tensor SlideDataset::picture(int64_t index) const {
+  TESSERA_CHECK(!options_.features, "feature bags have no picture; use the slide itself");
+  const auto reader = open_slide(entries_.at(index).path, options_.backend);
+  const int level = reader->level_for_downsample(std::max(reader->levels()[0].width, reader->levels()[0].height) / 1024.0);
+  return reader->read_level(level).permute({2, 0, 1}).to(torch::kFloat32).div(255);
+}
+
+}  // namespace tessera::slides
