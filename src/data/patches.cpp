@@ -62,7 +62,7 @@ torch::Tensor PatchBag::range(int64_t begin, int64_t end) const {
 }
 
 TensorBag::TensorBag(torch::Tensor patches) : patches_(std::move(patches)) {
-  TESSERA_CHECK(patches_.dim() == 4, "a patch bag holds (N, C, h, w) patches, got shape ", patches_.sizes());
+  TESSERA_CHECK(patches_.dim() >= 2, "a patch bag holds (N, ...) patches or feature rows, got shape ", patches_.sizes());
 }
 
 torch::Tensor TensorBag::gather(const torch::Tensor& idx) const {

@@ -1,0 +1,208 @@
+// IPS on whole slides and feature bags: streamed selection equals in-memory selection, selection memory
+// does not grow with the slide, streamed projector gradients equal autograd, and the slide workflow
+// end to end through the command line.
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+
+#include "helpers.h"
+#include "tessera/core/memory.h"
+#include "tessera/methods/ips.h"
+#include "tessera/slides/h5.h"
+#include "tessera/slides/slide_dataset.h"
+#include "tessera/slides/synthetic.h"
+
+namespace tessera {
+namespace {
+namespace fs = std::filesystem;
+
+methods::Ips small_patch_ips(int64_t M, int64_t I) {
+  models::IpsNetOptions net;
+  net.encoder.in_channels = 3;
+  net.encoder.stages = 1;
+  net.encoder.width = 8;
+  net.aggregator.heads = 2;
+  net.aggregator.d_k = 8;
+  net.aggregator.d_inner = 16;
+  net.tasks = {{"label", "softmax", 2}};
+  net.pos_enc = false;
+  methods::IpsOptions o;
+  o.M = M;
+  o.I = I;
+  o.loading = "lazy";
+  return methods::Ips(models::IpsNet(net), o, torch::kCPU);
+}
+
+std::shared_ptr<slides::SlideBag> slide_bag(const testing::TempDir& dir, const std::string& name, int64_t side) {
+  slides::SyntheticSlideOptions o;
+  o.width = o.height = side;
+  o.tissue_blobs = 4;
+  o.tissue_size = 0.45;
+  const auto path = dir.file(name);
+  slides::write_synthetic_slide(path, o, nullptr);
+  const auto reader = slides::open_slide(path);
+  slides::PatchGridOptions g;
+  g.patch = 64;
+  g.tissue.min_fraction = 0.25;
+  return std::make_shared<slides::SlideBag>(reader, slides::tissue_patches(*reader, g), 2);
+}
+
+TEST(SlideIps, StreamedSelectionEqualsInMemorySelection) {
+  testing::TempDir dir;
+  torch::manual_seed(0);
+  auto ips = small_patch_ips(5, 16);
+  const auto bag = slide_bag(dir, "s.tif", 1024);
+  ASSERT_GT(bag->size(), 40);
+  const auto in_memory = std::make_shared<data::TensorBag>(bag->range(0, bag->size()));
+  const auto streamed = ips.select({bag});
+  const auto held = ips.select({in_memory});
+  EXPECT_TRUE(torch::equal(streamed.idx, held.idx));
+  EXPECT_TRUE(torch::equal(streamed.patches, held.patches));
+}
+
+TEST(SlideIps, SelectionMemoryDoesNotGrowWithTheSlide) {
+  memory::install_tracking();
+  testing::TempDir dir;
+  torch::manual_seed(0);
+  auto ips = small_patch_ips(4, 16);
+  const auto small = slide_bag(dir, "small.tif", 1024);
+  const auto large = slide_bag(dir, "large.tif", 2048);
+  ASSERT_GE(large->size(), 3 * small->size());
+  const auto peak_of = [&](const data::PatchBagPtr& bag) {
+    ips.select({bag});  // warm-up: lazily built state (folded weights, caches) is not the slide's
+    memory::reset_peaks();
+    const int64_t before = memory::cpu_live_bytes();
+    ips.select({bag});
+    return memory::snapshot().peak_tensor_bytes - before;
+  };
+  const int64_t small_peak = peak_of(small), large_peak = peak_of(large);
+  EXPECT_GT(small_peak, 0);
+  // The prefetched next chunk may or may not coexist with the encoder's peak (thread timing): peaks may
+  // differ by one chunk (I patches as float plus their 8-bit staging), never by the slide's extra patches.
+  const int64_t chunk = 16 * 3 * 64 * 64 * (4 + 1);
+  const int64_t extra_patches = (large->size() - small->size()) * 3 * 64 * 64 * 4;
+  EXPECT_LE(std::abs(large_peak - small_peak), chunk + 1024)
+      << "small slide " << small->size() << " patches: " << small_peak << " bytes, large " << large->size() << ": "
+      << large_peak << " (holding the extra patches would add " << extra_patches << ")";
+}
+
+// B bags of random feature rows, on disk and in memory.
+struct Bags {
+  std::vector<data::PatchBagPtr> disk, memory;
+};
+Bags feature_bags(const testing::TempDir& dir, const std::vector<int64_t>& sizes, int64_t dim) {
+  Bags b;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    slides::PatchCoords grid;
+    grid.patch = grid.footprint = grid.stride = 256;
+    grid.coords = torch::arange(sizes[i] * 2, torch::kLong).view({sizes[i], 2});
+    const auto features = torch::randn({sizes[i], dim});
+    const auto path = dir.file("bag" + std::to_string(i) + ".h5");
+    slides::FeatureWriter w(path, grid, dim, {});
+    w.write(0, features);
+    w.finish();
+    b.disk.push_back(std::make_shared<slides::FeatureBag>(path));
+    b.memory.push_back(std::make_shared<data::TensorBag>(features));
+  }
+  return b;
+}
+
+TEST(FeatureBagIps, StreamedProjectorGradientsEqualAutograd) {
+  testing::TempDir dir;
+  torch::manual_seed(0);
+  const auto bags = feature_bags(dir, {37, 12, 50}, 24);  // the 12-row bag has fewer than M rows: padding mask
+  models::IpsNetOptions net;
+  net.features = true;
+  net.projector.in_features = 24;
+  net.projector.dim = 16;
+  net.aggregator.heads = 2;
+  net.aggregator.d_k = 8;
+  net.aggregator.d_inner = 32;
+  net.aggregator.dropout = net.aggregator.attn_dropout = 0;
+  net.tasks = {{"label", "softmax", 2}};
+  net.pos_enc = false;
+  methods::IpsOptions o;
+  o.M = 15;
+  o.I = 7;
+  o.loading = "eager_sequential";
+  const models::IpsNet a(net), b(net);
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < a->parameters().size(); ++i) b->parameters()[i].copy_(a->parameters()[i]);
+  }
+  methods::Ips streamed(a, o, torch::kCPU), held(b, o, torch::kCPU);
+  torch::optim::SGD sgd_a(a->parameters(), 0.0), sgd_b(b->parameters(), 0.0);
+  data::Batch batch;
+  batch.labels = {{"label", torch::tensor({1, 0, 1}, torch::kLong)}};
+  batch.bags = bags.disk;
+  const auto ra = streamed.train_step(batch, sgd_a);
+  batch.bags = bags.memory;
+  const auto rb = held.train_step(batch, sgd_b);
+  EXPECT_NEAR(ra.loss, rb.loss, 1e-5);
+  const auto pa = a->named_parameters(), pb = b->named_parameters();
+  for (const auto& item : pa) {
+    ASSERT_TRUE(item.value().grad().defined()) << item.key();
+    EXPECT_TRUE(torch::allclose(item.value().grad(), pb[item.key()].grad(), 1e-4, 1e-6)) << item.key();
+  }
+  EXPECT_GT(a->projector->fc->weight.grad().abs().sum().item<double>(), 0);
+}
+
+int run(const std::string& args, const std::string& log) {
+  return std::system((std::string(TESSERA_CLI) + " " + args + " > " + log + " 2>&1").c_str());
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+TEST(SlideWorkflow, MakePreprocessTrainPredictAndFeatureBags) {
+  testing::TempDir dir;
+  fs::create_directories(dir.file("mnist"));
+  testing::write_fake_mnist(dir.file("mnist"));
+  const auto log = dir.file("log.txt");
+  const auto slides_dir = dir.file("slides");
+  ASSERT_EQ(run("make-slides --out " + slides_dir + " --count 4 --test-count 2 --width 1024 --height 1024 --digits 3 "
+                "--mnist-dir " + dir.file("mnist"), log), 0) << read_text(log);
+  ASSERT_EQ(run("preprocess --manifest " + slides_dir + "/manifest.csv --out " + dir.file("cache") + " --patch 128", log), 0)
+      << read_text(log);
+  const std::string common = " --data.manifest " + slides_dir + "/manifest.csv --data.patch 128 --data.stride 128 "
+                             "--slide.cache_dir " + dir.file("cache") + " --train.epochs 1 --train.batch_size 2 "
+                             "--train.threads 1 --data.workers 1 --model.heads 2 --model.d_k 8 --model.d_inner 32 "
+                             "--model.pos_enc false --ips.M 4 --ips.I 8 --ips.loading lazy";
+  ASSERT_EQ(run("train --data.dataset slides --model.in_channels 3 --model.width 8 --run.dir " + dir.file("run") + common, log), 0)
+      << read_text(log);
+  ASSERT_EQ(run("predict --run " + dir.file("run") + " --slide " + slides_dir + "/slide_001.tif --tiff --out " + dir.file("pred"), log), 0)
+      << read_text(log);
+  for (const auto& f : {"prediction.json", "scores.csv", "heatmap.png", "heatmap.tif"}) {
+    EXPECT_TRUE(fs::exists(dir.file("pred/") + f)) << f;
+  }
+  const auto prediction = nlohmann::json::parse(read_text(dir.file("pred/prediction.json")));
+  const auto scores = read_text(dir.file("pred/scores.csv"));
+  EXPECT_EQ(std::count(scores.begin(), scores.end(), '\n'), prediction["patches"].get<int64_t>() + 1);
+  const auto overlay = slides::open_slide(dir.file("pred/heatmap.tif"));
+  EXPECT_EQ(overlay->levels()[0].width, 1024);
+
+  // Feature bags from the same slides, then IPS with the projector on them.
+  ASSERT_EQ(run("extract-features --manifest " + slides_dir + "/manifest.csv --out " + dir.file("bags") +
+                " --cache-dir " + dir.file("cache") + " --patch 128 --encoder resnet18 --stages 2 --width 8 --threads 1", log), 0)
+      << read_text(log);
+  slides::FeatureBag bag(dir.file("bags/slide_000.h5"));
+  EXPECT_EQ(bag.dim(), 16);  // resnet18, 2 stages of width 8: 2 x 8 channels
+  ASSERT_EQ(run("train --data.dataset feature_bags --model.encoder projector --model.in_features 16 --model.dim 16 "
+                "--slide.features_dir " + dir.file("bags") + " --run.dir " + dir.file("bagrun") + common, log), 0)
+      << read_text(log);
+  const auto metrics = read_text(dir.file("bagrun/metrics.jsonl"));
+  EXPECT_NE(metrics.find("\"auc\""), std::string::npos) << metrics;
+  ASSERT_EQ(run("predict --run " + dir.file("bagrun") + " --bag " + dir.file("bags/slide_001.h5") + " --slide " + slides_dir +
+                "/slide_001.tif --out " + dir.file("bagpred"), log), 0)
+      << read_text(log);
+  EXPECT_TRUE(fs::exists(dir.file("bagpred/heatmap.png")));
+  // Extraction resumes: existing bags are kept.
+  ASSERT_EQ(run("extract-features --manifest " + slides_dir + "/manifest.csv --out " + dir.file("bags") +
+                " --cache-dir " + dir.file("cache") + " --patch 128 --encoder resnet18 --stages 2 --width 8 --threads 1", log), 0);
+  EXPECT_NE(read_text(log).find("0 bags written, 6 already there"), std::string::npos) << read_text(log);
+}
+
+}  // namespace
+}  // namespace tessera

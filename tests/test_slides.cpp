@@ -1,0 +1,310 @@
+// Whole-slide I/O on generated pyramidal TIFFs: both readers against the generator's pixels, level and
+// mpp selection, concurrent reads, tissue detection, HDF5 bags (ours and the CLAM layout), resumable
+// preprocessing and bad slides.
+#include <hdf5.h>
+
+#include <thread>
+
+#include "helpers.h"
+#include "tessera/slides/h5.h"
+#include "tessera/slides/preprocess.h"
+#include "tessera/slides/reader.h"
+#include "tessera/slides/slide_dataset.h"
+#include "tessera/slides/synthetic.h"
+
+namespace tessera {
+namespace {
+namespace fs = std::filesystem;
+using slides::SyntheticSlideOptions;
+
+SyntheticSlideOptions small_slide(uint64_t seed = 0) {
+  SyntheticSlideOptions o;
+  o.width = o.height = 1024;  // whole 256-px tiles on levels 0-2
+  o.seed = seed;
+  o.tissue_blobs = 2;
+  return o;
+}
+
+std::string write_slide(const testing::TempDir& dir, const std::string& name, const SyntheticSlideOptions& o) {
+  const auto path = dir.file(name);
+  slides::write_synthetic_slide(path, o, nullptr);
+  return path;
+}
+
+TEST(SlideReader, BothBackendsReturnTheGeneratorsPixels) {
+  testing::TempDir dir;
+  const auto o = small_slide();
+  const auto path = write_slide(dir, "s.tif", o);
+  const auto expected = slides::synthetic_region(o, nullptr, 256, 512, 300, 200);
+  for (const std::string backend : {"vips", "openslide"}) {
+    const auto reader = slides::open_slide(path, backend);
+    EXPECT_EQ(reader->backend(), backend);
+    ASSERT_EQ(reader->level_count(), 3) << backend;
+    EXPECT_NEAR(reader->mpp(), 0.5, 1e-6) << backend;
+    EXPECT_TRUE(torch::equal(reader->read_region(256, 512, 0, 300, 200), expected)) << backend;
+  }
+  // Level 1 is a 2x2 box average of level 0 (libvips' pyramid), and both readers agree on it.
+  const auto vips = slides::open_slide(path, "vips"), osl = slides::open_slide(path, "openslide");
+  const auto level1 = vips->read_region(0, 0, 1, 512, 512);
+  EXPECT_TRUE(torch::equal(level1, osl->read_region(0, 0, 1, 512, 512)));
+  const auto full = slides::synthetic_region(o, nullptr, 0, 0, 1024, 1024).permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32);
+  const auto box = torch::avg_pool2d(full, 2).squeeze(0).permute({1, 2, 0});
+  EXPECT_LE((level1.to(torch::kFloat32) - box).abs().max().item<float>(), 1.0f);
+  // Outside the slide reads as white.
+  const auto edge = vips->read_region(1014, 0, 0, 20, 4);
+  EXPECT_EQ(edge.slice(1, 10).min().item<uint8_t>(), 255);
+  EXPECT_TRUE(torch::equal(edge.slice(1, 0, 10), slides::synthetic_region(o, nullptr, 1014, 0, 10, 4)));
+}
+
+TEST(SlideReader, PicksLevelsAndResolutions) {
+  testing::TempDir dir;
+  const auto path = write_slide(dir, "s.tif", small_slide());
+  const auto reader = slides::open_slide(path);
+  EXPECT_EQ(reader->backend(), "vips");  // generic TIFF goes to libvips under auto
+  EXPECT_EQ(reader->level_for_downsample(0.5), 0);
+  EXPECT_EQ(reader->level_for_downsample(1.9), 0);
+  EXPECT_EQ(reader->level_for_downsample(2), 1);
+  EXPECT_EQ(reader->level_for_downsample(3.9), 1);
+  EXPECT_EQ(reader->level_for_downsample(100), 2);
+  // 1.0 um/px = downsample 2: exactly level 1; 1.5 um/px: level 1 resampled by 3/4.
+  EXPECT_TRUE(torch::equal(reader->read_region_mpp(128, 256, 1.0, 64, 48), reader->read_region(128, 256, 1, 64, 48)));
+  const auto resampled = reader->read_region_mpp(0, 0, 1.5, 100, 80);
+  ASSERT_EQ(resampled.sizes(), (std::vector<int64_t>{80, 100, 3}));
+  const auto source = reader->read_region(0, 0, 1, 134, 107).permute({2, 0, 1}).unsqueeze(0).to(torch::kFloat32);
+  EXPECT_LT((torch::adaptive_avg_pool2d(source.slice(2, 0, 120).slice(3, 0, 150), {80, 100}).mean() -
+             resampled.to(torch::kFloat32).mean()).abs().item<float>(), 3.0f);
+}
+
+TEST(SlideReader, ConcurrentReadsMatchSequentialReads) {
+  testing::TempDir dir;
+  const auto path = write_slide(dir, "s.tif", small_slide(3));
+  for (const std::string backend : {"vips", "openslide"}) {
+    const auto reader = slides::open_slide(path, backend);
+    const auto xy = torch::randint(0, 1024 - 96, {48, 2}, torch::kLong);
+    std::vector<torch::Tensor> sequential, parallel(48);
+    for (int64_t i = 0; i < 48; ++i) sequential.push_back(reader->read_region(xy[i][0].item<int64_t>(), xy[i][1].item<int64_t>(), 0, 96, 96));
+    std::vector<std::thread> pool;
+    for (int t = 0; t < 4; ++t) {
+      pool.emplace_back([&, t] {
+        for (int64_t i = t; i < 48; i += 4) parallel[i] = reader->read_region(xy[i][0].item<int64_t>(), xy[i][1].item<int64_t>(), 0, 96, 96);
+      });
+    }
+    for (auto& th : pool) th.join();
+    for (int64_t i = 0; i < 48; ++i) EXPECT_TRUE(torch::equal(sequential[i], parallel[i])) << backend << " read " << i;
+  }
+}
+
+TEST(Tissue, MaskRecoversTheGeneratedTissueAndGridsSkipGlass) {
+  testing::TempDir dir;
+  auto o = small_slide(5);
+  o.width = o.height = 2048;
+  const auto path = write_slide(dir, "s.tif", o);
+  const auto reader = slides::open_slide(path);
+  const auto truth = slides::synthetic_tissue_mask(o);  // one value per 64-px cell
+  for (const std::string method : {"otsu", "saturation"}) {
+    slides::TissueOptions t;
+    t.method = method;
+    const auto m = slides::detect_tissue(*reader, t, 16);
+    const int64_t up = static_cast<int64_t>(slides::kTissueCell / m.downsample);
+    const auto gt = truth.repeat_interleave(up, 0).repeat_interleave(up, 1).slice(0, 0, m.mask.size(0)).slice(1, 0, m.mask.size(1));
+    const double iou = (gt & m.mask).sum().item<double>() / (gt | m.mask).sum().item<double>();
+    EXPECT_GT(iou, 0.95) << method;
+  }
+  slides::PatchGridOptions g;
+  g.patch = 128;
+  g.tissue.min_fraction = 0.5;
+  const auto grid = slides::tissue_patches(*reader, g);
+  ASSERT_GT(grid.count(), 10);
+  // Every kept patch overlaps tissue; every patch entirely inside tissue is kept.
+  const auto cells_per_patch = 128 / slides::kTissueCell;
+  const auto cell_fraction = torch::avg_pool2d(truth.to(torch::kFloat32).unsqueeze(0), cells_per_patch).squeeze(0);
+  const auto kept = torch::zeros_like(cell_fraction, torch::kBool);
+  for (int64_t i = 0; i < grid.count(); ++i) {
+    const int64_t col = grid.coords[i][0].item<int64_t>() / 128, row = grid.coords[i][1].item<int64_t>() / 128;
+    EXPECT_GT(cell_fraction[row][col].item<float>(), 0.0f) << "patch on empty glass at " << grid.coords[i];
+    kept[row][col] = true;
+  }
+  EXPECT_TRUE((cell_fraction.eq(1) & kept.logical_not()).sum().item<int64_t>() == 0);
+}
+
+TEST(FeatureBags, RoundTripThroughHdf5) {
+  testing::TempDir dir;
+  slides::PatchCoords grid;
+  grid.patch = grid.footprint = grid.stride = 256;
+  grid.coords = torch::randint(0, 100000, {57, 2}, torch::kLong);
+  const auto features = torch::randn({57, 24});
+  {
+    slides::FeatureWriter w(dir.file("bag.h5"), grid, 24, {{"encoder", "test"}});
+    w.write(0, features.slice(0, 0, 40));
+    w.write(40, features.slice(0, 40));
+    EXPECT_FALSE(fs::exists(dir.file("bag.h5")));  // only the temporary file until finish()
+    w.finish();
+  }
+  slides::FeatureBag bag(dir.file("bag.h5"));
+  EXPECT_EQ(bag.size(), 57);
+  EXPECT_EQ(bag.dim(), 24);
+  EXPECT_TRUE(torch::equal(bag.range(0, 57), features));
+  const auto idx = torch::tensor({56, 3, 4, 5, 0, 4, 30}, torch::kLong);
+  EXPECT_TRUE(torch::equal(bag.gather(idx), features.index_select(0, idx)));
+  EXPECT_TRUE(torch::equal(bag.coords(), grid.coords));
+  const auto back = slides::read_coords(dir.file("bag.h5"));
+  EXPECT_EQ(back.patch, 256);
+  EXPECT_EQ(back.footprint, 256);
+  // An unfinished writer leaves nothing behind.
+  { slides::FeatureWriter w(dir.file("killed.h5"), grid, 24, {}); }
+  EXPECT_FALSE(fs::exists(dir.file("killed.h5")));
+  EXPECT_FALSE(fs::exists(dir.file("killed.h5.tmp")));
+}
+
+// What CLAM's save_hdf5 writes: extendible datasets chunked one row at a time, features (N, 1024)
+// float32, coords (N, 2) int64 with patch_level / patch_size attributes.
+void write_clam_layout(const std::string& path, const torch::Tensor& features, const torch::Tensor& coords) {
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  const auto put = [&](const char* name, const torch::Tensor& t, hid_t type) {
+    const hsize_t dims[2] = {static_cast<hsize_t>(t.size(0)), static_cast<hsize_t>(t.size(1))};
+    const hsize_t maxdims[2] = {H5S_UNLIMITED, dims[1]}, chunk[2] = {1, dims[1]};
+    const hid_t space = H5Screate_simple(2, dims, maxdims);
+    const hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(plist, 2, chunk);
+    const hid_t d = H5Dcreate2(f, name, type, space, H5P_DEFAULT, plist, H5P_DEFAULT);
+    H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.contiguous().data_ptr());
+    if (std::string(name) == "coords") {
+      const hid_t scalar = H5Screate(H5S_SCALAR);
+      for (const auto& [key, value] : std::vector<std::pair<const char*, int64_t>>{{"patch_level", 0}, {"patch_size", 512}}) {
+        const hid_t a = H5Acreate2(d, key, H5T_NATIVE_INT64, scalar, H5P_DEFAULT, H5P_DEFAULT);
+        H5Awrite(a, H5T_NATIVE_INT64, &value);
+        H5Aclose(a);
+      }
+      H5Sclose(scalar);
+    }
+    H5Dclose(d);
+    H5Pclose(plist);
+    H5Sclose(space);
+  };
+  put("features", features, H5T_NATIVE_FLOAT);
+  put("coords", coords, H5T_NATIVE_INT64);
+  H5Fclose(f);
+}
+
+TEST(FeatureBags, ClamLayoutLoads) {
+  testing::TempDir dir;
+  const auto features = torch::randn({33, 1024});
+  const auto coords = torch::randint(0, 50000, {33, 2}, torch::kLong);
+  write_clam_layout(dir.file("clam.h5"), features, coords);
+  slides::FeatureBag bag(dir.file("clam.h5"));
+  EXPECT_EQ(bag.size(), 33);
+  EXPECT_EQ(bag.dim(), 1024);
+  EXPECT_TRUE(torch::equal(bag.gather(torch::tensor({32, 1, 2, 9}, torch::kLong)), features.index_select(0, torch::tensor({32, 1, 2, 9}))));
+  EXPECT_TRUE(torch::equal(bag.coords(), coords));
+  EXPECT_EQ(slides::read_coords(dir.file("clam.h5")).patch, 512);
+}
+
+std::string write_manifest(const testing::TempDir& dir, const std::vector<std::pair<std::string, int>>& rows) {
+  std::ofstream out(dir.file("manifest.csv"));
+  out << "slide,label\n";
+  for (const auto& [slide, label] : rows) out << slide << "," << label << "\n";
+  return dir.file("manifest.csv");
+}
+
+TEST(Preprocess, ResumesAfterAnInterruptionWithTheSameCoordinates) {
+  testing::TempDir dir;
+  write_slide(dir, "a.tif", small_slide(1));
+  write_slide(dir, "c.tif", small_slide(3));
+  const auto manifest = write_manifest(dir, {{"a.tif", 0}, {"b.tif", 1}, {"c.tif", 0}});
+  slides::PreprocessOptions o;
+  o.manifest = manifest;
+  o.out_dir = dir.file("cache");
+  o.grid.patch = 128;
+  o.workers = 1;
+  // b.tif is not there yet: the run stops at it, naming it, with a's coordinates kept.
+  try {
+    slides::preprocess_slides(o);
+    FAIL() << "expected the missing slide to stop the run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("b.tif"), std::string::npos) << e.what();
+  }
+  const auto entries = slides::read_manifest(manifest);
+  const auto a_path = slides::coords_path(o.out_dir, entries[0], o.grid);
+  ASSERT_TRUE(fs::exists(a_path));
+  EXPECT_FALSE(fs::exists(slides::coords_path(o.out_dir, entries[2], o.grid)));
+  const auto a_time = fs::last_write_time(a_path);
+  write_slide(dir, "b.tif", small_slide(2));
+  std::ofstream(slides::coords_path(o.out_dir, entries[1], o.grid) + ".tmp") << "half-written by a killed run";
+  const auto summary = slides::preprocess_slides(o);
+  ASSERT_EQ(summary.slides.size(), 3u);
+  EXPECT_EQ(summary.slides[0].status, "cached");
+  EXPECT_EQ(summary.slides[1].status, "done");
+  EXPECT_EQ(summary.slides[2].status, "done");
+  EXPECT_EQ(fs::last_write_time(a_path), a_time);
+  EXPECT_TRUE(fs::exists(dir.file("cache/summary.json")));
+  EXPECT_TRUE(fs::exists(dir.file("cache/thumbnails/c.png")));
+  // Same coordinates as one uninterrupted run.
+  auto fresh = o;
+  fresh.out_dir = dir.file("fresh");
+  fresh.workers = 2;
+  slides::preprocess_slides(fresh);
+  for (const auto& e : entries) {
+    EXPECT_TRUE(torch::equal(slides::read_coords(slides::coords_path(o.out_dir, e, o.grid)).coords,
+                             slides::read_coords(slides::coords_path(fresh.out_dir, e, o.grid)).coords))
+        << e.id;
+  }
+  // Other settings, other cache entry.
+  auto other = o.grid;
+  other.tissue.min_fraction = 0.9;
+  EXPECT_NE(slides::coords_path(o.out_dir, entries[0], other), a_path);
+}
+
+TEST(BadSlides, ClearErrorsOrRecordedAndSkipped) {
+  testing::TempDir dir;
+  write_slide(dir, "good.tif", small_slide(1));
+  auto blank = small_slide(2);
+  blank.tissue_blobs = 0;
+  write_slide(dir, "blank.tif", blank);
+  {  // the first third of a valid slide
+    write_slide(dir, "full.tif", small_slide(3));
+    std::ifstream in(dir.file("full.tif"), std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(dir.file("truncated.tif"), std::ios::binary) << bytes.substr(0, bytes.size() / 3);
+  }
+  std::ofstream(dir.file("notes.svs")) << "not a slide";
+  const auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error([&] { slides::open_slide(dir.file("missing.tif")); }, "does not exist");
+  expect_error([&] { slides::open_slide(dir.file("notes.svs")); }, "notes.svs");
+  expect_error([&] {
+    const auto r = slides::open_slide(dir.file("truncated.tif"));
+    slides::tissue_patches(*r, {});
+    for (int l = 0; l < r->level_count(); ++l) r->read_level(l);
+  }, "truncated.tif");
+  expect_error([&] { slides::tissue_patches(*slides::open_slide(dir.file("blank.tif")), {}); }, "no tissue");
+
+  const auto manifest = write_manifest(dir, {{"good.tif", 1}, {"missing.tif", 0}, {"blank.tif", 0}, {"truncated.tif", 1}, {"notes.svs", 0}});
+  slides::SlideDataOptions o;
+  o.manifest = manifest;
+  o.grid.patch = 128;
+  expect_error([&] { slides::SlideDataset{o}; }, "missing.tif");
+  o.skip_errors = true;
+  slides::SlideDataset set(o);
+  EXPECT_EQ(set.size(), 1);
+  EXPECT_EQ(set.entry(0).id, "good");
+  ASSERT_EQ(set.failures().size(), 4u);
+  EXPECT_GT(set.get(0).bag->size(), 0);
+
+  slides::PreprocessOptions p;
+  p.manifest = manifest;
+  p.out_dir = dir.file("cache");
+  p.grid.patch = 128;
+  p.skip_errors = true;
+  const auto summary = slides::preprocess_slides(p);
+  EXPECT_EQ(summary.count("failed"), 4);
+  EXPECT_EQ(summary.count("done") + summary.count("cached"), 1);
+}
+
+}  // namespace
+}  // namespace tessera
