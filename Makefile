@@ -4,7 +4,10 @@ JOBS ?= $(shell nproc)
 TESSERA := $(BUILD)/tessera
 DEMO_RUN ?= runs/demo
 
-.PHONY: deps build test demo bench clean
+SLIDES ?= data/slides
+SLIDES_RUN ?= runs/slides-demo
+
+.PHONY: deps build test demo slides-demo bench clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -26,6 +29,17 @@ demo: build data/mnist/t10k-labels-idx1-ubyte
 	$(TESSERA) export-data --config configs/demo.yaml --count 4 --out $(DEMO_RUN)/examples
 	$(TESSERA) predict --run $(DEMO_RUN) --image $(DEMO_RUN)/examples/test_00000.png --out $(DEMO_RUN)/predict
 	@echo "selection picture: $(DEMO_RUN)/predict/selection.png"
+
+# The whole-slide workflow on generated slides: make slides, preprocess, train IPS, predict with heatmaps.
+$(SLIDES)/manifest.csv: | data/mnist/t10k-labels-idx1-ubyte
+	$(TESSERA) make-slides --out $(SLIDES) --count 16 --test-count 8 --width 6144 --height 4096 --digits 8 --digit-scale 4 --compression jpeg
+
+slides-demo: build data/mnist/t10k-labels-idx1-ubyte $(SLIDES)/manifest.csv
+	$(TESSERA) slide-info $(SLIDES)/slide_001.tif
+	$(TESSERA) preprocess --manifest $(SLIDES)/manifest.csv --out $(SLIDES)/cache --patch 256
+	$(TESSERA) train --config configs/slides-demo.yaml --run.dir $(SLIDES_RUN)
+	$(TESSERA) predict --run $(SLIDES_RUN) --slide $(SLIDES)/slide_017.tif --tiff --out $(SLIDES_RUN)/predict
+	@echo "heatmap: $(SLIDES_RUN)/predict/heatmap.png (tissue thumbnails: $(SLIDES)/cache/thumbnails/)"
 
 bench: build
 	$(TESSERA) bench ips --threads 2 --json $(BUILD)/bench-ips.json

@@ -92,7 +92,7 @@ void run_read_bench(const ReadBenchOptions& o) {
 
 struct SlideIpsBenchOptions {
   std::string slides, json, backend = "auto";
-  int64_t patch = 256, M = 16, I = 64, width = 8, stages = 1, read_workers = 2;
+  int64_t patch = 256, M = 16, I = 64, width = 8, stages = 1, read_workers = 2, threads = 0;
 };
 
 void run_slide_ips_bench(const SlideIpsBenchOptions& o) {
@@ -130,7 +130,7 @@ void run_slide_ips_bench(const SlideIpsBenchOptions& o) {
     const auto mem = memory::snapshot();
     std::cout << fmt::format("| {} | {:.2f} | {} | {:.1f} | {} | {} |\n", fs::path(path).filename().string(),
                              l0.width * 1e-9 * l0.height, grid.count(), s, memory::format_bytes(mem.peak_tensor_bytes),
-                             memory::format_bytes(mem.peak_rss_bytes));
+                             memory::format_bytes(mem.peak_rss_bytes)) << std::flush;
     rows.push_back({{"slide", path}, {"N", grid.count()}, {"seconds", s}, {"peak_tensor_bytes", mem.peak_tensor_bytes},
                     {"peak_rss_bytes", mem.peak_rss_bytes}});
   }
@@ -141,7 +141,7 @@ void run_slide_ips_bench(const SlideIpsBenchOptions& o) {
 
 struct FeatureBagBenchOptions {
   std::string rows = "1000,10000,50000,250000", dir = "build/bench-bags", json;
-  int64_t dim = 2048, M = 5000, I = 5000, batch = 16, steps = 1;
+  int64_t dim = 2048, M = 5000, I = 5000, batch = 16, steps = 1, threads = 0;
 };
 
 // A bag of N random feature rows (written once, reused).
@@ -200,7 +200,7 @@ void run_feature_bag_bench(const FeatureBagBenchOptions& o) {
     const bool ok = mem.peak_tensor_bytes <= 1500LL * 1000 * 1000;
     std::cout << fmt::format("| {} | {} | {} | {} | {:.1f} | {:.2f} | {} | {} | {} |\n", n, o.batch, o.M, o.dim, t,
                              t / o.batch, memory::format_bytes(mem.peak_tensor_bytes),
-                             memory::format_bytes(mem.peak_rss_bytes), ok ? "<= 1.5 GB" : "OVER 1.5 GB");
+                             memory::format_bytes(mem.peak_rss_bytes), ok ? "<= 1.5 GB" : "OVER 1.5 GB") << std::flush;
     rows.push_back({{"N", n}, {"step_seconds", t}, {"seconds_per_slide", t / o.batch},
                     {"peak_tensor_bytes", mem.peak_tensor_bytes}, {"peak_rss_bytes", mem.peak_rss_bytes}});
   }
@@ -234,7 +234,11 @@ void add_slide_bench(CLI::App& bench) {
   sips->add_option("--read-workers", s->read_workers, "threads reading each chunk");
   sips->add_option("--backend", s->backend, "auto | openslide | vips");
   sips->add_option("--json", s->json, "also write the results as JSON");
-  sips->callback([s] { run_slide_ips_bench(*s); });
+  sips->add_option("--threads", s->threads, "torch threads (0: all cores)");
+  sips->callback([s] {
+    runtime::set_threads(s->threads);
+    run_slide_ips_bench(*s);
+  });
 
   auto* bags = bench.add_subcommand("feature-bags", "IPS on HDF5 feature bags at the paper's CAMELYON16 settings");
   auto f = std::make_shared<FeatureBagBenchOptions>();
@@ -246,7 +250,11 @@ void add_slide_bench(CLI::App& bench) {
   bags->add_option("--steps", f->steps, "steps per N (the fastest is reported)");
   bags->add_option("--dir", f->dir, "where the synthetic bags are written");
   bags->add_option("--json", f->json, "also write the results as JSON");
-  bags->callback([f] { run_feature_bag_bench(*f); });
+  bags->add_option("--threads", f->threads, "torch threads (0: all cores)");
+  bags->callback([f] {
+    runtime::set_threads(f->threads);
+    run_feature_bag_bench(*f);
+  });
 }
 
 }  // namespace tessera::cli

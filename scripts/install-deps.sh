@@ -2,9 +2,11 @@
 # Installs every build, test and data dependency of tessera from Debian (12 "bookworm" or later).
 # Idempotent: does nothing when everything is present. Runs as root or through sudo.
 set -euo pipefail
+# libopenblas0-pthread: libtorch-dev's matmuls go through libblas.so.3, which without OpenBLAS is the
+# single-threaded reference BLAS (24x slower on IPS's feature projector here).
 packages=(
   build-essential cmake pkg-config ccache git
-  libtorch-dev libvips-dev libopenslide-dev libhdf5-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
+  libtorch-dev libopenblas0-pthread libvips-dev libopenslide-dev libhdf5-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev googletest
   python3-torch python3-torchvision   # reference outputs for the parity tests
 )

@@ -59,12 +59,15 @@ void write_scores_csv(const std::string& path, const PatchCoords& grid, const to
     std::ofstream out(tmp);
     TESSERA_CHECK(out, "cannot write '", tmp, "'");
     out << (selected.defined() ? "x,y,score,selected\n" : "x,y,score\n");
-    const auto c = grid.coords.contiguous();
+    const auto c = grid.coords.to(torch::kLong).contiguous();
     const auto s = scores.to(torch::kDouble).contiguous();
     const auto sel = selected.defined() ? selected.to(torch::kBool).contiguous() : torch::Tensor();
+    const auto* cp = c.data_ptr<int64_t>();
+    const auto* sp = s.data_ptr<double>();
+    const bool* selp = sel.defined() ? sel.data_ptr<bool>() : nullptr;
     for (int64_t i = 0; i < grid.count(); ++i) {
-      out << c[i][0].item<int64_t>() << ',' << c[i][1].item<int64_t>() << ',' << fmt::format("{:.6g}", s[i].item<double>());
-      if (sel.defined()) out << ',' << (sel[i].item<bool>() ? 1 : 0);
+      out << cp[2 * i] << ',' << cp[2 * i + 1] << ',' << fmt::format("{:.6g}", sp[i]);
+      if (selp) out << ',' << (selp[i] ? 1 : 0);
       out << '\n';
     }
   }
