@@ -53,6 +53,14 @@ TEST(SlideIps, StreamedSelectionEqualsInMemorySelection) {
   auto ips = small_patch_ips(5, 16);
   const auto bag = slide_bag(dir, "s.tif", 1024);
   ASSERT_GT(bag->size(), 40);
+  // The bag's patches are the reader's pixels in [0, 1], channels first.
+  const auto xy = bag->grid().coords[7];
+  const auto pixels = bag->reader().read_region(xy[0].item<int64_t>(), xy[1].item<int64_t>(), 0, 64, 64);
+  EXPECT_TRUE(torch::allclose(bag->gather(torch::tensor({7}, torch::kLong))[0],
+                              pixels.permute({2, 0, 1}).to(torch::kFloat32) / 255, 0, 1e-6));
+  // OpenSlide reads the same patches through the same bag.
+  const auto via_openslide = slides::SlideBag(slides::open_slide(bag->reader().path(), "openslide"), bag->grid(), 2);
+  EXPECT_TRUE(torch::equal(via_openslide.range(0, 20), bag->range(0, 20)));
   const auto in_memory = std::make_shared<data::TensorBag>(bag->range(0, bag->size()));
   const auto streamed = ips.select({bag});
   const auto held = ips.select({in_memory});

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 
@@ -22,8 +23,23 @@ bool has_suffix(const std::string& s, const std::string& suffix) {
 }  // namespace
 
 #ifdef TESSERA_WITH_VIPS
+namespace {
+std::atomic<bool> vips_started{false};
+}  // namespace
+
+void release_vips_thread() {
+  if (vips_started) vips_thread_shutdown();
+}
+
 void init_vips() {
-  static const bool ok = [] { return VIPS_INIT("tessera") == 0; }();
+  static const bool ok = [] {
+    if (VIPS_INIT("tessera") != 0) return false;
+    vips_started = true;
+    // No operation cache: tessera builds each pipeline once (slides keep their images open), and a
+    // cache of loaded images would grow the process with every slide visited.
+    vips_cache_set_max(0);
+    return true;
+  }();
   TESSERA_CHECK(ok, "libvips failed to initialise: ", vips_error_buffer());
 }
 #endif

@@ -77,7 +77,9 @@ torch::Tensor Ips::select_group(const std::vector<data::PatchBagPtr>& group, con
     for (int64_t g = 0; g < G; ++g) {
       chunks.push_back(order.defined() ? group[g]->gather(order[g].slice(0, begin, end)) : group[g]->range(begin, end));
     }
-    return torch::cat(chunks).to(device_, /*non_blocking=*/true);  // (G*k, C, h, w)
+    // One image: no cat, so a prefetched chunk is never held twice.
+    const auto joined = chunks.size() == 1 ? chunks.front() : torch::cat(chunks);
+    return joined.to(device_, /*non_blocking=*/true);  // (G*k, C, h, w)
   };
   const auto scan_idx = [&](int64_t begin, int64_t end) {
     return order.defined() ? order.slice(1, begin, end).to(device_)

@@ -158,6 +158,7 @@ PreprocessSummary preprocess_slides(const PreprocessOptions& o) {
       std::lock_guard<std::mutex> lock(mutex);
       summary.slides[i] = r;
     }
+    data::release_vips_thread();  // this thread may have used libvips; free its buffers
   };
   std::vector<std::thread> threads;
   for (int64_t t = 0; t < std::max<int64_t>(1, o.workers); ++t) threads.emplace_back(work);

@@ -8,6 +8,7 @@
 
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
+#include "tessera/data/image_io.h"
 #include "tessera/core/log.h"
 #include "tessera/data/csv_images.h"
 #include "tessera/slides/h5.h"
@@ -28,43 +29,54 @@ SlideBag::SlideBag(SlideReaderPtr reader, PatchCoords grid, int64_t workers, std
 
 torch::Tensor SlideBag::gather(const torch::Tensor& idx) const {
   const auto flat = idx.to(torch::kCPU, torch::kLong).contiguous();
-  const int64_t k = flat.numel(), P = grid_.patch, N = size();
+  const int64_t k = flat.numel(), P = grid_.patch, N = size(), plane = P * P;
   const auto* i = flat.data_ptr<int64_t>();
   const auto coords = grid_.coords.contiguous();
   const auto* c = coords.data_ptr<int64_t>();
-  auto out = torch::empty({k, P, P, 3}, torch::kUInt8);
-  // Reader threads copy raw bytes: no tensor ops on `out`, whose autograd/inference state is the caller's.
-  auto* dst = out.data_ptr<uint8_t>();
+  // The output is allocated before any read, so a prefetched chunk always coexists with the chunk
+  // being encoded (a deterministic peak), and patches are converted straight into it (no staging).
+  // Reader threads write raw floats: no tensor ops on `out`, whose inference state is the caller's.
+  auto out = torch::empty({k, 3, P, P}, torch::kFloat32);
+  auto* dst = out.data_ptr<float>();
+  float scale[3], shift[3];
+  for (int ch = 0; ch < 3; ++ch) {
+    const float m = mean_.defined() ? mean_.view(-1)[ch].item<float>() : 0.0f;
+    const float s = std_.defined() ? std_.view(-1)[ch].item<float>() : 1.0f;
+    scale[ch] = 1.0f / (255.0f * s);  // (v / 255 - m) / s
+    shift[ch] = -m / s;
+  }
   const auto read_range = [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       TESSERA_CHECK(i[j] >= 0 && i[j] < N, "patch index ", i[j], " out of range [0, ", N, ")");
       const auto patch = read_patch(*reader_, grid_, c[2 * i[j]], c[2 * i[j] + 1]).contiguous();
-      std::memcpy(dst + j * P * P * 3, patch.data_ptr<uint8_t>(), P * P * 3);
+      const auto* src = patch.data_ptr<uint8_t>();
+      float* o = dst + j * 3 * plane;
+      for (int64_t p = 0; p < plane; ++p) {
+        for (int ch = 0; ch < 3; ++ch) o[ch * plane + p] = src[3 * p + ch] * scale[ch] + shift[ch];
+      }
     }
   };
-  const int64_t threads = std::min(workers_, k);
-  if (threads <= 1) {
-    read_range(0, k);
-  } else {
-    std::vector<std::thread> pool;
-    std::vector<std::exception_ptr> errors(threads);
-    for (int64_t t = 0; t < threads; ++t) {
-      pool.emplace_back([&, t] {
-        try {
-          read_range(k * t / threads, k * (t + 1) / threads);
-        } catch (...) {
-          errors[t] = std::current_exception();
-        }
-      });
-    }
-    for (auto& th : pool) th.join();
-    for (auto& e : errors) {
-      if (e) std::rethrow_exception(e);
-    }
+  // Reads always run on threads of our own that release libvips' per-thread buffers when they end:
+  // libvips keeps buffers per calling thread, and threads it did not create leak them unless they
+  // release them at exit.
+  const int64_t threads = std::max<int64_t>(1, std::min(workers_, k));
+  std::vector<std::thread> pool;
+  std::vector<std::exception_ptr> errors(threads);
+  for (int64_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        read_range(k * t / threads, k * (t + 1) / threads);
+      } catch (...) {
+        errors[t] = std::current_exception();
+      }
+      data::release_vips_thread();
+    });
   }
-  auto patches = out.permute({0, 3, 1, 2}).to(torch::kFloat32).div_(255.0f);
-  if (mean_.defined()) patches = (patches - mean_) / std_;
-  return patches.contiguous();
+  for (auto& th : pool) th.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  return out;
 }
 
 SlideDataOptions slide_data_options(const Config& c, const std::string& split) {

@@ -17,6 +17,9 @@ torch::Tensor read_fit_square(const std::string& path, int64_t side, int64_t lev
 #ifdef TESSERA_WITH_VIPS
 // Starts libvips once per process (thread-safe); every libvips user calls it first.
 void init_vips();
+// Frees libvips' buffers for the calling thread (threads libvips did not create leak them otherwise);
+// call at the end of worker threads that may have used libvips. No-op before init_vips().
+void release_vips_thread();
 #endif
 
 // image (C, H, W) float in [0, 1], C = 1 or 3 -> 8-bit PNG (written atomically).
