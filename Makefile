@@ -32,7 +32,7 @@ demo: build data/mnist/t10k-labels-idx1-ubyte
 
 # The whole-slide workflow on generated slides: make slides, preprocess, train IPS, predict with heatmaps.
 $(SLIDES)/manifest.csv: | data/mnist/t10k-labels-idx1-ubyte
-	$(TESSERA) make-slides --out $(SLIDES) --count 16 --test-count 8 --width 6144 --height 4096 --digits 8 --digit-scale 4 --compression jpeg
+	$(TESSERA) make-slides --out $(SLIDES) --count 16 --test-count 8 --width 6144 --height 4096 --digits 16 --digit-scale 6 --compression jpeg
 
 slides-demo: build data/mnist/t10k-labels-idx1-ubyte $(SLIDES)/manifest.csv
 	$(TESSERA) slide-info $(SLIDES)/slide_001.tif

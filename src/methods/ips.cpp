@@ -86,10 +86,9 @@ torch::Tensor Ips::select_group(const std::vector<data::PatchBagPtr>& group, con
                            : torch::arange(begin, end, long_opts.device(device_)).unsqueeze(0).expand({G, end - begin});
   };
 
-  // Lazy loading reads the next chunk (from host memory or the slide file) on a second thread while
-  // the current one is encoded.
-  const bool stream = options_.loading == "lazy" || group.front()->on_disk();
-  const auto policy = stream ? std::launch::async : std::launch::deferred;
+  // Bags read from files (slides, feature bags) read the next chunk on a second thread while the
+  // current one is encoded; in-memory bags cut chunks on demand, on this thread.
+  const auto policy = group.front()->on_disk() ? std::launch::async : std::launch::deferred;
   const auto start = [&](int64_t begin, int64_t end) { return std::async(policy, fetch, begin, end); };
   auto pending = start(0, M);
   auto first = pending.get();
