@@ -50,7 +50,10 @@ PatchCoords cached_tissue_patches(const ManifestEntry& slide, const SlideReader&
 }
 
 torch::Tensor draw_thumbnail(const SlideReader& slide, const TissueMask& mask, const PatchCoords& grid, int64_t max_side) {
-  const int level = slide.level_for_downsample(mask.downsample);
+  // The picture from the level nearest max_side (finer than the mask when the mask level is small).
+  const auto& l0 = slide.levels().front();
+  const int level = slide.level_for_downsample(
+      std::max(1.0, std::min(mask.downsample, static_cast<double>(std::max(l0.width, l0.height)) / max_side)));
   auto img = slide.read_level(level).permute({2, 0, 1}).to(torch::kFloat32).div(255).unsqueeze(0);
   const double scale = std::min(1.0, static_cast<double>(max_side) / std::max(img.size(2), img.size(3)));
   namespace F = torch::nn::functional;
@@ -72,8 +75,8 @@ torch::Tensor draw_thumbnail(const SlideReader& slide, const TissueMask& mask, c
     for (int64_t i = 0; i < c.size(0); ++i) {
       const int64_t x0 = std::min(p[2 * i], size[1] - 1), y0 = std::min(p[2 * i + 1], size[0] - 1);
       const int64_t x1 = std::min(x0 + side, size[1]), y1 = std::min(y0 + side, size[0]);
-      img.select(1, y0).slice(1, x0, x1).copy_(blue.expand({3, x1 - x0}));
-      img.select(2, x0).slice(1, y0, y1).copy_(blue.expand({3, y1 - y0}));
+      for (const int64_t y : {y0, y1 - 1}) img.select(1, y).slice(1, x0, x1).copy_(blue.expand({3, x1 - x0}));
+      for (const int64_t x : {x0, x1 - 1}) img.select(2, x).slice(1, y0, y1).copy_(blue.expand({3, y1 - y0}));
     }
   }
   return img.clamp(0, 1);
