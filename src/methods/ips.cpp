@@ -182,35 +182,38 @@ Selection Ips::select(const std::vector<data::PatchBagPtr>& bags, const ScoreObs
   return s;
 }
 
-torch::Tensor Ips::streamed_first_layer(const Selection& s) {
+namespace {
+// Calls f(b, begin, end, rows) for the winners of each image in chunks of at most I, re-read from the
+// image's bag (padding entries skipped).
+template <typename F>
+void for_each_winner_chunk(const Selection& s, int64_t I, torch::Device device, F&& f) {
   const int64_t B = s.idx.size(0), L = s.idx.size(1);
-  auto y = torch::zeros({B, L, net_->dim()}, torch::TensorOptions().device(device_));
-  torch::NoGradGuard no_grad;
   const auto idx = s.idx.to(torch::kCPU);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t n = s.mask.defined() ? L - s.mask[b].sum().item<int64_t>() : L;
-    for (int64_t begin = 0; begin < n; begin += options_.I) {
-      const int64_t end = std::min(begin + options_.I, n);
-      const auto x = s.streamed[b]->gather(idx[b].slice(0, begin, end)).to(device_);
-      y[b].slice(0, begin, end).copy_(net_->projector->first(x));
+    for (int64_t begin = 0; begin < n; begin += I) {
+      const int64_t end = std::min(begin + I, n);
+      f(b, begin, end, s.streamed[b]->gather(idx[b].slice(0, begin, end)).to(device));
     }
   }
+}
+}  // namespace
+
+torch::Tensor Ips::streamed_first_layer(const Selection& s) {
+  auto y = torch::zeros({s.idx.size(0), s.idx.size(1), net_->dim()}, torch::TensorOptions().device(device_));
+  torch::NoGradGuard no_grad;
+  for_each_winner_chunk(s, options_.I, device_, [&](int64_t b, int64_t begin, int64_t end, const torch::Tensor& x) {
+    y[b].slice(0, begin, end).copy_(net_->projector->first(x));
+  });
   return y;
 }
 
 void Ips::accumulate_streamed_grad(const Selection& s) {
   TESSERA_CHECK(streamed_y_.defined() && streamed_y_.grad().defined(), "streamed IPS step lost its first-layer gradient");
   const auto dy = streamed_y_.grad();
-  const int64_t B = s.idx.size(0), L = s.idx.size(1);
-  const auto idx = s.idx.to(torch::kCPU);
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t n = s.mask.defined() ? L - s.mask[b].sum().item<int64_t>() : L;
-    for (int64_t begin = 0; begin < n; begin += options_.I) {
-      const int64_t end = std::min(begin + options_.I, n);
-      const auto x = s.streamed[b]->gather(idx[b].slice(0, begin, end)).to(device_);
-      net_->projector->accumulate_first_grad(x, dy[b].slice(0, begin, end));
-    }
-  }
+  for_each_winner_chunk(s, options_.I, device_, [&](int64_t b, int64_t begin, int64_t end, const torch::Tensor& x) {
+    net_->projector->accumulate_first_grad(x, dy[b].slice(0, begin, end));
+  });
   streamed_y_ = torch::Tensor();
 }
 

@@ -1,16 +1,14 @@
 #include "tessera/slides/heatmap.h"
 
 #include <fmt/format.h>
-#include <glib.h>
 #include <torch/torch.h>
-#include <vips/vips8>
 
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 
 #include "tessera/core/error.h"
 #include "tessera/data/image_io.h"
+#include "vips_tiff.h"
 
 namespace tessera::slides {
 namespace {
@@ -106,7 +104,6 @@ void write_heatmap_tiff(const std::string& path, const SlideReader& slide, const
                         const torch::Tensor& scores, double alpha) {
   check_scores(grid, scores);
   TESSERA_CHECK(grid.stride == grid.footprint, "the full-resolution overlay needs a non-overlapping grid (stride = patch)");
-  data::init_vips();
   const auto cells = cells_of(grid);
   // One RGBA pixel per grid cell, zoomed to level 0 by libvips as tiles are written.
   auto rgba = torch::zeros({cells.rows, cells.cols, 4}, torch::kUInt8);
@@ -114,28 +111,10 @@ void write_heatmap_tiff(const std::string& path, const SlideReader& slide, const
   const auto a = torch::full({grid.count(), 1}, static_cast<int64_t>(std::llround(alpha * 255)), torch::kUInt8);
   rgba.view({-1, 4}).index_put_({cells.row * cells.cols + cells.col}, torch::cat({colour, a}, 1));
   const auto& l0 = slide.levels().front();
-  void* copy = g_malloc(rgba.numel());
-  std::memcpy(copy, rgba.data_ptr(), rgba.numel());
-  const std::string tmp = path + ".tmp.tif";
-  try {
-    auto img = vips::VImage::new_from_memory_steal(copy, rgba.numel(), static_cast<int>(cells.cols),
-                                                   static_cast<int>(cells.rows), 4, VIPS_FORMAT_UCHAR)
-                   .zoom(static_cast<int>(grid.stride), static_cast<int>(grid.stride))
-                   .embed(0, 0, static_cast<int>(l0.width), static_cast<int>(l0.height));
-    auto opts = vips::VImage::option();
-    if (slide.mpp() > 0) opts->set("xres", 1000.0 / slide.mpp())->set("yres", 1000.0 / slide.mpp())->set("resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM);
-    img.tiffsave(tmp.c_str(), opts
-                                  ->set("tile", true)
-                                  ->set("tile_width", 256)
-                                  ->set("tile_height", 256)
-                                  ->set("pyramid", true)
-                                  ->set("bigtiff", true)
-                                  ->set("compression", VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE));
-  } catch (const vips::VError& e) {
-    std::remove(tmp.c_str());
-    fail("cannot write heatmap '", path, "': ", std::string(e.what()).substr(0, 200));
-  }
-  TESSERA_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot move '", tmp, "' onto '", path, "'");
+  const auto image = detail::image_from_tensor(rgba)
+                         .zoom(static_cast<int>(grid.stride), static_cast<int>(grid.stride))
+                         .embed(0, 0, static_cast<int>(l0.width), static_cast<int>(l0.height));
+  detail::write_pyramidal_tiff(image, path, {256, slide.mpp(), "deflate", 0}, "heatmap");
 }
 
 }  // namespace tessera::slides

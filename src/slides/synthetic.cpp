@@ -1,16 +1,14 @@
 #include "tessera/slides/synthetic.h"
 
-#include <glib.h>
 #include <torch/torch.h>
 #include <vips/vips8>
 
 #include <cmath>
-#include <cstdio>
-#include <cstring>
 
 #include "tessera/core/error.h"
 #include "tessera/data/idx.h"
 #include "tessera/data/image_io.h"
+#include "vips_tiff.h"
 
 namespace tessera::slides {
 namespace {
@@ -18,14 +16,7 @@ namespace {
 using vips::VImage;
 constexpr int64_t kTextureTile = 512;
 
-// (h, w, c) uint8 tensor -> an image owning a copy of the pixels.
-VImage image_from(const torch::Tensor& hwc) {
-  const auto t = hwc.contiguous();
-  void* copy = g_malloc(t.numel());
-  std::memcpy(copy, t.data_ptr(), t.numel());
-  return VImage::new_from_memory_steal(copy, t.numel(), static_cast<int>(t.size(1)), static_cast<int>(t.size(0)),
-                                       static_cast<int>(t.size(2)), VIPS_FORMAT_UCHAR);
-}
+using detail::image_from_tensor;
 
 torch::Tensor smooth_noise(int64_t side, int64_t cells, torch::Generator& gen) {
   const auto coarse = torch::rand({1, 1, cells, cells}, gen);
@@ -105,10 +96,10 @@ Scene render(const SyntheticSlideOptions& o, const data::MnistDigits* digits) {
   const auto tiles = [&](const torch::Tensor& tile) {
     const int across = static_cast<int>((W + kTextureTile - 1) / kTextureTile);
     const int down = static_cast<int>((H + kTextureTile - 1) / kTextureTile);
-    return image_from(tile).replicate(across, down).crop(0, 0, static_cast<int>(W), static_cast<int>(H));
+    return image_from_tensor(tile).replicate(across, down).crop(0, 0, static_cast<int>(W), static_cast<int>(H));
   };
   const auto mask_bytes = (mask.to(torch::kUInt8) * 255).unsqueeze(-1);
-  const VImage mask_image = image_from(mask_bytes)
+  const VImage mask_image = image_from_tensor(mask_bytes)
                                 .zoom(static_cast<int>(kTissueCell), static_cast<int>(kTissueCell))
                                 .crop(0, 0, static_cast<int>(W), static_cast<int>(H));
   Scene scene{mask_image.ifthenelse(tiles(tissue_tile), tiles(glass_tile)), {}};
@@ -137,7 +128,7 @@ Scene render(const SyntheticSlideOptions& o, const data::MnistDigits* digits) {
       const auto xs = torch::arange(x, x + side).remainder(kTextureTile);
       const auto base = tissue_tile.index_select(0, ys).index_select(1, xs).to(torch::kFloat32);
       const auto blended = (base * (1 - alpha) + ink * alpha).round().clamp(0, 255).to(torch::kUInt8);
-      scene.image = scene.image.insert(image_from(blended), static_cast<int>(x), static_cast<int>(y));
+      scene.image = scene.image.insert(image_from_tensor(blended), static_cast<int>(x), static_cast<int>(y));
       scene.boxes.push_back({x, y, side, digits->labels[pick].item<int64_t>()});
       ++d;
     }
@@ -178,28 +169,7 @@ torch::Tensor synthetic_region(const SyntheticSlideOptions& o, const data::Mnist
 std::vector<DigitBox> write_synthetic_slide(const std::string& path, const SyntheticSlideOptions& o,
                                             const data::MnistDigits* digits) {
   auto scene = render(o, digits);
-  const std::string tmp = path + ".tmp.tif";
-  try {
-    auto opts = VImage::option()
-                    ->set("tile", true)
-                    ->set("tile_width", static_cast<int>(o.tile))
-                    ->set("tile_height", static_cast<int>(o.tile))
-                    ->set("pyramid", true)
-                    ->set("bigtiff", true)
-                    ->set("xres", 1000.0 / o.mpp)  // libvips takes pixels per millimetre
-                    ->set("yres", 1000.0 / o.mpp)
-                    ->set("resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM);
-    if (o.compression == "jpeg") {
-      opts->set("compression", VIPS_FOREIGN_TIFF_COMPRESSION_JPEG)->set("Q", static_cast<int>(o.quality));
-    } else if (o.compression == "deflate") {
-      opts->set("compression", VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE);
-    }
-    scene.image.tiffsave(tmp.c_str(), opts);
-  } catch (const vips::VError& e) {
-    std::remove(tmp.c_str());
-    fail("cannot write synthetic slide '", path, "': ", std::string(e.what()).substr(0, 200));
-  }
-  TESSERA_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot move '", tmp, "' onto '", path, "'");
+  detail::write_pyramidal_tiff(scene.image, path, {o.tile, o.mpp, o.compression, o.quality}, "synthetic slide");
   return scene.boxes;
 }
 
