@@ -7,15 +7,17 @@
 #include "commands.h"
 #include "tessera/core/error.h"
 #include "tessera/core/memory.h"
+#include "tessera/core/version.h"
 
 int main(int argc, char** argv) {
   tessera::memory::install_tracking();  // before any tensor exists, so every byte is counted
   CLI::App app{"tessera: image classifiers on images far larger than memory (IPS, PatchGD)"};
+  app.set_version_flag("--version", tessera::version_line());
   app.require_subcommand(1);
   tessera::cli::add_train(app);
   tessera::cli::add_eval(app);
   tessera::cli::add_predict(app);
-  tessera::cli::add_import_ips(app);
+  tessera::cli::add_import(app);
   tessera::cli::add_export_data(app);
   tessera::cli::add_prepare_images(app);
   tessera::cli::add_bench(app);

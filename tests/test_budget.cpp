@@ -23,7 +23,7 @@ Config tiny_patchgd(const std::string& mnist, const std::string& run) {
   c.data.train_size = 16;
   c.patchgd.q = 0.25;
   c.patchgd.latent = 16;
-  c.patchgd.head = "small";
+  c.patchgd.head = "smaller";
   c.train.epochs = 1;
   c.train.weight_decay = 0;
   return c;

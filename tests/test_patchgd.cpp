@@ -25,7 +25,7 @@ models::PatchGdNet tiny_net(uint64_t seed, int64_t latent = kLatent) {
   h.rows = h.cols = kSide / kPatch;
   h.classes = kClasses;
   h.width = 8;
-  h.downsamples = 1;
+  h.reductions = 1;
   h.dropout = 0;  // dropout masks would differ between the two computations compared
   return models::PatchGdNet(models::make_backbone(b), models::PatchGdHead(h));
 }

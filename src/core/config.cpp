@@ -13,12 +13,12 @@
 namespace tessera {
 namespace {
 
-Config::Field field(const std::string& key, std::string* v) {
-  return {key, [v](const std::string& s) { *v = s; }, [v] { return *v; }};
+Config::Field field(const std::string& key, std::string* v, const char* help) {
+  return {key, "TEXT", help, [v](const std::string& s) { *v = s; }, [v] { return *v; }};
 }
 template <typename T>
-Config::Field number_field(const std::string& key, T* v, const char* kind) {
-  return {key,
+Config::Field number_field(const std::string& key, T* v, const char* kind, const char* type, const char* help) {
+  return {key, type, help,
           [v, key, kind](const std::string& s) {
             size_t pos = 0;
             T parsed{};
@@ -38,10 +38,14 @@ Config::Field number_field(const std::string& key, T* v, const char* kind) {
             return os.str();
           }};
 }
-Config::Field field(const std::string& key, int64_t* v) { return number_field(key, v, "an integer"); }
-Config::Field field(const std::string& key, double* v) { return number_field(key, v, "a number"); }
-Config::Field field(const std::string& key, bool* v) {
-  return {key,
+Config::Field field(const std::string& key, int64_t* v, const char* help) {
+  return number_field(key, v, "an integer", "INT", help);
+}
+Config::Field field(const std::string& key, double* v, const char* help) {
+  return number_field(key, v, "a number", "FLOAT", help);
+}
+Config::Field field(const std::string& key, bool* v, const char* help) {
+  return {key, "BOOL", help,
           [v, key](const std::string& s) {
             if (s == "true" || s == "1" || s == "yes" || s == "on") *v = true;
             else if (s == "false" || s == "0" || s == "no" || s == "off") *v = false;
@@ -55,6 +59,7 @@ void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::st
   if (node.IsMap()) {
     for (const auto& kv : node) {
       const std::string key = kv.first.as<std::string>();
+      if (prefix.empty() && key == "spec") continue;  // a run's spec (train/run_spec.h), read on its own
       flatten(kv.second, prefix.empty() ? key : prefix + "." + key, out, path);
     }
   } else if (node.IsScalar()) {
@@ -74,85 +79,86 @@ bool one_of(const std::string& v, std::initializer_list<const char*> options) {
 
 std::vector<Config::Field> Config::fields() {
   return {
-      field("run.dir", &run_dir),
-      field("data.dataset", &data.dataset),
-      field("data.manifest", &data.manifest),
-      field("data.mnist_dir", &data.mnist_dir),
-      field("data.height", &data.height),
-      field("data.width", &data.width),
-      field("data.n_target", &data.n_target),
-      field("data.n_other", &data.n_other),
-      field("data.noise_glyphs", &data.noise_glyphs),
-      field("data.train_size", &data.train_size),
-      field("data.test_size", &data.test_size),
-      field("data.train_seed", &data.train_seed),
-      field("data.test_seed", &data.test_seed),
-      field("data.patch", &data.patch),
-      field("data.stride", &data.stride),
-      field("data.channels", &data.channels),
-      field("data.max_scale", &data.max_scale),
-      field("data.train_csv", &data.train_csv),
-      field("data.test_csv", &data.test_csv),
-      field("data.classes", &data.classes),
-      field("data.mean", &data.mean),
-      field("data.std", &data.std),
-      field("data.ordinal", &data.ordinal),
-      field("data.workers", &data.workers),
-      field("data.prefetch", &data.prefetch),
-      field("model.encoder", &model.encoder),
-      field("model.in_features", &model.in_features),
-      field("model.dim", &model.dim),
-      field("model.in_channels", &model.in_channels),
-      field("model.stages", &model.stages),
-      field("model.width", &model.width),
-      field("model.width_mult", &model.width_mult),
-      field("model.weights", &model.weights),
-      field("model.init_from", &model.init_from),
-      field("model.heads", &model.heads),
-      field("model.d_k", &model.d_k),
-      field("model.d_inner", &model.d_inner),
-      field("model.dropout", &model.dropout),
-      field("model.attn_dropout", &model.attn_dropout),
-      field("model.pos_enc", &model.pos_enc),
-      field("slide.backend", &slide.backend),
-      field("slide.level", &slide.level),
-      field("slide.mpp", &slide.mpp),
-      field("slide.tissue", &slide.tissue),
-      field("slide.min_tissue", &slide.min_tissue),
-      field("slide.cache_dir", &slide.cache_dir),
-      field("slide.features_dir", &slide.features_dir),
-      field("slide.skip_errors", &slide.skip_errors),
-      field("slide.read_workers", &slide.read_workers),
-      field("ips.M", &ips.M),
-      field("ips.I", &ips.I),
-      field("ips.shuffle", &ips.shuffle),
-      field("ips.loading", &ips.loading),
-      field("ips.seq_batch", &ips.seq_batch),
-      field("patchgd.q", &patchgd.q),
-      field("patchgd.zeta", &patchgd.zeta),
-      field("patchgd.eps", &patchgd.eps),
-      field("patchgd.latent", &patchgd.latent),
-      field("patchgd.head", &patchgd.head),
-      field("patchgd.fill_mode", &patchgd.fill_mode),
-      field("patchgd.fill_chunk", &patchgd.fill_chunk),
-      field("gd.image_size", &gd.image_size),
-      field("train.method", &train.method),
-      field("train.epochs", &train.epochs),
-      field("train.batch_size", &train.batch_size),
-      field("train.lr", &train.lr),
-      field("train.weight_decay", &train.weight_decay),
-      field("train.warmup_epochs", &train.warmup_epochs),
-      field("train.min_lr_factor", &train.min_lr_factor),
-      field("train.schedule", &train.schedule),
-      field("train.decay_epochs", &train.decay_epochs),
-      field("train.seed", &train.seed),
-      field("train.deterministic", &train.deterministic),
-      field("train.threads", &train.threads),
-      field("train.device", &train.device),
-      field("train.checkpoint_every", &train.checkpoint_every),
-      field("train.eval_every", &train.eval_every),
-      field("train.memory_budget", &train.memory_budget),
-      field("train.auto_batch", &train.auto_batch),
+      field("run.dir", &run_dir, "run directory: config, metrics, checkpoint, pictures"),
+      field("data.dataset", &data.dataset, "data set: megapixel_mnist | ultramnist | ultramnist28 | csv | slides | feature_bags"),
+      field("data.manifest", &data.manifest, "slides, feature_bags: CSV with slide,label[,split] columns"),
+      field("data.mnist_dir", &data.mnist_dir, "folder with the MNIST IDX files (scripts/get-mnist.sh)"),
+      field("data.height", &data.height, "image height in pixels (generated sets: canvas; csv: every image's height)"),
+      field("data.width", &data.width, "image width in pixels"),
+      field("data.n_target", &data.n_target, "megapixel_mnist: digits of the majority class per image"),
+      field("data.n_other", &data.n_other, "megapixel_mnist: digits of other classes per image"),
+      field("data.noise_glyphs", &data.noise_glyphs, "megapixel_mnist: noise line glyphs per image"),
+      field("data.train_size", &data.train_size, "generated sets: training images"),
+      field("data.test_size", &data.test_size, "generated sets: test images"),
+      field("data.train_seed", &data.train_seed, "generated sets: seed of the training images"),
+      field("data.test_seed", &data.test_seed, "generated sets: seed of the test images"),
+      field("data.patch", &data.patch, "patch side in pixels"),
+      field("data.stride", &data.stride, "patch grid step in pixels (IPS; PatchGD uses the patch side)"),
+      field("data.channels", &data.channels, "ultramnist, csv: image channels, 1 (grey) or 3 (RGB)"),
+      field("data.max_scale", &data.max_scale, "ultramnist: largest digit scale (0: the benchmark's)"),
+      field("data.train_csv", &data.train_csv, "csv: training rows path,label (paths relative to the CSV)"),
+      field("data.test_csv", &data.test_csv, "csv: test rows path,label"),
+      field("data.classes", &data.classes, "csv: number of classes (0: largest label + 1)"),
+      field("data.mean", &data.mean, "per-channel normalisation mean, e.g. 0.485,0.456,0.406 (empty: none)"),
+      field("data.std", &data.std, "per-channel normalisation std (with data.mean)"),
+      field("data.ordinal", &data.ordinal, "classes are ordered grades: also report quadratic weighted kappa"),
+      field("data.workers", &data.workers, "background threads preparing batches"),
+      field("data.prefetch", &data.prefetch, "batches prepared ahead per worker"),
+      field("model.encoder", &model.encoder, "encoder: resnet18 | resnet34 | resnet50 | mobilenet_v2 | projector (feature bags)"),
+      field("model.in_features", &model.in_features, "projector: width of the feature rows"),
+      field("model.dim", &model.dim, "projector: embedding width D"),
+      field("model.in_channels", &model.in_channels, "input channels of the encoder's stem"),
+      field("model.stages", &model.stages, "ResNet stages kept, 2 or 4"),
+      field("model.width", &model.width, "channels of the first ResNet stage (torchvision: 64)"),
+      field("model.width_mult", &model.width_mult, "MobileNetV2 width multiplier"),
+      field("model.weights", &model.weights, "torchvision state dict (torch.save) for the encoder"),
+      field("model.init_from", &model.init_from, "a tessera checkpoint whose backbone starts this run (progressive resolution)"),
+      field("model.heads", &model.heads, "IPS cross-attention heads H"),
+      field("model.d_k", &model.d_k, "IPS per-head query/key size D_k"),
+      field("model.d_v", &model.d_v, "IPS per-head value size D_v (0: D_k)"),
+      field("model.d_inner", &model.d_inner, "IPS aggregator MLP width"),
+      field("model.dropout", &model.dropout, "IPS dropout after attention output and MLP"),
+      field("model.attn_dropout", &model.attn_dropout, "IPS dropout on attention weights"),
+      field("model.pos_enc", &model.pos_enc, "IPS: add sinusoidal encodings of patch indices"),
+      field("slide.backend", &slide.backend, "slide reader: auto | openslide | vips"),
+      field("slide.level", &slide.level, "pyramid level patches are read at"),
+      field("slide.mpp", &slide.mpp, "read patches at this resolution in um/px instead (0: use slide.level)"),
+      field("slide.tissue", &slide.tissue, "tissue detector: otsu | saturation"),
+      field("slide.min_tissue", &slide.min_tissue, "tissue fraction a patch needs, in [0, 1]"),
+      field("slide.cache_dir", &slide.cache_dir, "patch coordinate cache (tessera preprocess --out; empty: beside the manifest)"),
+      field("slide.features_dir", &slide.features_dir, "feature_bags: folder of <id>.h5 bags (tessera extract-features --out)"),
+      field("slide.skip_errors", &slide.skip_errors, "record bad slides and go on instead of stopping"),
+      field("slide.read_workers", &slide.read_workers, "threads reading the patches of one chunk"),
+      field("ips.M", &ips.M, "patches kept per image (memory size)"),
+      field("ips.I", &ips.I, "patches scored per selection iteration"),
+      field("ips.shuffle", &ips.shuffle, "patch order shuffling: none | batch | instance"),
+      field("ips.loading", &ips.loading, "eager | eager_sequential | lazy"),
+      field("ips.seq_batch", &ips.seq_batch, "eager_sequential: images per selection pass"),
+      field("patchgd.q", &patchgd.q, "fraction of patches re-encoded per inner iteration, in (0, 1]"),
+      field("patchgd.zeta", &patchgd.zeta, "inner iterations per batch (0: ceil(1/q))"),
+      field("patchgd.eps", &patchgd.eps, "inner iterations per optimiser step (0: zeta)"),
+      field("patchgd.latent", &patchgd.latent, "channels s of the latent grid Z"),
+      field("patchgd.head", &patchgd.head, "head variant: original | smaller | larger | smaller_feat | larger_feat"),
+      field("patchgd.fill_mode", &patchgd.fill_mode, "BatchNorm mode of the no-gradient fill: train (reference) | eval"),
+      field("patchgd.fill_chunk", &patchgd.fill_chunk, "positions per fill chunk (0: k)"),
+      field("gd.image_size", &gd.image_size, "full-image baselines: downscale to this side first (0: native)"),
+      field("train.method", &train.method, "ips | patchgd | gd | gd_extended"),
+      field("train.epochs", &train.epochs, "epochs to train"),
+      field("train.batch_size", &train.batch_size, "images per step"),
+      field("train.lr", &train.lr, "peak learning rate"),
+      field("train.weight_decay", &train.weight_decay, "AdamW weight decay"),
+      field("train.warmup_epochs", &train.warmup_epochs, "epochs of linear warm-up"),
+      field("train.min_lr_factor", &train.min_lr_factor, "cosine: final LR as a fraction of the peak"),
+      field("train.schedule", &train.schedule, "cosine (IPS) | linear (PatchGD)"),
+      field("train.decay_epochs", &train.decay_epochs, "linear: epoch where the LR reaches 0 (0: 2 x epochs)"),
+      field("train.seed", &train.seed, "seed of initialisation, order and sampling"),
+      field("train.deterministic", &train.deterministic, "deterministic kernels (bitwise resume)"),
+      field("train.threads", &train.threads, "torch threads (0: all cores)"),
+      field("train.device", &train.device, "cpu | cuda"),
+      field("train.checkpoint_every", &train.checkpoint_every, "steps between checkpoints (0: each epoch end)"),
+      field("train.eval_every", &train.eval_every, "epochs between test evaluations"),
+      field("train.memory_budget", &train.memory_budget, "cap on tensor memory, e.g. 4GiB (empty: none)"),
+      field("train.auto_batch", &train.auto_batch, "find the largest batch (and PatchGD q) within the budget"),
   };
 }
 
@@ -222,18 +228,8 @@ void Config::validate() const {
   TESSERA_CHECK(data.height > 0 && data.width > 0, "data.height and data.width must be positive");
   TESSERA_CHECK(data.patch > 0 && data.stride > 0, "data.patch and data.stride must be positive, got ", data.patch,
                 " and ", data.stride);
-  const bool slides = data.dataset == "slides" || data.dataset == "feature_bags";
-  TESSERA_CHECK(slides || (data.patch <= data.height && data.patch <= data.width), "patch ", data.patch,
-                " is larger than the image ", data.height, "x", data.width, "; lower data.patch");
   TESSERA_CHECK(data.train_size >= 0 && data.test_size >= 0, "data set sizes must be >= 0");
   TESSERA_CHECK(data.workers >= 0 && data.prefetch >= 1, "data.workers must be >= 0 and data.prefetch >= 1");
-  TESSERA_CHECK(one_of(data.dataset, {"megapixel_mnist", "ultramnist", "ultramnist28", "csv", "slides", "feature_bags"}),
-                "data.dataset '", data.dataset,
-                "' is not one of megapixel_mnist, ultramnist, ultramnist28, csv, slides, feature_bags");
-  TESSERA_CHECK(!slides || !data.manifest.empty(), "data.dataset ", data.dataset,
-                " needs data.manifest (a CSV with slide,label[,split] columns)");
-  TESSERA_CHECK(data.dataset != "feature_bags" || (model.encoder == "projector" && train.method == "ips"),
-                "feature bags train with train.method ips and model.encoder projector");
   TESSERA_CHECK(one_of(slide.backend, {"auto", "openslide", "vips"}), "slide.backend must be auto, openslide or vips");
   TESSERA_CHECK(one_of(slide.tissue, {"otsu", "saturation"}), "slide.tissue must be otsu or saturation");
   TESSERA_CHECK(slide.min_tissue >= 0 && slide.min_tissue <= 1 && slide.read_workers >= 0 && slide.level >= 0,
@@ -242,21 +238,17 @@ void Config::validate() const {
   TESSERA_CHECK(one_of(model.encoder, {"resnet18", "resnet34", "resnet50", "mobilenet_v2", "projector"}),
                 "model.encoder '", model.encoder, "' is not one of resnet18, resnet34, resnet50, mobilenet_v2, projector");
   TESSERA_CHECK(model.in_features > 0 && model.dim > 0, "model.in_features and model.dim must be positive");
-  TESSERA_CHECK(one_of(train.method, {"ips", "patchgd", "gd", "gd_extended"}), "train.method '", train.method,
-                "' is not one of ips, patchgd, gd, gd_extended");
-  TESSERA_CHECK(model.encoder != "mobilenet_v2" || train.method != "ips",
-                "IPS encoders are ResNets; use model.encoder resnet18/34/50 with train.method ips");
   TESSERA_CHECK(patchgd.q > 0 && patchgd.q <= 1, "patchgd.q must be in (0, 1], got ", patchgd.q);
   TESSERA_CHECK(patchgd.zeta >= 0 && patchgd.eps >= 0 && patchgd.fill_chunk >= 0 && patchgd.latent > 0,
                 "patchgd.zeta, eps and fill_chunk must be >= 0 (0: default) and patchgd.latent > 0");
-  TESSERA_CHECK(one_of(patchgd.head, {"small", "default", "large"}), "patchgd.head '", patchgd.head,
-                "' is not one of small, default, large");
+  TESSERA_CHECK(one_of(patchgd.head, {"original", "smaller", "larger", "smaller_feat", "larger_feat"}),
+                "patchgd.head '", patchgd.head, "' is not one of original, smaller, larger, smaller_feat, larger_feat");
   TESSERA_CHECK(one_of(patchgd.fill_mode, {"train", "eval"}), "patchgd.fill_mode must be train or eval");
   TESSERA_CHECK(gd.image_size >= 0, "gd.image_size must be >= 0 (0: native size)");
   TESSERA_CHECK(one_of(train.schedule, {"cosine", "linear"}), "train.schedule must be cosine or linear");
   TESSERA_CHECK(model.stages == 2 || model.stages == 4, "model.stages must be 2 or 4, got ", model.stages);
-  TESSERA_CHECK(model.width > 0 && model.heads > 0 && model.d_k > 0 && model.d_inner > 0,
-                "model.width, heads, d_k and d_inner must be positive");
+  TESSERA_CHECK(model.width > 0 && model.heads > 0 && model.d_k > 0 && model.d_v >= 0 && model.d_inner > 0,
+                "model.width, heads, d_k and d_inner must be positive and model.d_v >= 0");
   TESSERA_CHECK(ips.M > 0 && ips.I > 0, "ips.M and ips.I must be positive, got ", ips.M, " and ", ips.I);
   TESSERA_CHECK(one_of(ips.shuffle, {"none", "batch", "instance"}), "ips.shuffle '", ips.shuffle,
                 "' is not one of none, batch, instance");

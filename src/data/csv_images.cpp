@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "tessera/core/error.h"
+#include "tessera/core/config.h"
 #include "tessera/data/image_io.h"
 
 namespace tessera::data {
@@ -63,27 +64,46 @@ CsvImages::CsvImages(CsvImagesOptions options) : options_(std::move(options)) {
 
 torch::Tensor CsvImages::picture(int64_t index) const {
   const auto& path = paths_.at(index);
-  auto image = read_image(path);
-  TESSERA_CHECK(image.size(1) == options_.height && image.size(2) == options_.width, "image '", path, "' is ",
-                image.size(1), "x", image.size(2), " but the run expects ", options_.height, "x", options_.width,
-                "; resize it (tessera prepare-images) or set data.height/width");
-  if (image.size(0) == 4) image = image.slice(0, 0, 3);
-  if (image.size(0) == 1 && options_.channels == 3) image = image.expand({3, -1, -1}).contiguous();
-  TESSERA_CHECK(image.size(0) == options_.channels, "image '", path, "' has ", image.size(0), " channels but the run ",
-                "expects ", options_.channels, "; set data.channels");
-  return image;
+  return conform_image(read_image(path), options_.channels, options_.height, options_.width, path);
 }
 
 Sample CsvImages::get(int64_t index) const {
-  auto image = picture(index);
-  if (!options_.mean.empty()) {
-    const auto c = options_.channels;
-    image = (image - torch::tensor(options_.mean).view({c, 1, 1})) / torch::tensor(options_.std).view({c, 1, 1});
-  }
   Sample s;
-  s.image = image;
+  s.image = normalization().apply(picture(index), paths_.at(index));
   s.labels["label"] = torch::tensor(labels_.at(index));
   return s;
+}
+
+
+DatasetInfo csv_dataset() {
+  DatasetInfo info;
+  info.name = "csv";
+  info.summary = "your own images: CSV files of path,label rows";
+  info.make = [](const Config& c, Splits splits, const std::vector<Task>* tasks) {
+    const auto& d = c.data;
+    const auto make = [&](const std::string& csv) -> DatasetPtr {
+      if (csv.empty()) return nullptr;
+      CsvImagesOptions o;
+      o.csv = csv;
+      o.height = d.height;
+      o.width = d.width;
+      o.channels = d.channels;
+      o.classes = tasks ? tasks->front().outputs : d.classes;
+      o.ordinal = d.ordinal;
+      o.mean = parse_floats(d.mean, "data.mean");
+      o.std = parse_floats(d.std, "data.std");
+      return std::make_shared<CsvImages>(o);
+    };
+    TESSERA_CHECK(!splits.train || !d.train_csv.empty(), "data.dataset csv needs data.train_csv (a CSV of path,label rows)");
+    auto train = splits.train ? make(d.train_csv) : nullptr;
+    auto test = splits.test ? make(d.test_csv) : nullptr;
+    if (train && test && d.classes == 0 && !tasks) {  // both sets must agree on the class count
+      TESSERA_CHECK(test->tasks()[0].outputs <= train->tasks()[0].outputs, d.test_csv, " has more classes than ",
+                    d.train_csv, "; set data.classes");
+    }
+    return std::pair<DatasetPtr, DatasetPtr>{train, test};
+  };
+  return info;
 }
 
 }  // namespace tessera::data

@@ -32,4 +32,12 @@ Batch collate(std::vector<Sample> samples, std::vector<int64_t> indices) {
   return b;
 }
 
+torch::Tensor Normalization::apply(const torch::Tensor& image, const std::string& what) const {
+  if (mean.empty()) return image;
+  const int64_t c = image.size(-3);
+  TESSERA_CHECK(static_cast<int64_t>(mean.size()) == c && static_cast<int64_t>(std.size()) == c, what, " has ", c,
+                " channels but the normalisation has ", mean.size(), " means and ", std.size(), " stds");
+  return (image - torch::tensor(mean).view({c, 1, 1})) / torch::tensor(std).view({c, 1, 1});
+}
+
 }  // namespace tessera::data

@@ -11,7 +11,7 @@
 #endif
 
 #include "tessera/core/error.h"
-#include "tessera/models/state_dict.h"
+#include "tessera/core/pickle.h"
 
 namespace tessera::data {
 namespace {
@@ -47,7 +47,7 @@ void init_vips() {
 torch::Tensor read_image(const std::string& path) {
   TESSERA_CHECK(std::filesystem::exists(path), "image '", path, "' does not exist");
   if (has_suffix(path, ".pt")) {
-    const auto value = models::read_pickle(path);
+    const auto value = read_pickle(path);
     TESSERA_CHECK(value.isTensor(), "'", path, "' does not hold a tensor; save one with torch.save(tensor, path)");
     auto t = value.toTensor().to(torch::kFloat32);
     if (t.dim() == 2) t = t.unsqueeze(0);
@@ -129,6 +129,18 @@ void write_png(const std::string& path, const torch::Tensor& image) {
 #else
   fail("cannot write '", path, "': this build has no libvips (TESSERA_WITH_VIPS=OFF)");
 #endif
+}
+
+torch::Tensor conform_image(torch::Tensor image, int64_t channels, int64_t height, int64_t width, const std::string& path) {
+  TESSERA_CHECK(image.dim() == 3, "image '", path, "' has shape ", image.sizes(), "; expected (C, H, W)");
+  if (image.size(0) == 4 || (image.size(0) == 2 && channels == 1)) image = image.slice(0, 0, image.size(0) - 1);
+  if (image.size(0) == 1 && channels == 3) image = image.expand({3, -1, -1}).contiguous();
+  TESSERA_CHECK(image.size(0) == channels, "image '", path, "' has ", image.size(0), " channels but the model expects ",
+                channels, "; convert it (e.g. to ", channels == 1 ? "greyscale" : "RGB", ") first");
+  TESSERA_CHECK((height <= 0 || image.size(1) == height) && (width <= 0 || image.size(2) == width), "image '", path,
+                "' is ", image.size(1), "x", image.size(2), " but the model was trained on ", height, "x", width,
+                "; resize it (tessera prepare-images)");
+  return image.to(torch::kFloat32);
 }
 
 }  // namespace tessera::data

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "tessera/core/error.h"
+#include "tessera/core/config.h"
 #include "tessera/data/random.h"
 
 namespace tessera::data {
@@ -126,6 +127,32 @@ Sample MegapixelMnist::get(int64_t index) const {
   s.labels["top"] = torch::tensor(top);
   s.labels["multi"] = multi;
   return s;
+}
+
+
+DatasetInfo megapixel_mnist_dataset() {
+  DatasetInfo info;
+  info.name = "megapixel_mnist";
+  info.summary = "IPS's Megapixel MNIST: digits and noise on a large canvas, four tasks";
+  info.multitask = true;
+  info.describe = [](const Config&) { return std::make_pair(megapixel_mnist_tasks(), Normalization{}); };
+  info.make = [](const Config& c, Splits splits, const std::vector<Task>*) {
+    const auto& d = c.data;
+    const auto make = [&](const std::string& split, int64_t size, int64_t seed) -> DatasetPtr {
+      MegapixelMnistOptions o;
+      o.height = d.height;
+      o.width = d.width;
+      o.n_target = d.n_target;
+      o.n_other = d.n_other;
+      o.noise_glyphs = d.noise_glyphs;
+      o.size = size;
+      o.seed = seed;
+      return std::make_shared<MegapixelMnist>(std::make_shared<const MnistDigits>(load_mnist(d.mnist_dir, split)), o);
+    };
+    return std::pair<DatasetPtr, DatasetPtr>{splits.train ? make("train", d.train_size, d.train_seed) : nullptr,
+                                             splits.test ? make("test", d.test_size, d.test_seed) : nullptr};
+  };
+  return info;
 }
 
 }  // namespace tessera::data

@@ -5,11 +5,13 @@
 #include <cmath>
 
 #include "tessera/core/error.h"
+#include "tessera/core/config.h"
 #include "tessera/data/random.h"
 
 namespace tessera::data {
 namespace {
 
+constexpr float kMean = 0.1307f, kStd = 0.3081f;  // MNIST's, as the PatchGD reference normalises
 constexpr int64_t kDigit = 28;
 constexpr int64_t kMaxPlacementTries = 100000;
 
@@ -160,12 +162,54 @@ torch::Tensor UltraMnist::picture(int64_t index) const {
   return canvas.unsqueeze(0);
 }
 
+Normalization UltraMnist::normalization() const {
+  const auto n = static_cast<size_t>(options_.channels);
+  return {std::vector<float>(n, kMean), std::vector<float>(n, kStd)};
+}
+
 Sample UltraMnist::get(int64_t index) const {
-  auto image = picture(index).sub_(0.1307f).div_(0.3081f);
+  auto image = picture(index).sub_(kMean).div_(kStd);
   Sample s;
   s.image = options_.channels == 3 ? image.expand({3, -1, -1}).contiguous() : image;
   s.labels["sum"] = torch::tensor(label(index));
   return s;
 }
+
+
+namespace {
+DatasetInfo ultramnist_info(const std::string& variant) {
+  DatasetInfo info;
+  info.name = variant == "28" ? "ultramnist28" : "ultramnist";
+  info.summary = variant == "28" ? "UltraMNIST as published: 4000 px, 28 classes, textured background"
+                                 : "UltraMNIST 512: digits of very different sizes, class = their sum (10 classes)";
+  info.make = [variant](const Config& c, Splits splits, const std::vector<Task>*) {
+    const auto& d = c.data;
+    const auto make = [&](const std::string& split, int64_t size, int64_t seed) -> DatasetPtr {
+      UltraMnistOptions o;
+      o.variant = variant;
+      o.canvas = d.height;
+      o.max_scale = d.max_scale;
+      o.channels = d.channels;
+      o.size = size;
+      o.seed = seed;
+      return std::make_shared<UltraMnist>(std::make_shared<const MnistDigits>(load_mnist(d.mnist_dir, split)), o);
+    };
+    return std::pair<DatasetPtr, DatasetPtr>{splits.train ? make("train", d.train_size, d.train_seed) : nullptr,
+                                             splits.test ? make("test", d.test_size, d.test_seed) : nullptr};
+  };
+  info.describe = [variant](const Config& c) {
+    const auto n = static_cast<size_t>(c.data.channels);
+    return std::make_pair(std::vector<Task>{{"sum", "softmax", variant == "28" ? 28 : 10}},
+                          Normalization{std::vector<float>(n, kMean), std::vector<float>(n, kStd)});
+  };
+  info.validate = [](const Config& c) {
+    TESSERA_CHECK(c.data.height == c.data.width, "UltraMNIST canvases are square; set data.height = data.width");
+  };
+  return info;
+}
+}  // namespace
+
+DatasetInfo ultramnist_dataset() { return ultramnist_info("512"); }
+DatasetInfo ultramnist28_dataset() { return ultramnist_info("28"); }
 
 }  // namespace tessera::data

@@ -6,6 +6,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/runtime.h"
 #include "tessera/methods/patchgd.h"
+#include "tessera/methods/step_context.h"
 
 namespace tessera::methods {
 
@@ -36,16 +37,16 @@ torch::Tensor FullImage::logits(const torch::Tensor& input) {
   return net_->head->forward(z);
 }
 
-StepResult FullImage::train_step(data::Batch batch, torch::optim::Optimizer& optimizer) {
+StepResult FullImage::train_step(data::Batch batch, StepContext& context) {
   const auto images = batch.images.to(device_);
   batch.images = torch::Tensor();
   const auto& task = tasks_[0];
   net_->train();
-  optimizer.zero_grad();
+  context.zero_grad();
   const auto out = logits(images);
   const auto loss = checked_cross_entropy(out, batch.labels.at(task.name), name());
-  loss.backward();
-  optimizer.step();
+  context.backward(loss);
+  context.step();
   StepResult result;
   result.loss = loss.item<double>();
   result.outputs[task.name] = torch::softmax(out.detach(), 1).to(torch::kCPU);
@@ -57,5 +58,27 @@ TaskTensors FullImage::predict(const data::Batch& batch) {
   net_->eval();
   return {{tasks_[0].name, torch::softmax(logits(batch.images.to(device_)), 1).to(torch::kCPU)}};
 }
+
+namespace {
+MethodInfo full_image_method(bool extended) {
+  MethodInfo m;
+  m.name = extended ? "gd_extended" : "gd";
+  m.summary = extended ? "full-image baseline with PatchGD's backbone and head" : "full-image baseline: backbone + Linear";
+  m.inputs = {"image"};
+  m.single_softmax_task = true;
+  m.min_batch_size = extended ? 2 : 1;
+  m.memory_knobs = "train.batch_size or gd.image_size (downscaling)";
+  m.make = [](const Config& c, const std::vector<Task>& tasks) -> std::unique_ptr<Method> {
+    return FullImage::from_config(c, tasks);
+  };
+  m.validate = [](const Config& c) {
+    TESSERA_CHECK(c.model.encoder != "projector", "full-image GD encodes images; model.encoder projector is for feature bags");
+  };
+  return m;
+}
+}  // namespace
+
+MethodInfo gd_method() { return full_image_method(false); }
+MethodInfo gd_extended_method() { return full_image_method(true); }
 
 }  // namespace tessera::methods

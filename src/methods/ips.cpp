@@ -5,6 +5,7 @@
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/core/runtime.h"
+#include "tessera/methods/step_context.h"
 
 #include <future>
 
@@ -276,18 +277,64 @@ torch::Tensor Ips::score_all(const data::PatchBagPtr& bag) {
   return torch::softmax(torch::cat(parts, 1), 1).mean(0);
 }
 
-StepResult Ips::train_step(data::Batch batch, torch::optim::Optimizer& optimizer) {
+StepResult Ips::train_step(data::Batch batch, StepContext& context) {
   net_->train();
   const auto selection = select(bags(batch));
   batch.images = torch::Tensor();  // only the M winners are needed from here on
-  optimizer.zero_grad();
+  context.zero_grad();
   const auto outputs = forward(selection);
   const auto loss = multitask_loss(outputs, batch.labels, tasks());
   check_finite_loss(loss, "IPS");
-  loss.backward();
-  if (!selection.streamed.empty()) accumulate_streamed_grad(selection);
-  optimizer.step();
+  const bool streamed = !selection.streamed.empty();
+  context.backward(loss, streamed ? StepContext::Gradients::pending : StepContext::Gradients::complete);
+  if (streamed) {
+    accumulate_streamed_grad(selection);
+    context.gradients_complete();
+  }
+  context.step();
   return {loss.item<double>(), to_cpu_detached(outputs)};
+}
+
+torch::nn::Module& Ips::encoder() {
+  TESSERA_CHECK(!net_->options().features, "a feature-bag IPS network has no image encoder to load weights into");
+  return *net_->encoder;
+}
+
+Method::PatchScores Ips::patch_scores(const data::Batch& batch) {
+  net_->eval();
+  const auto one = data::Batch{batch.images.defined() ? batch.images.slice(0, 0, 1) : torch::Tensor(),
+                               batch.bags.empty() ? std::vector<data::PatchBagPtr>{} : std::vector<data::PatchBagPtr>{batch.bags.front()},
+                               {}, {0}};
+  TESSERA_CHECK(one.images.defined(), "selection pictures are drawn for images; slides get heatmaps (predict --slide)");
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(options_.seed) * 7919ULL);
+  const auto selection = select(bags(one), {}, gen);
+  const auto grid = data::PatchGrid::fit(one.images.size(2), one.images.size(3), options_.patch, options_.stride);
+  const auto idx = selection.idx[0].to(torch::kCPU);
+  const auto grid_rows = torch::div(idx, grid.cols, "floor");
+  PatchScores out;
+  out.rows = grid_rows * grid.stride_h;
+  out.cols = (idx - grid_rows * grid.cols) * grid.stride_w;
+  out.scores = final_scores(selection)[0];
+  out.patch_h = grid.patch_h;
+  out.patch_w = grid.patch_w;
+  return out;
+}
+
+MethodInfo ips_method() {
+  MethodInfo m;
+  m.name = "ips";
+  m.summary = "Iterative Patch Selection: score all patches without gradients, train on the M best";
+  m.inputs = {"image", "slide", "features"};
+  m.memory_knobs = "train.batch_size, ips.M, ips.I or data.patch";
+  m.picture = "selection";
+  m.make = [](const Config& c, const std::vector<Task>& tasks) -> std::unique_ptr<Method> {
+    return Ips::from_config(c, tasks);
+  };
+  m.validate = [](const Config& c) {
+    TESSERA_CHECK(c.model.encoder != "mobilenet_v2",
+                  "IPS encoders are ResNets; use model.encoder resnet18/34/50 with train.method ips");
+  };
+  return m;
 }
 
 TaskTensors Ips::predict(const data::Batch& batch) {

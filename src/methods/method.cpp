@@ -5,8 +5,14 @@
 #include <cmath>
 
 #include "tessera/core/error.h"
+#include "tessera/methods/step_context.h"
 
 namespace tessera::methods {
+
+StepResult Method::train_step(data::Batch batch, torch::optim::Optimizer& optimizer) {
+  StepContext context(optimizer);
+  return train_step(std::move(batch), context);
+}
 
 torch::Tensor multitask_loss(const TaskTensors& outputs, const TaskTensors& labels, const std::vector<Task>& tasks) {
   TESSERA_CHECK(!tasks.empty(), "a loss needs at least one task");

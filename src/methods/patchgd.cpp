@@ -7,6 +7,7 @@
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/core/runtime.h"
+#include "tessera/methods/step_context.h"
 
 namespace tessera::methods {
 
@@ -29,7 +30,7 @@ models::PatchGdNet make_patchgd_net(const Config& c, const std::vector<Task>& ta
     h.rows = grid.rows;
     h.cols = grid.cols;
     h.classes = tasks[0].outputs;
-    h.downsamples = models::head_downsamples(c.patchgd.head);
+    models::apply_head_variant(h, c.patchgd.head);
     head = models::PatchGdHead(h);
   }
   return models::PatchGdNet(backbone, head);
@@ -106,7 +107,7 @@ torch::Tensor PatchGd::reencode(torch::Tensor& z, const torch::Tensor& images, c
   return with_chunk.view_as(z);
 }
 
-StepResult PatchGd::train_step(data::Batch batch, torch::optim::Optimizer& optimizer) {
+StepResult PatchGd::train_step(data::Batch batch, StepContext& context) {
   const auto images = batch.images.to(device_);
   batch.images = torch::Tensor();
   const auto& task = tasks_[0];
@@ -124,23 +125,23 @@ StepResult PatchGd::train_step(data::Batch batch, torch::optim::Optimizer& optim
   StepResult result;
   torch::Tensor logits;
   bool pending = false;
-  optimizer.zero_grad();
+  context.zero_grad();
   for (int64_t it = 0; it < p.iterations; ++it) {
     const auto idx = order.slice(0, it * p.k, std::min(p.n, (it + 1) * p.k));
     logits = net_->head->forward(reencode(z, images, g, idx));
     const auto loss = checked_cross_entropy(logits, labels, "PatchGD");
-    (loss / static_cast<double>(p.eps)).backward();
+    context.backward(loss / static_cast<double>(p.eps));
     result.loss = loss.item<double>();
     pending = true;
     if ((it + 1) % p.eps == 0) {
-      optimizer.step();
+      context.step();
       pending = false;
       // Zeroed here rather than after the step so the last gradients stay readable.
-      if (it + 1 < p.iterations) optimizer.zero_grad();
+      if (it + 1 < p.iterations) context.zero_grad();
     }
   }
   // The reference never steps when the chunks run out before eps iterations; we do.
-  if (pending) optimizer.step();
+  if (pending) context.step();
   result.outputs[task.name] = torch::softmax(logits.detach(), 1).to(torch::kCPU);
   return result;
 }
@@ -154,6 +155,59 @@ TaskTensors PatchGd::predict(const data::Batch& batch) {
   const auto z = fill(images, g, torch::arange(p.n, torch::TensorOptions().dtype(torch::kLong).device(device_)),
                       options_.fill_chunk > 0 ? options_.fill_chunk : p.k);
   return {{tasks_[0].name, torch::softmax(net_->head->forward(z), 1).to(torch::kCPU)}};
+}
+
+Method::PatchScores PatchGd::patch_scores(const data::Batch& batch) {
+  c10::InferenceMode guard;
+  net_->eval();
+  const auto image = batch.images.slice(0, 0, 1).to(device_);
+  const auto g = grid(image);
+  const auto p = plan(g);
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device_);
+  const auto z = fill(image, g, torch::arange(p.n, long_opts), options_.fill_chunk > 0 ? options_.fill_chunk : p.k);
+  const auto probs = torch::softmax(net_->head->forward(z), 1)[0];
+  const int64_t predicted = probs.argmax().item<int64_t>();
+  const auto flat = z.flatten(2);                       // (1, s, n)
+  const auto baseline = flat.mean(2, /*keepdim=*/true);  // the image's mean column
+  std::vector<torch::Tensor> drops;
+  constexpr int64_t kChunk = 64;  // occluded copies per head pass
+  for (int64_t begin = 0; begin < p.n; begin += kChunk) {
+    const int64_t k = std::min(kChunk, p.n - begin);
+    auto occluded = flat.expand({k, -1, -1}).clone();
+    const auto cells = torch::arange(begin, begin + k, long_opts);
+    occluded.index_put_({torch::arange(k, long_opts), torch::indexing::Slice(), cells},
+                        baseline.squeeze(2).expand({k, -1}));
+    const auto p_occluded = torch::softmax(net_->head->forward(occluded.view({k, z.size(1), g.rows, g.cols})), 1);
+    drops.push_back(probs[predicted] - p_occluded.select(1, predicted));
+  }
+  const auto cell = torch::arange(p.n, torch::kLong);
+  PatchScores out;
+  out.rows = torch::div(cell, g.cols, "floor") * g.stride_h;
+  out.cols = cell.remainder(g.cols) * g.stride_w;
+  out.scores = torch::cat(drops).to(torch::kCPU);
+  out.patch_h = g.patch_h;
+  out.patch_w = g.patch_w;
+  out.outline = false;
+  return out;
+}
+
+MethodInfo patchgd_method() {
+  MethodInfo m;
+  m.name = "patchgd";
+  m.summary = "Patch Gradient Descent: a latent grid of patch vectors, re-encoded in sampled chunks";
+  m.inputs = {"image"};
+  m.single_softmax_task = true;
+  m.min_batch_size = 2;  // the head's BatchNorm may see 1x1 maps
+  m.memory_knobs = "train.batch_size, patchgd.q (sampling fraction) or data.patch";
+  m.picture = "patch grid";
+  m.plans_sampling_fraction = true;
+  m.make = [](const Config& c, const std::vector<Task>& tasks) -> std::unique_ptr<Method> {
+    return PatchGd::from_config(c, tasks);
+  };
+  m.validate = [](const Config& c) {
+    TESSERA_CHECK(c.model.encoder != "projector", "PatchGD encodes image patches; model.encoder projector is for feature bags");
+  };
+  return m;
 }
 
 }  // namespace tessera::methods

@@ -8,8 +8,11 @@
 
 namespace tessera::models {
 
-CrossAttentionImpl::CrossAttentionImpl(const CrossAttentionOptions& o) : options_(o) {
-  TESSERA_CHECK(o.dim > 0 && o.heads > 0 && o.d_k > 0 && o.tokens > 0, "cross-attention sizes must be positive");
+CrossAttentionImpl::CrossAttentionImpl(const CrossAttentionOptions& options) : options_(options) {
+  auto& o = options_;
+  if (o.d_v == 0) o.d_v = o.d_k;
+  TESSERA_CHECK(o.dim > 0 && o.heads > 0 && o.d_k > 0 && o.d_v > 0 && o.tokens > 0,
+                "cross-attention sizes must be positive");
   const double bound = std::sqrt(1.0 / static_cast<double>(o.d_k));
   q = register_parameter("q", torch::empty({1, o.tokens, o.dim}).uniform_(-bound, bound));
   const auto linear = [](int64_t in, int64_t out, bool bias) {
@@ -17,8 +20,8 @@ CrossAttentionImpl::CrossAttentionImpl(const CrossAttentionOptions& o) : options
   };
   q_w = register_module("q_w", linear(o.dim, o.heads * o.d_k, false));
   k_w = register_module("k_w", linear(o.dim, o.heads * o.d_k, false));
-  v_w = register_module("v_w", linear(o.dim, o.heads * o.d_k, false));
-  fc = register_module("fc", linear(o.heads * o.d_k, o.dim, false));
+  v_w = register_module("v_w", linear(o.dim, o.heads * o.d_v, false));
+  fc = register_module("fc", linear(o.heads * o.d_v, o.dim, false));
   ln1 = register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim}).eps(1e-6)));
   w_1 = register_module("w_1", linear(o.dim, o.d_inner, true));
   w_2 = register_module("w_2", linear(o.d_inner, o.dim, true));
@@ -53,8 +56,8 @@ torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x, const torch::T
   const auto& o = options_;
   const int64_t B = x.size(0), L = x.size(1);
   const auto attn = attn_drop(attention(x, pad_mask));
-  const auto value = v_w(x).view({B, L, o.heads, o.d_k}).transpose(1, 2);
-  auto y = torch::matmul(attn, value).transpose(1, 2).contiguous().view({B, o.tokens, o.heads * o.d_k});
+  const auto value = v_w(x).view({B, L, o.heads, o.d_v}).transpose(1, 2);
+  auto y = torch::matmul(attn, value).transpose(1, 2).contiguous().view({B, o.tokens, o.heads * o.d_v});
   y = ln1(drop(fc(y)) + q);  // the residual is the raw query, as in the reference
   return ln2(drop(w_2(torch::relu(w_1(y)))) + y);
 }

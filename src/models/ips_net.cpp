@@ -18,6 +18,7 @@ IpsNetOptions ips_net_options(const ModelConfig& c, const std::vector<Task>& tas
   o.encoder.width = c.width;
   o.aggregator.heads = c.heads;
   o.aggregator.d_k = c.d_k;
+  o.aggregator.d_v = c.d_v;
   o.aggregator.d_inner = c.d_inner;
   o.aggregator.dropout = c.dropout;
   o.aggregator.attn_dropout = c.attn_dropout;

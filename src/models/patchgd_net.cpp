@@ -8,7 +8,8 @@
 namespace tessera::models {
 
 PatchGdHeadImpl::PatchGdHeadImpl(const PatchGdHeadOptions& o) : options_(o) {
-  TESSERA_CHECK(o.latent > 0 && o.rows > 0 && o.cols > 0 && o.classes > 0 && o.width > 0 && o.downsamples >= 0,
+  TESSERA_CHECK(o.latent > 0 && o.rows > 0 && o.cols > 0 && o.classes > 0 && o.width > 0 && o.same_blocks >= 0 &&
+                    o.reductions >= 0 && o.same_blocks + o.reductions > 0,
                 "PatchGD head needs positive latent size, grid and classes, got s=", o.latent, " grid ", o.rows, "x",
                 o.cols, " classes ", o.classes);
   torch::nn::Sequential seq;
@@ -17,10 +18,11 @@ PatchGdHeadImpl::PatchGdHeadImpl(const PatchGdHeadOptions& o) : options_(o) {
         torch::nn::Conv2d(torch::nn::Conv2dOptions(in, o.width, 3).stride(stride).padding(1)), torch::nn::ReLU(),
         torch::nn::BatchNorm2d(o.width), torch::nn::Dropout2d(o.dropout)));
   };
-  block(o.latent, 1);
+  int64_t channels = o.latent;
+  for (int64_t i = 0; i < o.same_blocks; ++i, channels = o.width) block(channels, 1);
   int64_t rows = o.rows, cols = o.cols;
-  for (int64_t i = 0; i < o.downsamples; ++i) {
-    block(o.width, 2);
+  for (int64_t i = 0; i < o.reductions; ++i, channels = o.width) {
+    block(channels, 2);
     rows = (rows + 1) / 2;  // a 3x3 stride-2 padding-1 convolution gives ceil(n / 2)
     cols = (cols + 1) / 2;
   }
@@ -35,11 +37,22 @@ torch::Tensor PatchGdHeadImpl::forward(const torch::Tensor& z) {
   return fc(blocks->forward(z).flatten(1));
 }
 
-int64_t head_downsamples(const std::string& variant) {
-  if (variant == "small") return 1;
-  if (variant == "default") return 3;
-  if (variant == "large") return 5;
-  fail("unknown PatchGD head '", variant, "'; use small, default or large");
+void apply_head_variant(PatchGdHeadOptions& o, const std::string& variant) {
+  struct Variant {
+    const char* name;
+    int64_t same, reductions, width;
+  };
+  static const Variant variants[] = {{"original", 1, 3, 256},     {"smaller", 0, 3, 256},    {"larger", 1, 4, 256},
+                                     {"smaller_feat", 1, 3, 128}, {"larger_feat", 1, 3, 512}};
+  for (const auto& v : variants) {
+    if (variant == v.name) {
+      o.same_blocks = v.same;
+      o.reductions = v.reductions;
+      o.width = v.width;
+      return;
+    }
+  }
+  fail("unknown PatchGD head '", variant, "'; use original, smaller, larger, smaller_feat or larger_feat");
 }
 
 PatchGdNetImpl::PatchGdNetImpl(BackbonePtr b, PatchGdHead h) : backbone(std::move(b)), head(std::move(h)) {

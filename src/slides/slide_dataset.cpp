@@ -163,4 +163,35 @@ torch::Tensor SlideDataset::picture(int64_t index) const {
   return reader->read_level(level).permute({2, 0, 1}).to(torch::kFloat32).div(255);
 }
 
+namespace {
+data::DatasetInfo slide_info(bool features) {
+  data::DatasetInfo info;
+  info.name = features ? "feature_bags" : "slides";
+  info.summary = features ? "pre-extracted feature bags (HDF5, CLAM/TRIDENT layout) listed in a slide manifest"
+                          : "whole-slide images listed in a manifest, tissue patches streamed from the files";
+  info.input = features ? "features" : "slide";
+  info.multitask = true;  // one softmax task per label column
+  info.make = [](const Config& c, data::Splits splits, const std::vector<Task>* tasks) {
+    const auto make = [&](const std::string& split) -> data::DatasetPtr {
+      auto o = slide_data_options(c, split);
+      if (tasks) {
+        for (const auto& t : *tasks) o.classes[t.name] = t.outputs;
+      }
+      return std::make_shared<SlideDataset>(o);
+    };
+    const bool has_test = !select_split(read_manifest(c.data.manifest), "test").empty();
+    return std::pair<data::DatasetPtr, data::DatasetPtr>{splits.train ? make("train") : nullptr,
+                                                         splits.test && has_test ? make("test") : nullptr};
+  };
+  info.validate = [](const Config& c) {
+    TESSERA_CHECK(!c.data.manifest.empty(), "data.dataset ", c.data.dataset,
+                  " needs data.manifest (a CSV with slide,label[,split] columns)");
+  };
+  return info;
+}
+}  // namespace
+
+data::DatasetInfo slides_dataset() { return slide_info(false); }
+data::DatasetInfo feature_bags_dataset() { return slide_info(true); }
+
 }  // namespace tessera::slides

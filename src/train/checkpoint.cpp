@@ -10,7 +10,7 @@
 namespace tessera::train {
 namespace {
 
-constexpr int64_t kFormatVersion = 1;
+constexpr int64_t kFormatVersion = 2;  // 2 adds the run spec
 
 torch::Tensor scalar(int64_t v) { return torch::tensor(v, torch::kLong); }
 
@@ -34,7 +34,7 @@ torch::serialize::InputArchive open(const std::string& path) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                     const TrainState& state, const std::string& config_yaml) {
+                     const TrainState& state, const std::string& config_yaml, const std::string& spec_json) {
   torch::serialize::OutputArchive archive;
   archive.write("format_version", scalar(kFormatVersion));
   torch::serialize::OutputArchive model_archive;
@@ -51,6 +51,7 @@ void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::o
   archive.write("state.batch_in_epoch", scalar(state.batch_in_epoch));
   archive.write("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
   archive.write("config", c10::IValue(config_yaml));
+  archive.write("spec", c10::IValue(spec_json));
 
   const std::string tmp = path + ".tmp";
   try {
@@ -63,31 +64,58 @@ void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::o
                 "'; the previous checkpoint is kept");
 }
 
-std::string read_checkpoint_config(const std::string& path) {
+namespace {
+
+// Format, state, config and spec; the archive stays open for the tensors.
+Checkpoint read_info(torch::serialize::InputArchive& archive, const std::string& path) {
+  Checkpoint c;
+  try {
+    c.format_version = read_int(archive, "format_version");
+  } catch (const c10::Error&) {
+    fail("'", path, "' is not a tessera checkpoint (no format version); was it written by torch.save? "
+         "Import reference models with tessera import-ips / import-patchgd");
+  }
+  TESSERA_CHECK(c.format_version >= 1 && c.format_version <= kFormatVersion, "checkpoint '", path,
+                "' has format version ", c.format_version, " but this tessera reads 1 to ", kFormatVersion,
+                "; use the tessera version that wrote it or a newer one");
+  try {
+    c.has_optimizer = read_int(archive, "has_optimizer") != 0;
+    c.state.epoch = read_int(archive, "state.epoch");
+    c.state.step = read_int(archive, "state.step");
+    c.state.batch_in_epoch = read_int(archive, "state.batch_in_epoch");
+    c10::IValue text;
+    archive.read("config", text);
+    c.config_yaml = text.toStringRef();
+    if (c.format_version >= 2) {
+      archive.read("spec", text);
+      c.spec_json = text.toStringRef();
+    }
+  } catch (const c10::Error& e) {
+    fail("checkpoint '", path, "' lacks its state or config (", std::string(e.what_without_backtrace()).substr(0, 120),
+         "); it is damaged: use an earlier checkpoint");
+  }
+  return c;
+}
+
+}  // namespace
+
+Checkpoint read_checkpoint_info(const std::string& path) {
   auto archive = open(path);
-  c10::IValue config;
-  archive.read("config", config);
-  return config.toStringRef();
+  return read_info(archive, path);
 }
 
 Checkpoint load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
   auto archive = open(path);
-  Checkpoint c;
+  Checkpoint c = read_info(archive, path);
   try {
-    TESSERA_CHECK(read_int(archive, "format_version") == kFormatVersion, "checkpoint '", path,
-                  "' has an unsupported format version");
     torch::serialize::InputArchive model_archive;
     archive.read("model", model_archive);
     model.load(model_archive);
-    c.has_optimizer = read_int(archive, "has_optimizer") != 0;
     if (optimizer && c.has_optimizer) {
       torch::serialize::InputArchive opt_archive;
       archive.read("optimizer", opt_archive);
       optimizer->load(opt_archive);
     }
-    c.state.epoch = read_int(archive, "state.epoch");
-    c.state.step = read_int(archive, "state.step");
-    c.state.batch_in_epoch = read_int(archive, "state.batch_in_epoch");
     if (optimizer) {
       torch::Tensor rng;
       archive.read("rng.cpu", rng);
@@ -95,9 +123,6 @@ Checkpoint load_checkpoint(const std::string& path, torch::nn::Module& model, to
       std::lock_guard<std::mutex> lock(generator.mutex());
       generator.set_state(rng);
     }
-    c10::IValue config;
-    archive.read("config", config);
-    c.config_yaml = config.toStringRef();
   } catch (const c10::Error& e) {
     fail("checkpoint '", path, "' does not match this model (", std::string(e.what_without_backtrace()).substr(0, 160),
          "); was it written with a different config?");

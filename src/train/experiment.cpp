@@ -1,26 +1,23 @@
 #include "tessera/train/experiment.h"
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+
+#include <filesystem>
 
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/memory.h"
+#include "tessera/core/run_dir.h"
 #include "tessera/core/runtime.h"
-#include "tessera/data/csv_images.h"
-#include "tessera/data/megapixel_mnist.h"
-#include "tessera/data/ultramnist.h"
-#include "tessera/methods/full_image.h"
-#include "tessera/methods/patchgd.h"
 #include "tessera/models/state_dict.h"
-#include "tessera/train/checkpoint.h"
-#ifdef TESSERA_WITH_SLIDES
-#include "tessera/slides/slide_dataset.h"
-#endif
+#include "tessera/train/registry.h"
 
 namespace tessera::train {
+namespace fs = std::filesystem;
 
 void apply_runtime(const Config& config) {
-  config.validate();
+  validate(config);
   memory::install_tracking();
   runtime::set_threads(config.train.threads);
   runtime::seed_everything(config.train.seed);
@@ -28,130 +25,119 @@ void apply_runtime(const Config& config) {
   memory::set_budget(config.train.memory_budget.empty() ? 0 : memory::parse_bytes(config.train.memory_budget));
 }
 
-std::pair<data::DatasetPtr, data::DatasetPtr> make_datasets(const Config& config) {
-  const auto& d = config.data;
-  if (d.dataset == "slides" || d.dataset == "feature_bags") {
-#ifdef TESSERA_WITH_SLIDES
-    auto train = std::make_shared<slides::SlideDataset>(slides::slide_data_options(config, "train"));
-    const auto entries = slides::read_manifest(d.manifest);
-    const bool has_test = !slides::select_split(entries, "test").empty();
-    data::DatasetPtr test;
-    if (has_test) test = std::make_shared<slides::SlideDataset>(slides::slide_data_options(config, "test"));
-    return {train, test};
-#else
-    fail("data.dataset ", d.dataset, " needs a build with slide support (TESSERA_WITH_SLIDES=ON)");
-#endif
-  }
-  if (d.dataset == "csv") {
-    const auto make = [&](const std::string& csv) -> data::DatasetPtr {
-      if (csv.empty()) return nullptr;
-      data::CsvImagesOptions o;
-      o.csv = csv;
-      o.height = d.height;
-      o.width = d.width;
-      o.channels = d.channels;
-      o.classes = d.classes;
-      o.ordinal = d.ordinal;
-      o.mean = data::parse_floats(d.mean, "data.mean");
-      o.std = data::parse_floats(d.std, "data.std");
-      return std::make_shared<data::CsvImages>(o);
-    };
-    TESSERA_CHECK(!d.train_csv.empty(), "data.dataset csv needs data.train_csv (a CSV of path,label rows)");
-    auto train = make(d.train_csv);
-    auto test = make(d.test_csv);
-    if (test && d.classes == 0) {  // both sets must agree on the class count
-      TESSERA_CHECK(test->tasks()[0].outputs <= train->tasks()[0].outputs, d.test_csv, " has more classes than ",
-                    d.train_csv, "; set data.classes");
-    }
-    return {train, test};
-  }
-  const auto digits = [&](const std::string& split) {
-    return std::make_shared<const data::MnistDigits>(data::load_mnist(d.mnist_dir, split));
-  };
-  if (d.dataset == "ultramnist" || d.dataset == "ultramnist28") {
-    TESSERA_CHECK(d.height == d.width, "UltraMNIST canvases are square; set data.height = data.width");
-    const auto make = [&](const std::string& split, int64_t size, int64_t seed) -> data::DatasetPtr {
-      data::UltraMnistOptions o;
-      o.variant = d.dataset == "ultramnist28" ? "28" : "512";
-      o.canvas = d.height;
-      o.max_scale = d.max_scale;
-      o.channels = d.channels;
-      o.size = size;
-      o.seed = seed;
-      return std::make_shared<data::UltraMnist>(digits(split), o);
-    };
-    return {make("train", d.train_size, d.train_seed), make("test", d.test_size, d.test_seed)};
-  }
-  const auto make = [&](const std::string& split, int64_t size, int64_t seed) -> data::DatasetPtr {
-    data::MegapixelMnistOptions o;
-    o.height = d.height;
-    o.width = d.width;
-    o.n_target = d.n_target;
-    o.n_other = d.n_other;
-    o.noise_glyphs = d.noise_glyphs;
-    o.size = size;
-    o.seed = seed;
-    return std::make_shared<data::MegapixelMnist>(digits(split), o);
-  };
-  return {make("train", d.train_size, d.train_seed), make("test", d.test_size, d.test_seed)};
+std::pair<data::DatasetPtr, data::DatasetPtr> make_datasets(const Config& config, data::Splits splits,
+                                                            const std::vector<Task>* tasks) {
+  return find_dataset(config.data.dataset).make(config, splits, tasks);
 }
 
 namespace {
 
-// Starts a backbone from the backbone of another run's checkpoint (trained at a lower resolution):
-// that run's network is rebuilt from its stored config, loaded, and its backbone tensors copied over.
-// Everything else (the head, whose grid depends on the resolution) keeps its fresh initialisation.
-void init_backbone_from(models::BackboneImpl& backbone, const std::string& checkpoint, const std::vector<Task>& tasks) {
-  Config earlier;
-  earlier.load_yaml_text(read_checkpoint_config(checkpoint), checkpoint);
-  TESSERA_CHECK(earlier.train.method != "ips", "model.init_from '", checkpoint,
-                "' is an IPS run; progressive resolution starts from a PatchGD or GD run");
-  auto net = methods::make_patchgd_net(earlier, tasks, earlier.train.method != "gd");
-  load_checkpoint(checkpoint, *net, nullptr);
+// Starts an encoder from the encoder of another run (trained at a lower resolution, or on another
+// task): that run is rebuilt from its spec and loaded, and every tensor whose name and shape match is
+// copied. Everything else (a head whose grid depends on the resolution) keeps its initialisation.
+void init_encoder_from(torch::nn::Module& encoder, const std::string& checkpoint) {
+  auto earlier = open_run(checkpoint);
   models::StateDict dict;
-  for (const auto& p : net->backbone->named_parameters()) dict[p.key()] = p.value();
-  for (const auto& b : net->backbone->named_buffers()) dict[b.key()] = b.value();
-  for (const auto& p : backbone.named_parameters()) {
+  auto& source = earlier.method->encoder();
+  for (const auto& p : source.named_parameters()) dict[p.key()] = p.value();
+  for (const auto& b : source.named_buffers()) dict[b.key()] = b.value();
+  for (const auto& p : encoder.named_parameters()) {
     const auto it = dict.find(p.key());
     if (it != dict.end() && it->second.sizes() != p.value().sizes()) dict.erase(it);  // a replaced final Linear
   }
-  const auto report = models::load_state_dict(backbone, dict, /*strict=*/false);
+  const auto report = models::load_state_dict(encoder, dict, /*strict=*/false);
   TESSERA_CHECK(report.unexpected.empty() && !report.loaded.empty(), "model.init_from '", checkpoint,
-                "' has a different backbone (", earlier.model.encoder, "); use the same model.encoder");
-  log::info("backbone starts from {} ({} tensors)", checkpoint, report.loaded.size());
+                "' has a different encoder (", earlier.config.model.encoder, "); use the same model.encoder");
+  log::info("encoder starts from {} ({} tensors)", checkpoint, report.loaded.size());
+}
+
+std::string checkpoint_file(const std::string& run_or_checkpoint) {
+  return fs::is_directory(run_or_checkpoint) ? (fs::path(run_or_checkpoint) / "checkpoint.pt").string()
+                                             : run_or_checkpoint;
 }
 
 }  // namespace
 
 std::unique_ptr<methods::Method> make_method(const Config& config, const std::vector<Task>& tasks) {
-  if (config.train.method == "ips") return make_ips(config, tasks);
-  std::unique_ptr<methods::Method> method;
-  models::BackbonePtr backbone;
-  if (config.train.method == "patchgd") {
-    auto m = methods::PatchGd::from_config(config, tasks);
-    backbone = m->net()->backbone;
-    method = std::move(m);
-  } else {
-    auto m = methods::FullImage::from_config(config, tasks);
-    backbone = m->net()->backbone;
-    method = std::move(m);
+  auto method = find_method(config.train.method).make(config, tasks);
+  if (!config.model.weights.empty()) {
+    auto& encoder = method->encoder();
+    if (auto* backbone = dynamic_cast<models::BackboneImpl*>(&encoder)) {
+      models::load_backbone_weights(*backbone, config.model.weights);
+    } else {
+      const auto report = models::load_state_dict(encoder, models::read_state_dict(config.model.weights), false);
+      TESSERA_CHECK(!report.loaded.empty(), "no entry of '", config.model.weights,
+                    "' matches the encoder; is it a torchvision ResNet state dict?");
+      log::info("loaded {} encoder tensors from {} ({} not in the file, {} unused)", report.loaded.size(),
+                config.model.weights, report.missing.size(), report.unexpected.size());
+    }
   }
-  if (!config.model.weights.empty()) models::load_backbone_weights(*backbone, config.model.weights);
-  if (!config.model.init_from.empty()) init_backbone_from(*backbone, config.model.init_from, tasks);
+  if (!config.model.init_from.empty()) init_encoder_from(method->encoder(), config.model.init_from);
   return method;
 }
 
 std::unique_ptr<methods::Ips> make_ips(const Config& config, const std::vector<Task>& tasks) {
-  auto ips = methods::Ips::from_config(config, tasks);
-  if (!config.model.weights.empty()) {
-    auto dict = models::read_state_dict(config.model.weights);
-    const auto report = models::load_state_dict(*ips->net()->encoder, dict, /*strict=*/false);
-    TESSERA_CHECK(!report.loaded.empty(), "no entry of '", config.model.weights,
-                  "' matches the encoder; is it a torchvision ResNet state dict?");
-    log::info("loaded {} encoder tensors from {} ({} not in the file, {} unused)", report.loaded.size(),
-              config.model.weights, report.missing.size(), report.unexpected.size());
-  }
+  Config c = config;
+  c.train.method = "ips";
+  std::unique_ptr<methods::Ips> ips(static_cast<methods::Ips*>(make_method(c, tasks).release()));
   return ips;
+}
+
+RunSpec read_run_spec(const Checkpoint& checkpoint, const std::string& path) {
+  if (!checkpoint.spec_json.empty()) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(checkpoint.spec_json);
+    } catch (const nlohmann::json::exception& e) {
+      fail("checkpoint '", path, "' holds a run spec that is not valid JSON (", e.what(), "); it is damaged");
+    }
+    return spec_from_json(j, path);
+  }
+  // Format 1: no spec; derive one from the stored config.
+  Config config;
+  config.load_yaml_text(checkpoint.config_yaml, path);
+  if (config.patchgd.head == "default") config.patchgd.head = "original";  // renamed: the same head
+  TESSERA_CHECK(config.patchgd.head != "small" && config.patchgd.head != "large", "checkpoint '", path,
+                "' was written before run specs with PatchGD head '", config.patchgd.head,
+                "', which no longer exists (the reference's variants replaced it); retrain it with patchgd.head "
+                "original, smaller or larger");
+  const auto& dataset = find_dataset(config.data.dataset);
+  if (dataset.describe) {
+    const auto [tasks, normalization] = dataset.describe(config);
+    return make_run_spec(config, tasks, normalization);
+  }
+  try {
+    const auto train_set = dataset.make(config, {true, false}, nullptr).first;
+    return make_run_spec(config, train_set->tasks(), train_set->normalization());
+  } catch (const Error& e) {
+    fail("checkpoint '", path, "' was written before run specs (format 1), and its tasks can only be recovered from "
+         "its ", config.data.dataset, " data set, which cannot be opened (", e.what(),
+         "); restore the data set at the paths of its config (the spec is then derived from it), or retrain");
+  }
+}
+
+OpenedRun open_run(const std::string& run_or_checkpoint) {
+  OpenedRun run;
+  run.checkpoint_path = checkpoint_file(run_or_checkpoint);
+  run.checkpoint = read_checkpoint_info(run.checkpoint_path);
+  run.config.load_yaml_text(run.checkpoint.config_yaml, run.checkpoint_path);
+  run.spec = read_run_spec(run.checkpoint, run.checkpoint_path);
+  auto model_config = run.spec.config();
+  model_config.train.device = run.config.train.device;
+  run.method = find_method(run.spec.method).make(model_config, run.spec.tasks);
+  try {
+    load_checkpoint(run.checkpoint_path, run.method->module(), nullptr);
+  } catch (const Error& e) {
+    fail("checkpoint '", run.checkpoint_path, "' does not match the network its run spec describes (", e.what(),
+         "); the spec or the weights were changed after training");
+  }
+  return run;
+}
+
+void save_run(const std::string& dir, const Config& config, const RunSpec& spec, torch::nn::Module& model) {
+  RunDir run(dir);
+  save_checkpoint(run.file("checkpoint.pt"), model, nullptr, {}, Config(config).to_yaml(), to_json(spec).dump());
+  run.write_text("config.yaml", config_with_spec_yaml(config, spec));
 }
 
 }  // namespace tessera::train

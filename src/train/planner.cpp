@@ -9,6 +9,7 @@
 #include "tessera/core/memory.h"
 #include "tessera/data/patches.h"
 #include "tessera/train/experiment.h"
+#include "tessera/train/registry.h"
 
 namespace tessera::train {
 
@@ -79,13 +80,15 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
     const auto [ok, peak] = trial_step(config, train_set);
     plan.trials.push_back({{"batch_size", b}, {"q", plan.q}, {"fits", ok}, {"peak_tensor_bytes", peak}});
     log::info("plan: batch {}{} {} (peak tensors {})", b,
-              config.train.method == "patchgd" ? fmt::format(", q {:.4f}", plan.q) : "", ok ? "fits" : "does not fit",
+              find_method(config.train.method).plans_sampling_fraction ? fmt::format(", q {:.4f}", plan.q) : "",
+              ok ? "fits" : "does not fit",
               memory::format_bytes(peak));
     return ok;
   };
   const int64_t lo_limit = [&] {
     try {
-      return make_method(config, train_set->tasks())->min_batch_size();
+      make_method(config, train_set->tasks());  // the model alone must fit
+      return find_method(config.train.method).min_batch_size;
     } catch (const memory::BudgetExceeded& e) {
       fail("the ", config.train.method, " model alone does not fit train.memory_budget ", config.train.memory_budget, " (",
            e.what(), "); raise the budget or use a smaller backbone");
@@ -94,7 +97,7 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
   max_batch = std::min(max_batch, train_set->size());
   TESSERA_CHECK(max_batch >= lo_limit, "the training set is too small to plan a batch");
   if (!fits(lo_limit)) {
-    const bool can_sample_less = config.train.method == "patchgd";
+    const bool can_sample_less = find_method(config.train.method).plans_sampling_fraction;
     const int64_t n = data::PatchGrid::fit(config.data.height, config.data.width, config.data.patch, config.data.patch).count();
     bool found = false;
     while (can_sample_less && plan.q * n > 1.0 + 1e-9) {
@@ -103,7 +106,7 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
     }
     TESSERA_CHECK(found, "no batch fits train.memory_budget ", config.train.memory_budget, ": even batch ", lo_limit,
                   can_sample_less ? " at one patch per inner iteration" : "", " needs more; raise the budget or lower ",
-                  config.train.method == "patchgd" ? "data.patch or the backbone size" : "the image size (gd.image_size) or the backbone size");
+                  find_method(config.train.method).memory_knobs);
   }
   // Doubling, then bisection between the last batch that fitted and the first that did not.
   int64_t good = lo_limit, bad = -1;

@@ -4,13 +4,16 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/memory.h"
 #include "tessera/core/progress.h"
 #include "tessera/data/loader.h"
+#include "tessera/methods/step_context.h"
 #include "tessera/train/metrics.h"
+#include "tessera/train/registry.h"
 #include "tessera/train/schedule.h"
 
 namespace tessera::train {
@@ -19,14 +22,28 @@ Trainer::Trainer(Config config, methods::Method& method, data::DatasetPtr train_
     : config_(std::move(config)), method_(method), train_set_(std::move(train_set)), test_set_(std::move(test_set)),
       run_(config_.run_dir) {
   TESSERA_CHECK(train_set_ && train_set_->size() > 0, "the training set is empty; set data.train_size > 0");
+  spec_ = make_run_spec(config_, method_.tasks(), train_set_->normalization());
   optimizer_ = std::make_unique<torch::optim::AdamW>(
       method_.module().parameters(),
       torch::optim::AdamWOptions(config_.train.lr).weight_decay(config_.train.weight_decay));
 }
 
 void Trainer::save() {
-  save_checkpoint(checkpoint_path(), method_.module(), optimizer_.get(), state_, config_.to_yaml());
+  save_checkpoint(checkpoint_path(), method_.module(), optimizer_.get(), state_, config_.to_yaml(),
+                  to_json(spec_).dump());
 }
+
+namespace {
+// The last line of metrics.jsonl, or null.
+nlohmann::json last_record(const std::string& path) {
+  std::ifstream in(path);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty()) last = line;
+  }
+  return last.empty() ? nlohmann::json() : nlohmann::json::parse(last, nullptr, /*allow_exceptions=*/false);
+}
+}  // namespace
 
 nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
   const auto& t = config_.train;
@@ -34,12 +51,17 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
     TESSERA_CHECK(std::filesystem::exists(checkpoint_path()), "--resume given but '", checkpoint_path(),
                   "' does not exist; start without --resume");
     state_ = load_checkpoint(checkpoint_path(), method_.module(), optimizer_.get()).state;
+    if (state_.epoch >= t.epochs) {
+      log::info("{} already finished its {} epochs; nothing to resume (raise train.epochs to train longer)",
+                run_.path(), t.epochs);
+      return last_record(run_.file("metrics.jsonl"));
+    }
     log::info("resumed from {} at epoch {}, step {}", checkpoint_path(), state_.epoch + 1, state_.step);
   } else if (std::filesystem::exists(checkpoint_path())) {
     log::warn("{} holds an earlier run; starting afresh (use --resume to continue it)", run_.path());
     std::filesystem::remove(run_.file("metrics.jsonl"));
   }
-  run_.write_text("config.yaml", config_.to_yaml());
+  run_.write_text("config.yaml", config_with_spec_yaml(config_, spec_));
 
   const int64_t steps_per_epoch = (train_set_->size() + t.batch_size - 1) / t.batch_size;
   const LrSchedule schedule{t.schedule,       t.lr, t.warmup_epochs, t.epochs, steps_per_epoch, t.min_lr_factor,
@@ -97,7 +119,8 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
 
 methods::StepResult Trainer::train_step(data::Batch batch) {
   try {
-    return method_.train_step(std::move(batch), *optimizer_);
+    methods::StepContext context(*optimizer_);
+    return method_.train_step(std::move(batch), context);
   } catch (const memory::BudgetExceeded& e) {
     // The last checkpoint on disk is untouched: nothing is saved after a failed step.
     throw memory::BudgetExceeded(budget_advice(e.what()));
@@ -113,18 +136,21 @@ methods::StepResult Trainer::train_step(data::Batch batch) {
 std::string Trainer::budget_advice(const std::string& what) const {
   return fmt::format("{} during a {} training step at batch size {}; lower {}, raise train.memory_budget, or pass "
                      "--train.auto_batch true to plan a batch that fits",
-                     what, method_.name(), config_.train.batch_size, method_.memory_knobs());
+                     what, method_.name(), config_.train.batch_size, find_method(method_.name()).memory_knobs);
 }
 
 nlohmann::json Trainer::evaluate(const data::DatasetPtr& dataset) {
+  return train::evaluate(method_, dataset, config_.train.batch_size, config_.data.workers, config_.data.prefetch);
+}
+
+nlohmann::json evaluate(methods::Method& method, const data::DatasetPtr& dataset, int64_t batch_size, int64_t workers,
+                        int64_t prefetch) {
   TESSERA_CHECK(dataset && dataset->size() > 0, "the evaluation set is empty; set data.test_size > 0");
-  const auto& t = config_.train;
-  data::Loader loader(dataset, data::epoch_order(dataset->size(), 0, 0, false), t.batch_size, config_.data.workers,
-                      config_.data.prefetch);
-  TaskMetrics metrics(method_.tasks());
+  data::Loader loader(dataset, data::epoch_order(dataset->size(), 0, 0, false), batch_size, workers, prefetch);
+  TaskMetrics metrics(method.tasks());
   while (auto batch = loader.next()) {
-    const auto outputs = method_.predict(*batch);
-    metrics.add(outputs, batch->labels, methods::multitask_loss(outputs, batch->labels, method_.tasks()).item<double>(),
+    const auto outputs = method.predict(*batch);
+    metrics.add(outputs, batch->labels, methods::multitask_loss(outputs, batch->labels, method.tasks()).item<double>(),
                 batch->size());
   }
   return metrics.summary();

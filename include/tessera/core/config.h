@@ -50,6 +50,7 @@ struct ModelConfig {
   std::string init_from; // a tessera checkpoint whose backbone starts this run (progressive resolution)
   int64_t heads = 8;
   int64_t d_k = 16;
+  int64_t d_v = 0;       // per-head value size; 0: d_k (the reference allows them to differ)
   int64_t d_inner = 512;
   double dropout = 0.1;
   double attn_dropout = 0.1;
@@ -82,7 +83,7 @@ struct PatchGdConfig {
   int64_t zeta = 0;         // inner iterations per batch; 0: ceil(1/q)
   int64_t eps = 0;          // inner iterations per optimiser step; 0: zeta
   int64_t latent = 256;     // s, channels of the latent grid
-  std::string head = "default";      // small | default | large
+  std::string head = "original";     // original | smaller | larger | smaller_feat | larger_feat (the reference's)
   std::string fill_mode = "train";   // train | eval (BatchNorm mode of the no-gradient fill)
   int64_t fill_chunk = 0;   // positions per fill chunk; 0: k
 };
@@ -123,6 +124,8 @@ struct Config {
 
   struct Field {
     std::string key;  // "section.name"
+    std::string type;  // TEXT | INT | FLOAT | BOOL
+    std::string help;  // one line
     std::function<void(const std::string&)> set;
     std::function<std::string()> get;
   };
@@ -135,6 +138,7 @@ struct Config {
   void load_yaml_text(const std::string& text, const std::string& origin);
   void set(const std::string& key, const std::string& value);
   std::string to_yaml();
+  // Checks that hold for every method and data set; the registry (train/registry.h) adds theirs.
   void validate() const;
 
  private:

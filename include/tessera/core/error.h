@@ -30,7 +30,15 @@ template <typename... Args>
 
 }  // namespace tessera
 
-// TESSERA_CHECK(cond, "message parts", ...): throws tessera::Error with the parts joined.
+// TESSERA_CHECK(cond, "message parts", ...): a user error; throws tessera::Error with the parts joined,
+// which should name the input and the fix.
+// TESSERA_ASSERT(cond, ...): an internal invariant; the message carries file:line, since no user input
+// can fix it.
+#define TESSERA_ASSERT(cond, ...)                                                                           \
+  do {                                                                                                       \
+    if (!(cond)) ::tessera::fail("internal error at ", __FILE__, ":", __LINE__, " (", #cond, "): ", __VA_ARGS__); \
+  } while (0)
+
 #define TESSERA_CHECK(cond, ...)          \
   do {                                    \
     if (!(cond)) ::tessera::fail(__VA_ARGS__); \

@@ -25,6 +25,7 @@ class CsvImages final : public Dataset {
   Sample get(int64_t index) const override;
   std::vector<Task> tasks() const override { return {{"label", "softmax", classes_, options_.ordinal}}; }
   torch::Tensor picture(int64_t index) const override;
+  Normalization normalization() const override { return {options_.mean, options_.std}; }
   const std::string& path(int64_t index) const { return paths_.at(index); }
   int64_t label(int64_t index) const { return labels_.at(index); }
 
@@ -37,5 +38,8 @@ class CsvImages final : public Dataset {
 
 // "0.977, 0.955,0.9667" -> {0.977, 0.955, 0.9667}; empty -> {}. key names the setting in errors.
 std::vector<float> parse_floats(const std::string& text, const std::string& key);
+
+// The registry's entry (train/registry.h).
+DatasetInfo csv_dataset();
 
 }  // namespace tessera::data

@@ -2,11 +2,17 @@
 #pragma once
 #include <torch/types.h>
 
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "tessera/core/task.h"
 #include "tessera/data/patches.h"
+
+namespace tessera {
+struct Config;
+}
 
 namespace tessera::data {
 
@@ -25,6 +31,14 @@ struct Batch {
   int64_t size() const { return images.defined() ? images.size(0) : static_cast<int64_t>(bags.size()); }
 };
 
+// Per-channel (x - mean) / std applied to images in [0, 1] (empty: none), exactly as get() applies it.
+struct Normalization {
+  std::vector<float> mean, std;
+  bool empty() const { return mean.empty(); }
+  // image (C, H, W) or (B, C, H, W) in [0, 1] -> normalised; errors name `what` on a channel mismatch.
+  torch::Tensor apply(const torch::Tensor& image, const std::string& what) const;
+};
+
 class Dataset {
  public:
   virtual ~Dataset() = default;
@@ -33,8 +47,31 @@ class Dataset {
   virtual std::vector<Task> tasks() const = 0;
   // The image as a picture in [0, 1] (before normalisation), for export and figures.
   virtual torch::Tensor picture(int64_t index) const { return get(index).image; }
+  // What get() applies to picture(): saved in the run spec so prediction repeats it.
+  virtual Normalization normalization() const { return {}; }
 };
 using DatasetPtr = std::shared_ptr<const Dataset>;
+
+// Which splits a data set factory builds (evaluation needs only the test set).
+struct Splits {
+  bool train = true, test = true;
+};
+
+// A data set as the registry lists it (train/registry.h): its input kind, capabilities and factory.
+struct DatasetInfo {
+  std::string name;
+  std::string summary;
+  std::string input = "image";  // image | slide | features: what each sample gives the model
+  bool multitask = false;       // several tasks (methods that train one softmax task cannot use it)
+  // Train and test sets of `config` (either null when not asked for or not configured). tasks, when
+  // given (a run's spec), fixes the class counts instead of reading them from the data.
+  std::function<std::pair<DatasetPtr, DatasetPtr>(const Config& config, Splits splits, const std::vector<Task>* tasks)>
+      make;
+  std::function<void(const Config&)> validate;  // data-set-specific checks; may be empty
+  // Tasks and normalisation from the config alone, for data sets that define them (generated sets);
+  // empty otherwise. Used to describe runs written before run specs existed.
+  std::function<std::pair<std::vector<Task>, Normalization>(const Config&)> describe;
+};
 
 // Stacks samples of equal image size; errors name the first mismatching sample.
 Batch collate(std::vector<Sample> samples, std::vector<int64_t> indices);

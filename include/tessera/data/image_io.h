@@ -22,6 +22,11 @@ void init_vips();
 void release_vips_thread();
 #endif
 
+// Makes an image read from `path` fit a model's input: an alpha channel is dropped and grey is
+// replicated to 3 channels when `channels` is 3; then channel count and size (when height, width > 0)
+// must match, or the error names the file and the fix.
+torch::Tensor conform_image(torch::Tensor image, int64_t channels, int64_t height, int64_t width, const std::string& path);
+
 // image (C, H, W) float in [0, 1], C = 1 or 3 -> 8-bit PNG (written atomically).
 void write_png(const std::string& path, const torch::Tensor& image);
 

@@ -41,4 +41,7 @@ class MegapixelMnist final : public Dataset {
   torch::Tensor bank_;
 };
 
+// The registry's entry (train/registry.h).
+DatasetInfo megapixel_mnist_dataset();
+
 }  // namespace tessera::data

@@ -38,6 +38,7 @@ class UltraMnist final : public Dataset {
   Sample get(int64_t index) const override;  // normalised (x - 0.1307) / 0.3081
   std::vector<Task> tasks() const override;  // "sum": softmax over 10 or 28 classes
   torch::Tensor picture(int64_t index) const override;  // (1, S, S) in [0, 1]
+  Normalization normalization() const override;  // MNIST's mean and std per channel
 
   int64_t classes() const { return options_.variant == "28" ? 28 : 10; }
   int64_t label(int64_t index) const { return index % classes(); }
@@ -51,5 +52,9 @@ class UltraMnist final : public Dataset {
   int64_t max_scale_ = 9;
   std::vector<std::vector<std::vector<int64_t>>> multisets_;  // per class
 };
+
+// The registry's entries (train/registry.h).
+DatasetInfo ultramnist_dataset();
+DatasetInfo ultramnist28_dataset();
 
 }  // namespace tessera::data

@@ -16,6 +16,10 @@ struct FullImageOptions {
   int64_t image_size = 0;  // > 0: resize (area) to image_size x image_size before the backbone
 };
 
+// The registry's entries for GD and GD-extended.
+MethodInfo gd_method();
+MethodInfo gd_extended_method();
+
 class FullImage final : public Method {
  public:
   FullImage(models::PatchGdNet net, std::vector<Task> tasks, FullImageOptions options, torch::Device device);
@@ -24,10 +28,10 @@ class FullImage final : public Method {
   std::string name() const override { return net_->head ? "gd_extended" : "gd"; }
   torch::nn::Module& module() override { return *net_; }
   std::vector<Task> tasks() const override { return tasks_; }
-  StepResult train_step(data::Batch batch, torch::optim::Optimizer& optimizer) override;
+  using Method::train_step;
+  StepResult train_step(data::Batch batch, StepContext& context) override;
   TaskTensors predict(const data::Batch& batch) override;
-  std::string memory_knobs() const override { return "train.batch_size or gd.image_size (downscaling)"; }
-  int64_t min_batch_size() const override { return net_->head ? 2 : 1; }
+  torch::nn::Module& encoder() override { return *net_->backbone; }
 
   torch::Tensor logits(const torch::Tensor& images);  // in the module's current mode
   models::PatchGdNet net() const { return net_; }

@@ -37,6 +37,9 @@ struct Selection {
 // Called with each candidate set's patch indices (G, L) and scores (G, L) during selection.
 using ScoreObserver = std::function<void(const torch::Tensor& idx, const torch::Tensor& scores)>;
 
+// The registry's entry for IPS.
+MethodInfo ips_method();
+
 class Ips final : public Method {
  public:
   Ips(models::IpsNet net, IpsOptions options, torch::Device device);
@@ -45,9 +48,12 @@ class Ips final : public Method {
   std::string name() const override { return "ips"; }
   torch::nn::Module& module() override { return *net_; }
   std::vector<Task> tasks() const override { return net_->options().tasks; }
-  StepResult train_step(data::Batch batch, torch::optim::Optimizer& optimizer) override;
+  using Method::train_step;
+  StepResult train_step(data::Batch batch, StepContext& context) override;
   TaskTensors predict(const data::Batch& batch) override;
-  std::string memory_knobs() const override { return "train.batch_size, ips.M, ips.I or data.patch"; }
+  torch::nn::Module& encoder() override;
+  // The M selected patches of image 0 with their final attention.
+  PatchScores patch_scores(const data::Batch& batch) override;
 
   // The pieces, for users composing their own loops and for slide streaming.
   std::vector<data::PatchBagPtr> bags(const data::Batch& batch) const;  // host-side, lazy

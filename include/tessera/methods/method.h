@@ -4,13 +4,20 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "tessera/core/task.h"
 #include "tessera/data/dataset.h"
 
+namespace tessera {
+struct Config;
+}
+
 namespace tessera::methods {
+
+class StepContext;
 
 struct StepResult {
   double loss = 0;
@@ -23,15 +30,38 @@ class Method {
   virtual std::string name() const = 0;
   virtual torch::nn::Module& module() = 0;
   virtual std::vector<Task> tasks() const = 0;
-  // One training step on a batch; the method decides how many optimiser steps it takes inside. The
-  // batch is taken by value so a method can free the images as soon as it no longer needs them.
-  virtual StepResult train_step(data::Batch batch, torch::optim::Optimizer& optimizer) = 0;
+  // One training step on a batch; the method decides how many optimiser steps it takes inside, each
+  // through the context (backward, gradients complete, step). The batch is taken by value so a method
+  // can free the images as soon as it no longer needs them.
+  virtual StepResult train_step(data::Batch batch, StepContext& context) = 0;
+  // The same with a plain optimiser (a default context): for tests and hand-written loops.
+  StepResult train_step(data::Batch batch, torch::optim::Optimizer& optimizer);
   // Eval mode, no gradients, deterministic. Outputs per task on the CPU.
   virtual TaskTensors predict(const data::Batch& batch) = 0;
-  // The settings that shrink a step's memory, named for the error raised when a budget is exceeded.
-  virtual std::string memory_knobs() const = 0;
-  // Smallest batch a training step supports (BatchNorm over single values is undefined).
-  virtual int64_t min_batch_size() const { return 1; }
+  // The module pretrained weights (model.weights, model.init_from) go into.
+  virtual torch::nn::Module& encoder() = 0;
+  // Per-patch contributions to the prediction for image 0 of the batch, for pictures: the patches'
+  // top-left corners and one score each (higher = more important). Empty when the method has none.
+  struct PatchScores {
+    torch::Tensor rows, cols, scores;  // (K) int64, int64, float
+    int64_t patch_h = 0, patch_w = 0;
+    bool outline = true;               // outline the patches (a selection) or fill them (a full grid)
+  };
+  virtual PatchScores patch_scores(const data::Batch& batch) { return {}; }
+};
+
+// A method as the registry lists it (train/registry.h): its capabilities and its factory.
+struct MethodInfo {
+  std::string name;
+  std::string summary;
+  std::vector<std::string> inputs;   // input kinds it trains on: image | slide | features
+  bool single_softmax_task = false;  // trains exactly one softmax task
+  int64_t min_batch_size = 1;        // smallest batch a training step supports
+  std::string memory_knobs;          // settings that shrink a step's memory, for budget errors
+  std::string picture;               // what predict draws: "selection" | "patch grid" | "" (none)
+  bool plans_sampling_fraction = false;  // the planner may lower patchgd.q when no batch fits
+  std::function<std::unique_ptr<Method>(const Config&, const std::vector<Task>&)> make;
+  std::function<void(const Config&)> validate;  // method-specific checks; may be empty
 };
 
 // Mean over tasks of NLL(log(p + 1e-6)) for softmax tasks and BCE for sigmoid tasks (the IPS

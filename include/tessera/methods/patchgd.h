@@ -28,6 +28,9 @@ struct PatchGdPlan {
   int64_t iterations = 0;  // min(zeta, chunks of k): the last chunk may come before zeta
 };
 
+// The registry's entry for PatchGD.
+MethodInfo patchgd_method();
+
 class PatchGd final : public Method {
  public:
   PatchGd(models::PatchGdNet net, std::vector<Task> tasks, PatchGdOptions options, torch::Device device);
@@ -36,12 +39,14 @@ class PatchGd final : public Method {
   std::string name() const override { return "patchgd"; }
   torch::nn::Module& module() override { return *net_; }
   std::vector<Task> tasks() const override { return tasks_; }
-  StepResult train_step(data::Batch batch, torch::optim::Optimizer& optimizer) override;
+  using Method::train_step;
+  StepResult train_step(data::Batch batch, StepContext& context) override;
   TaskTensors predict(const data::Batch& batch) override;
-  std::string memory_knobs() const override {
-    return "train.batch_size, patchgd.q (sampling fraction) or data.patch";
-  }
-  int64_t min_batch_size() const override { return 2; }  // the head's BatchNorm may see 1x1 maps
+  torch::nn::Module& encoder() override { return *net_->backbone; }
+  // Occlusion over the latent grid for image 0: each patch's score is how much the predicted class's
+  // probability drops when its Z column is replaced by the mean column of the image (no gradients;
+  // one head pass per patch, batched).
+  PatchScores patch_scores(const data::Batch& batch) override;
 
   // The pieces, for tests and users composing their own loops.
   data::PatchGrid grid(const torch::Tensor& images) const;

@@ -13,7 +13,8 @@ namespace tessera::models {
 struct CrossAttentionOptions {
   int64_t dim = 128;      // D
   int64_t heads = 8;      // H
-  int64_t d_k = 16;       // per-head size of queries/keys and values
+  int64_t d_k = 16;       // per-head size of queries and keys
+  int64_t d_v = 0;        // per-head size of values; 0: d_k
   int64_t d_inner = 512;  // MLP hidden size
   int64_t tokens = 1;     // T
   double dropout = 0.1;

@@ -18,14 +18,19 @@ struct PatchGdHeadOptions {
   int64_t latent = 256;  // s, channels of Z
   int64_t rows = 16, cols = 16;  // grid of Z, derived from image and patch size
   int64_t classes = 6;           // derived from the data
-  int64_t width = 256;
-  // Stride-2 blocks after the first (stride-1) block: 3 in the paper; "small" 1, "large" 5.
-  int64_t downsamples = 3;
+  int64_t width = 256;           // channels of every block
+  int64_t same_blocks = 1;       // stride-1 blocks first ...
+  int64_t reductions = 3;        // ... then stride-2 blocks
   double dropout = 0.2;
 };
 
+// The reference's head variants (same blocks, reductions, width): original (1, 3, 256), smaller
+// (0, 3, 256), larger (1, 4, 256), smaller_feat (1, 3, 128), larger_feat (1, 3, 512).
+void apply_head_variant(PatchGdHeadOptions& options, const std::string& variant);
+
 // Blocks of Conv2d(3x3) -> ReLU -> BatchNorm2d -> Dropout2d (BatchNorm after the activation, as in the
-// reference), then flatten and Linear(width * rows' * cols', classes). No pooling.
+// reference), then flatten and Linear(width * rows' * cols', classes). No pooling. Z[b, :, row, col]
+// holds the patch at (row, col); the reference's head reads Z transposed (see import_patchgd).
 class PatchGdHeadImpl : public torch::nn::Module {
  public:
   explicit PatchGdHeadImpl(const PatchGdHeadOptions& options);
@@ -40,8 +45,6 @@ class PatchGdHeadImpl : public torch::nn::Module {
 };
 TORCH_MODULE(PatchGdHead);
 
-// "small" | "default" | "large" -> stride-2 block count.
-int64_t head_downsamples(const std::string& variant);
 
 // backbone (+ head). Without a head (plain GD) the backbone's outputs are the logits.
 class PatchGdNetImpl : public torch::nn::Module {

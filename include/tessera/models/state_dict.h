@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "tessera/core/pickle.h"
+
 namespace tessera::models {
 
 using StateDict = std::map<std::string, torch::Tensor>;
@@ -14,8 +16,7 @@ using StateDict = std::map<std::string, torch::Tensor>;
 // Reads a torch.save'd dict of tensors (a state dict), or a dict holding one under `key`
 // (e.g. "state_dict" or "model"). Errors name the file.
 StateDict read_state_dict(const std::string& path, const std::string& key = "");
-// Reads any torch.save'd object (for fixtures and .pt inputs).
-torch::IValue read_pickle(const std::string& path);
+using tessera::read_pickle;
 
 struct LoadReport {
   std::vector<std::string> loaded, missing, unexpected;
@@ -26,8 +27,8 @@ struct LoadReport {
 LoadReport load_state_dict(torch::nn::Module& module, const StateDict& dict, bool strict);
 
 // Renames a reference-IPSNet state dict (encoder.0 / encoder.1 / encoder.4.. / transf.* / output_layers.*)
-// to tessera's IpsNet names.
-StateDict map_reference_ips(const StateDict& reference);
+// to tessera's IpsNet names; features: the is_image False variant, whose encoder is the projector.
+StateDict map_reference_ips(const StateDict& reference, bool features = false);
 
 // Adds a prefix to every key ("" -> "encoder.") so a torchvision dict loads into a submodule.
 StateDict with_prefix(const StateDict& dict, const std::string& prefix);

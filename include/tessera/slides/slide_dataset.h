@@ -60,6 +60,7 @@ class SlideDataset final : public data::Dataset {
   data::Sample get(int64_t index) const override;
   std::vector<Task> tasks() const override { return tasks_; }
   torch::Tensor picture(int64_t index) const override;  // a thumbnail
+  data::Normalization normalization() const override { return {options_.mean, options_.std}; }
   const ManifestEntry& entry(int64_t index) const { return entries_.at(index); }
   const std::vector<SlideOutcome>& failures() const { return failures_; }
   // The bag of one slide (what get() puts in its sample).
@@ -71,5 +72,9 @@ class SlideDataset final : public data::Dataset {
   std::vector<SlideOutcome> failures_;
   std::vector<Task> tasks_;
 };
+
+// The registry's entries (train/registry.h).
+data::DatasetInfo slides_dataset();
+data::DatasetInfo feature_bags_dataset();
 
 }  // namespace tessera::slides

@@ -15,17 +15,19 @@ struct TrainState {
 };
 
 struct Checkpoint {
+  int64_t format_version = 0;  // 1: before run specs; 2: with the run spec
   TrainState state;
   std::string config_yaml;  // the resolved config the run used
+  std::string spec_json;    // the run spec (train/run_spec.h); empty in format 1
   bool has_optimizer = false;
 };
 
 // optimizer may be null (a model-only checkpoint, e.g. an imported reference model).
 void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
-                     const TrainState& state, const std::string& config_yaml);
+                     const TrainState& state, const std::string& config_yaml, const std::string& spec_json = "");
 // Restores what `optimizer` is given for; restores the global CPU RNG if the file has it.
 Checkpoint load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer);
-// Reads only the stored config (to rebuild the model before loading).
-std::string read_checkpoint_config(const std::string& path);
+// Everything but the tensors: format, state, config and spec (to rebuild the model before loading).
+Checkpoint read_checkpoint_info(const std::string& path);
 
 }  // namespace tessera::train

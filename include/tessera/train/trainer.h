@@ -11,8 +11,13 @@
 #include "tessera/data/dataset.h"
 #include "tessera/methods/method.h"
 #include "tessera/train/checkpoint.h"
+#include "tessera/train/run_spec.h"
 
 namespace tessera::train {
+
+// Evaluation of a method on a data set (eval mode, deterministic order): loss and per-task metrics.
+nlohmann::json evaluate(methods::Method& method, const data::DatasetPtr& dataset, int64_t batch_size, int64_t workers,
+                        int64_t prefetch);
 
 class Trainer {
  public:
@@ -20,16 +25,19 @@ class Trainer {
 
   // Trains to config.train.epochs (resuming from <run>/checkpoint.pt if resume). stop_after_steps > 0
   // stops early after that many steps in this call, with a checkpoint (used to test resuming).
+  // Returns the last epoch's record (for a run that had already finished, the one in metrics.jsonl).
   nlohmann::json fit(bool resume, int64_t stop_after_steps = 0);
   nlohmann::json evaluate(const data::DatasetPtr& dataset);
   std::string checkpoint_path() const { return run_.file("checkpoint.pt"); }
   const TrainState& state() const { return state_; }
+  const RunSpec& spec() const { return spec_; }
 
  private:
   void save();
   methods::StepResult train_step(data::Batch batch);
   std::string budget_advice(const std::string& what) const;
   Config config_;
+  RunSpec spec_;
   methods::Method& method_;
   data::DatasetPtr train_set_, test_set_;
   RunDir run_;

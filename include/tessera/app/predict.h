@@ -1,0 +1,38 @@
+// Prediction workflows: one image, one whole slide or one feature bag, with the run's own
+// normalisation, a JSON of outputs and a picture of what the model looked at.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "tessera/methods/method.h"
+
+namespace tessera::app {
+
+struct PredictOptions {
+  std::string run;    // run directory (or checkpoint file)
+  std::string image;  // PNG/JPEG/TIFF, or a .pt tensor (C, H, W) in [0, 1]
+  std::string slide;  // whole-slide image (runs trained on slides; with bag: the picture's background)
+  std::string bag;    // feature bag (.h5) for runs trained on feature bags
+  std::string out;    // output folder; empty: <run>/predict
+  int64_t thumbnail = 1024;  // slides: longest side of heatmap.png
+  bool tiff = false;         // slides: also a full-resolution pyramidal TIFF overlay
+  int64_t threads = 0;       // 0: all cores
+};
+
+struct Prediction {
+  nlohmann::json result;           // what prediction.json holds
+  std::vector<std::string> files;  // files written
+};
+
+// Writes prediction.json (outputs per task, predicted classes, per-patch scores) and a picture:
+// selection.png for IPS (selected patches outlined, blue = low to red = high attention),
+// patches.png for PatchGD (each patch tinted by its occlusion score), heatmap.png for slides.
+Prediction predict(const PredictOptions& options);
+
+// The image with the patches drawn on it: outlines (a selection) or translucent fills (a full grid),
+// coloured from blue (lowest score) to red (highest). image (C, H, W) in [0, 1].
+torch::Tensor draw_patch_scores(const torch::Tensor& image, const methods::Method::PatchScores& scores);
+
+}  // namespace tessera::app

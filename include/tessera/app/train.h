@@ -1,0 +1,24 @@
+// Training and evaluation workflows, as the tessera command runs them.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "tessera/core/config.h"
+
+namespace tessera::app {
+
+// Trains config into config.run_dir (resuming when asked): validates, plans the batch when
+// train.auto_batch is set (writing plan.json), writes train.log, config.yaml with the run spec,
+// metrics.jsonl and checkpoint.pt. Returns the last epoch's record; a run that had already finished
+// returns its last record without training.
+nlohmann::json train(Config config, bool resume);
+
+// Evaluates a run's checkpoint on the test set of the config it trained with; the network and the
+// tasks come from the run spec, and only the test set is opened. threads 0: all cores.
+nlohmann::json evaluate(const std::string& run, int64_t threads = 0);
+
+// "task  metric  value" lines of a summary (train or test metrics).
+std::string format_summary(const nlohmann::json& summary);
+
+}  // namespace tessera::app

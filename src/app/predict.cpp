@@ -1,0 +1,171 @@
+#include "tessera/app/predict.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "tessera/core/error.h"
+#include "tessera/core/memory.h"
+#include "tessera/core/run_dir.h"
+#include "tessera/core/runtime.h"
+#include "tessera/data/image_io.h"
+#include "tessera/train/experiment.h"
+#include "tessera/train/registry.h"
+#ifdef TESSERA_WITH_SLIDES
+#include "tessera/slides/h5.h"
+#include "tessera/slides/heatmap.h"
+#include "tessera/slides/slide_dataset.h"
+#endif
+
+namespace tessera::app {
+namespace fs = std::filesystem;
+namespace {
+
+// Outputs per task as lists, plus the predicted class (softmax) or the classes at >= 0.5 (sigmoid).
+nlohmann::json describe_outputs(const TaskTensors& outputs, const std::vector<Task>& tasks) {
+  nlohmann::json j;
+  for (const auto& task : tasks) {
+    const auto p = outputs.at(task.name)[0].to(torch::kCPU, torch::kFloat32).contiguous();
+    j["outputs"][task.name] = std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+    if (task.activation == "softmax") {
+      j["predicted"][task.name] = p.argmax().item<int64_t>();
+    } else {
+      const auto on = p.ge(0.5).nonzero().view(-1).contiguous();
+      j["predicted"][task.name] = std::vector<int64_t>(on.data_ptr<int64_t>(), on.data_ptr<int64_t>() + on.numel());
+    }
+  }
+  return j;
+}
+
+Prediction predict_image(const PredictOptions& o, train::OpenedRun& run, const std::string& out_dir) {
+  const auto& spec = run.spec;
+  const auto& info = train::find_method(spec.method);
+  TESSERA_CHECK(spec.input.kind == "image", "run '", o.run, "' was trained on ", spec.input.kind == "slide" ? "slides" : "feature bags",
+                "; pass --slide", spec.input.kind == "features" ? " and --bag" : "", " instead of --image");
+  // IPS reads any image with at least one patch; the other methods need the training size.
+  const bool any_size = info.name == "ips";
+  const auto picture = data::conform_image(data::read_image(o.image), spec.input.channels, any_size ? 0 : spec.input.height,
+                                           any_size ? 0 : spec.input.width, o.image);
+  data::Batch batch;
+  batch.images = spec.input.normalization.apply(picture, "image '" + o.image + "'").unsqueeze(0);
+  batch.indices = {0};
+  Prediction p;
+  p.result = describe_outputs(run.method->predict(batch), spec.tasks);
+  p.result["image"] = o.image;
+  p.result["method"] = spec.method;
+  RunDir target(out_dir);
+  if (!info.picture.empty()) {
+    const auto scores = run.method->patch_scores(batch);
+    for (int64_t k = 0; k < scores.scores.size(0); ++k) {
+      p.result["patches"].push_back({{"row", scores.rows[k].item<int64_t>()},
+                                     {"col", scores.cols[k].item<int64_t>()},
+                                     {"score", scores.scores[k].item<double>()}});
+    }
+    const auto name = scores.outline ? "selection.png" : "patches.png";
+    data::write_png(target.file(name), draw_patch_scores(picture, scores));
+    p.files.push_back(target.file(name));
+  }
+  target.write_text("prediction.json", p.result.dump(2) + "\n");
+  p.files.insert(p.files.begin(), target.file("prediction.json"));
+  return p;
+}
+
+#ifdef TESSERA_WITH_SLIDES
+Prediction predict_slide(const PredictOptions& o, train::OpenedRun& run, const std::string& out_dir) {
+  const auto& spec = run.spec;
+  TESSERA_CHECK(spec.input.kind != "image", "run '", o.run, "' was trained on whole images; pass --image");
+  const bool features = spec.input.kind == "features";
+  TESSERA_CHECK(!features || !o.bag.empty(), "run '", o.run,
+                "' was trained on feature bags; pass --bag <slide>.h5 (and --slide for a heatmap)");
+  TESSERA_CHECK(features || !o.slide.empty(), "run '", o.run, "' was trained on slide patches; pass --slide");
+  auto* ips = dynamic_cast<methods::Ips*>(run.method.get());
+  TESSERA_ASSERT(ips, "slide runs are IPS runs (the registry pairs no other method with slides)");
+  const auto config = spec.config();
+  slides::SlideReaderPtr reader;
+  if (!o.slide.empty()) reader = slides::open_slide(o.slide, config.slide.backend);
+  data::PatchBagPtr bag;
+  slides::PatchCoords grid;
+  if (features) {
+    auto feature_bag = std::make_shared<slides::FeatureBag>(o.bag);
+    TESSERA_CHECK(feature_bag->dim() == spec.input.features, "feature bag '", o.bag, "' has rows of ",
+                  feature_bag->dim(), " features but the run was trained on ", spec.input.features);
+    bag = feature_bag;
+    grid = slides::read_coords(o.bag);
+  } else {
+    const auto opts = slides::slide_data_options(config, "");
+    grid = slides::tissue_patches(*reader, opts.grid);
+    bag = std::make_shared<slides::SlideBag>(reader, grid, opts.read_workers, opts.mean, opts.std);
+  }
+  data::Batch batch;
+  batch.bags = {bag};
+  batch.indices = {0};
+  const auto outputs = ips->predict(batch);
+  const auto scores = ips->score_all(bag);
+  const auto top = std::get<1>(scores.topk(std::min<int64_t>(ips->options().M, scores.size(0))));
+  const auto selected = torch::zeros({scores.size(0)}, torch::kBool).index_fill_(0, top, true);
+
+  Prediction p;
+  p.result = describe_outputs(outputs, spec.tasks);
+  p.result["slide"] = o.slide;
+  p.result["bag"] = o.bag;
+  p.result["patches"] = bag->size();
+  p.result["method"] = spec.method;
+  RunDir target(out_dir);
+  target.write_text("prediction.json", p.result.dump(2) + "\n");
+  slides::write_scores_csv(target.file("scores.csv"), grid, scores, selected);
+  p.files = {target.file("prediction.json"), target.file("scores.csv")};
+  if (reader) {
+    data::write_png(target.file("heatmap.png"), slides::heatmap_overlay(*reader, grid, scores, o.thumbnail));
+    p.files.push_back(target.file("heatmap.png"));
+    if (o.tiff) {
+      slides::write_heatmap_tiff(target.file("heatmap.tif"), *reader, grid, scores);
+      p.files.push_back(target.file("heatmap.tif"));
+    }
+  }
+  return p;
+}
+#endif
+
+}  // namespace
+
+torch::Tensor draw_patch_scores(const torch::Tensor& image, const methods::Method::PatchScores& ps) {
+  auto rgb = (image.size(0) == 1 ? image.expand({3, -1, -1}) : image.slice(0, 0, 3)).clone().mul_(0.8);
+  const int64_t H = rgb.size(1), W = rgb.size(2);
+  const int64_t t = std::max<int64_t>(1, std::min(H, W) / 400 + 1);
+  const auto s = ps.scores.to(torch::kFloat32);
+  const auto norm = (s - s.min()) / (s.max() - s.min() + 1e-12);
+  using torch::indexing::Slice;
+  for (int64_t k = 0; k < ps.rows.size(0); ++k) {
+    const float v = norm[k].item<float>();
+    const auto colour = torch::tensor({v, 0.2f * (1 - v), 1.0f - v}).view({3, 1, 1});
+    const int64_t r0 = ps.rows[k].item<int64_t>(), c0 = ps.cols[k].item<int64_t>();
+    const int64_t r1 = std::min(H, r0 + ps.patch_h), c1 = std::min(W, c0 + ps.patch_w);
+    if (!ps.outline) {
+      auto cell = rgb.index({Slice(), Slice(r0, r1), Slice(c0, c1)});
+      cell.mul_(0.55).add_(colour * 0.45);
+      continue;
+    }
+    rgb.index_put_({Slice(), Slice(r0, std::min(r1, r0 + t)), Slice(c0, c1)}, colour);
+    rgb.index_put_({Slice(), Slice(std::max(r0, r1 - t), r1), Slice(c0, c1)}, colour);
+    rgb.index_put_({Slice(), Slice(r0, r1), Slice(c0, std::min(c1, c0 + t))}, colour);
+    rgb.index_put_({Slice(), Slice(r0, r1), Slice(std::max(c0, c1 - t), c1)}, colour);
+  }
+  return rgb;
+}
+
+Prediction predict(const PredictOptions& o) {
+  memory::install_tracking();
+  runtime::set_threads(o.threads);
+  TESSERA_CHECK(!o.image.empty() || !o.slide.empty() || !o.bag.empty(), "predict needs --image (or --slide / --bag for slide runs)");
+  TESSERA_CHECK(o.image.empty() || (o.slide.empty() && o.bag.empty()), "give either --image or --slide/--bag, not both");
+  auto run = train::open_run(o.run);
+  const std::string out = o.out.empty() ? (fs::path(o.run) / "predict").string() : o.out;
+  if (!o.image.empty()) return predict_image(o, run, out);
+#ifdef TESSERA_WITH_SLIDES
+  return predict_slide(o, run, out);
+#else
+  fail("--slide and --bag need a build with slide support (TESSERA_WITH_SLIDES=ON)");
+#endif
+}
+
+}  // namespace tessera::app

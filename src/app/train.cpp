@@ -1,0 +1,64 @@
+#include "tessera/app/train.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "tessera/core/error.h"
+#include "tessera/core/log.h"
+#include "tessera/core/run_dir.h"
+#include "tessera/train/experiment.h"
+#include "tessera/train/planner.h"
+#include "tessera/train/registry.h"
+#include "tessera/train/trainer.h"
+
+namespace tessera::app {
+
+nlohmann::json train(Config config, bool resume) {
+  train::apply_runtime(config);
+  RunDir run(config.run_dir);
+  log::set_file(run.file("train.log"));
+  auto [train_set, test_set] = train::make_datasets(config);
+  TESSERA_CHECK(train_set, "data set ", config.data.dataset, " has no training split; check the data settings");
+  if (config.train.auto_batch && !resume) {
+    const auto plan = train::plan_batch(config, train_set, /*max_batch=*/config.train.batch_size);
+    config.train.batch_size = plan.batch_size;
+    config.patchgd.q = plan.q;
+    run.write_text("plan.json", plan.to_json(config).dump(2) + "\n");
+    log::info("plan: batch size {}{} fits {} (trials in {})", plan.batch_size,
+              train::find_method(config.train.method).plans_sampling_fraction ? fmt::format(", q {:.4f}", plan.q) : "",
+              config.train.memory_budget, run.file("plan.json"));
+  }
+  auto method = train::make_method(config, train_set->tasks());
+  const bool images = train::find_dataset(config.data.dataset).input == "image";
+  log::info("training {} on {} {}, batch {}, {} threads", method->name(), train_set->size(),
+            images ? fmt::format("{}x{} {} images", config.data.height, config.data.width, config.data.dataset)
+                   : config.data.dataset + " bags",
+            config.train.batch_size, torch::get_num_threads());
+  train::Trainer trainer(config, *method, train_set, test_set);
+  return trainer.fit(resume);
+}
+
+nlohmann::json evaluate(const std::string& run_dir, int64_t threads) {
+  auto run = train::open_run(run_dir);
+  auto config = run.config;
+  config.train.threads = threads;
+  train::apply_runtime(config);
+  const auto test_set = train::make_datasets(config, {/*train=*/false, /*test=*/true}, &run.spec.tasks).second;
+  TESSERA_CHECK(test_set, "run '", run_dir, "' has no test set in its config (data.test_csv, data.test_size or the "
+                "manifest's test split)");
+  const auto tasks = test_set->tasks();
+  TESSERA_CHECK(tasks.size() == run.spec.tasks.size(), "the test set of run '", run_dir, "' has ", tasks.size(),
+                " tasks but the run was trained on ", run.spec.tasks.size());
+  return train::evaluate(*run.method, test_set, config.train.batch_size, config.data.workers, config.data.prefetch);
+}
+
+std::string format_summary(const nlohmann::json& summary) {
+  std::string out = "task       metric        value\n";
+  for (const auto& [task, metrics] : summary.items()) {
+    if (!metrics.is_object()) continue;
+    for (const auto& [name, value] : metrics.items()) out += fmt::format("{:<10} {:<13} {:.4f}\n", task, name, value.get<double>());
+  }
+  return out;
+}
+
+}  // namespace tessera::app
