@@ -41,9 +41,10 @@ TEST(Cli, ImportReferenceModelThenPredictMatchesReference) {
     for (size_t k = 0; k < got.size(); ++k) EXPECT_NEAR(got[k], expected[k].item<float>(), 1e-5) << task << k;
   }
   const auto selected_expected = outputs.at("eval_selected_idx").toTensor()[0];
-  ASSERT_EQ(result["selected"].size(), 4u);
-  for (int64_t k = 0; k < 4; ++k) {
-    EXPECT_EQ(result["selected"][k]["index"].get<int64_t>(), selected_expected[k].item<int64_t>());
+  ASSERT_EQ(result["patches"].size(), 4u);
+  for (int64_t k = 0; k < 4; ++k) {  // 300 px in patches of 50: 6 per row
+    const auto& patch = result["patches"][k];
+    EXPECT_EQ(patch["row"].get<int64_t>() / 50 * 6 + patch["col"].get<int64_t>() / 50, selected_expected[k].item<int64_t>());
   }
   EXPECT_TRUE(std::filesystem::file_size(dir.file("out/selection.png")) > 0);
 }

@@ -23,8 +23,9 @@ namespace {
 // each stack item was built, and rewrites (a) every OrderedDict() construction into
 // torch.jit._pickle.restore_type_tag({}, "Dict[str, Tensor]"), which this unpickler knows and which
 // yields an empty dict, and (b) cuts every BUILD applied to a dict together with its state argument
-// (the attribute only records module versions, which loading weights does not need). Returns the
-// input unchanged on anything it does not expect.
+// (the attribute only records module versions, which loading weights does not need), and (c) turns
+// SETITEM, which it lacks (Python writes it for one-entry dicts), into MARK key value SETITEMS.
+// Returns the input unchanged on anything it does not expect.
 std::string rewrite_ordered_dicts(const std::string& p) {
   constexpr size_t none = std::string::npos;
   struct Item {
@@ -38,6 +39,7 @@ std::string rewrite_ordered_dicts(const std::string& p) {
   std::vector<size_t> dict_globals;  // positions of GLOBAL collections.OrderedDict
   std::set<size_t> ordered_dict_memo;
   std::vector<std::pair<size_t, size_t>> cuts;
+  std::vector<std::pair<size_t, size_t>> setitems;  // (key start, SETITEM position)
   const auto u32 = [&](size_t at) {
     uint32_t v;
     std::memcpy(&v, p.data() + at, 4);
@@ -121,8 +123,9 @@ std::string rewrite_ordered_dicts(const std::string& p) {
       case 'M': i += 2; push(); break;
       case 'G': i += 8; push(); break;
       case 0x8a: i += 1 + static_cast<unsigned char>(p[i]); push(); break;  // LONG1
-      case 's': {                                      // SETITEM
+      case 's': {                                      // SETITEM (Python writes it for one-entry dicts)
         if (stack.size() < 3) return p;
+        setitems.emplace_back(stack[stack.size() - 2].start, pos);
         stack.resize(stack.size() - 2);
         break;
       }
@@ -138,7 +141,7 @@ std::string rewrite_ordered_dicts(const std::string& p) {
       default: return p;
     }
   }
-  if (cuts.empty() && dict_reduces.empty()) return p;
+  if (cuts.empty() && dict_reduces.empty() && setitems.empty()) return p;
   static const std::string kGlobal = "ctorch.jit._pickle\nrestore_type_tag\n";
   static const std::string kType = "Dict[str, Tensor]";
   // MARK EMPTY_DICT BINUNICODE(type) TUPLE: the argument tuple ({}, type).
@@ -151,6 +154,11 @@ std::string rewrite_ordered_dicts(const std::string& p) {
   for (size_t g : dict_globals) edits.emplace_back(g, g + global_length, kGlobal);
   for (size_t r : dict_reduces) edits.emplace_back(r, r + 1, args);
   for (const auto& [begin, end] : cuts) edits.emplace_back(begin, end, "");
+  // SETITEM, which this unpickler lacks, becomes MARK key value SETITEMS.
+  for (const auto& [key, op] : setitems) {
+    edits.emplace_back(key, key, "(");
+    edits.emplace_back(op, op + 1, "u");
+  }
   std::sort(edits.begin(), edits.end(), [](const auto& a, const auto& b) {
     return std::get<0>(a) != std::get<0>(b) ? std::get<0>(a) < std::get<0>(b) : std::get<1>(a) > std::get<1>(b);
   });

@@ -138,8 +138,8 @@ torch::Tensor conform_image(torch::Tensor image, int64_t channels, int64_t heigh
   TESSERA_CHECK(image.size(0) == channels, "image '", path, "' has ", image.size(0), " channels but the model expects ",
                 channels, "; convert it (e.g. to ", channels == 1 ? "greyscale" : "RGB", ") first");
   TESSERA_CHECK((height <= 0 || image.size(1) == height) && (width <= 0 || image.size(2) == width), "image '", path,
-                "' is ", image.size(1), "x", image.size(2), " but the model was trained on ", height, "x", width,
-                "; resize it (tessera prepare-images)");
+                "' is ", image.size(1), "x", image.size(2), " but the run expects ", height, "x", width,
+                " (data.height x data.width); resize it (tessera prepare-images)");
   return image.to(torch::kFloat32);
 }
 

@@ -107,10 +107,20 @@ Checkpoint read_checkpoint_info(const std::string& path) {
 Checkpoint load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
   auto archive = open(path);
   Checkpoint c = read_info(archive, path);
+  // LibTorch's load replaces each tensor whatever its shape: record the shapes to check afterwards.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  for (const auto& p : model.named_parameters()) shapes.emplace_back(p.key(), p.value().sizes().vec());
+  for (const auto& b : model.named_buffers()) shapes.emplace_back(b.key(), b.value().sizes().vec());
   try {
     torch::serialize::InputArchive model_archive;
     archive.read("model", model_archive);
     model.load(model_archive);
+    auto tensors = model.named_parameters();
+    for (const auto& b : model.named_buffers()) tensors.insert(b.key(), b.value());
+    for (const auto& [name, shape] : shapes) {
+      TESSERA_CHECK(tensors[name].sizes().vec() == shape, "checkpoint '", path, "' holds '", name, "' of shape ",
+                    tensors[name].sizes(), " but the model has ", c10::IntArrayRef(shape));
+    }
     if (optimizer && c.has_optimizer) {
       torch::serialize::InputArchive opt_archive;
       archive.read("optimizer", opt_archive);

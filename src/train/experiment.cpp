@@ -52,8 +52,8 @@ void init_encoder_from(torch::nn::Module& encoder, const std::string& checkpoint
 }
 
 std::string checkpoint_file(const std::string& run_or_checkpoint) {
-  return fs::is_directory(run_or_checkpoint) ? (fs::path(run_or_checkpoint) / "checkpoint.pt").string()
-                                             : run_or_checkpoint;
+  return fs::is_regular_file(run_or_checkpoint) ? run_or_checkpoint
+                                                : (fs::path(run_or_checkpoint) / "checkpoint.pt").string();
 }
 
 }  // namespace

@@ -95,7 +95,8 @@ RunSpec make_run_spec(const Config& config, const std::vector<Task>& tasks, cons
   }
   if (s.input.kind == "features") s.input.features = config.model.in_features;
   s.input.normalization = normalization;
-  for (auto& f : Config(config).fields()) {
+  Config copy = config;  // fields() binds to the object it is called on
+  for (auto& f : copy.fields()) {
     if (is_model_key(f.key)) s.options.emplace_back(f.key, f.get());
   }
   return s;
@@ -166,7 +167,8 @@ RunSpec spec_from_json(const nlohmann::json& j, const std::string& origin) {
   s.input.normalization.std = field<std::vector<float>>(in, "std", origin);
   TESSERA_CHECK(s.input.normalization.mean.size() == s.input.normalization.std.size(), origin,
                 ": the run spec's input.mean and input.std differ in length");
-  for (const auto& [k, v] : field<nlohmann::json>(j, "options", origin).items()) {
+  const auto options = field<nlohmann::json>(j, "options", origin);
+  for (const auto& [k, v] : options.items()) {
     TESSERA_CHECK(v.is_string(), origin, ": run spec option '", k, "' must be a string");
     s.options.emplace_back(k, v.get<std::string>());
   }
