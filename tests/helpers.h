@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 
@@ -49,6 +51,22 @@ inline void write_fake_mnist(const std::string& dir, int64_t per_class = 6) {
     data::write_idx(dir + "/" + prefix + "-images-idx3-ubyte", images);
     data::write_idx(dir + "/" + prefix + "-labels-idx1-ubyte", labels);
   }
+}
+
+// Runs the tessera command with its output in log; returns the exit status.
+inline int run_cli(const std::string& args, const std::string& log) {
+  return std::system((std::string(TESSERA_CLI) + " " + args + " > " + log + " 2>&1").c_str());
+}
+
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// A tensor as torch.save would write it, for `predict --image x.pt`.
+inline void save_tensor(const std::string& path, const torch::Tensor& t) {
+  const auto bytes = torch::pickle_save(t);
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 // A configuration small enough to train a few steps in seconds.

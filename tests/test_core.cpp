@@ -1,6 +1,14 @@
 // Memory accounting, sizes, schedule, metrics and config round trips.
+#include <atomic>
+#include <mutex>
+#include <set>
+
 #include "helpers.h"
+#include "tessera/core/csv.h"
+#include "tessera/core/run_dir.h"
 #include "tessera/core/memory.h"
+#include "tessera/core/thread_pool.h"
+#include "tessera/train/registry.h"
 #include "tessera/train/metrics.h"
 #include "tessera/train/schedule.h"
 
@@ -109,6 +117,51 @@ TEST(Config, YamlRoundTripAndOverrides) {
 namespace tessera {
 namespace {
 
+TEST(Csv, QuotedFieldsCrlfAndBlankLines) {
+  testing::TempDir dir;
+  write_file_atomic(dir.file("a.csv"), "path,label,note\r\n\"my scans/a,1.png\",2,\"say \"\"hi\"\"\"\r\n\r\nb.png,0,\"two\nlines\"\nc.png,1,\n");
+  const auto t = read_csv(dir.file("a.csv"), "image list");
+  EXPECT_EQ(t.header, (std::vector<std::string>{"path", "label", "note"}));
+  ASSERT_EQ(t.rows.size(), 3u);
+  EXPECT_EQ(t.rows[0], (std::vector<std::string>{"my scans/a,1.png", "2", "say \"hi\""}));
+  EXPECT_EQ(t.rows[1][2], "two\nlines");
+  EXPECT_EQ(t.rows[2], (std::vector<std::string>{"c.png", "1", ""}));
+  EXPECT_EQ(t.lines, (std::vector<int64_t>{2, 4, 6}));
+  EXPECT_EQ(t.column("label"), 1);
+  write_file_atomic(dir.file("bad.csv"), "a,b\n\"open,1\n");
+  try {
+    read_csv(dir.file("bad.csv"), "image list");
+    FAIL() << "an unterminated quote passed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.csv:2: a quoted field is never closed"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ThreadPool, RunsEveryIndexOnItsOwnThreadsAndRethrows) {
+  std::atomic<int> exits{0};
+  {
+    ThreadPool pool(3, [&] { ++exits; });
+    std::vector<int> hits(100, 0);
+    std::mutex m;
+    std::set<std::thread::id> ids;
+    for (int round = 0; round < 3; ++round) {
+      pool.parallel_for(100, [&](int64_t i) {
+        ++hits[i];
+        std::lock_guard<std::mutex> lock(m);
+        ids.insert(std::this_thread::get_id());
+      });
+    }
+    EXPECT_EQ(std::count(hits.begin(), hits.end(), 3), 100);
+    EXPECT_LE(ids.size(), 3u);  // the same three threads every round
+    EXPECT_EQ(ids.count(std::this_thread::get_id()), 0u);
+    EXPECT_THROW(pool.parallel_for(10, [](int64_t i) {
+      if (i == 7) fail("boom");
+    }), Error);
+    pool.parallel_for(0, [](int64_t) { FAIL(); });
+  }
+  EXPECT_EQ(exits.load(), 3);
+}
+
 // Every shipped preset loads and validates (typos in keys or values fail here, not on a GPU machine).
 TEST(Presets, EveryPresetLoadsAndValidates) {
   int count = 0;
@@ -117,7 +170,7 @@ TEST(Presets, EveryPresetLoadsAndValidates) {
     Config config;
     EXPECT_NO_THROW({
       config.load_yaml(entry.path().string());
-      config.validate();
+      train::validate(config);
     }) << entry.path();
     ++count;
   }

@@ -20,19 +20,9 @@ namespace tessera {
 namespace {
 namespace fs = std::filesystem;
 
-int run_cli(const std::string& args, const std::string& log) {
-  return std::system((std::string(TESSERA_CLI) + " " + args + " > " + log + " 2>&1").c_str());
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void save_tensor(const std::string& path, const torch::Tensor& t) {
-  const auto bytes = torch::pickle_save(t);
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using testing::read_text;
+using testing::run_cli;
+using testing::save_tensor;
 
 void generate(const std::string& dir, const std::string& which) {
   const auto cmd = std::string("/usr/bin/python3 ") + TESSERA_TESTS_DIR + "/gen_reference_models.py " + dir + " " + which;

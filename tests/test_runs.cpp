@@ -22,19 +22,9 @@ namespace tessera {
 namespace {
 namespace fs = std::filesystem;
 
-int run_cli(const std::string& args, const std::string& log) {
-  return std::system((std::string(TESSERA_CLI) + " " + args + " > " + log + " 2>&1").c_str());
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void save_tensor(const std::string& path, const torch::Tensor& t) {
-  const auto bytes = torch::pickle_save(t);
-  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using testing::read_text;
+using testing::run_cli;
+using testing::save_tensor;
 
 struct Pair {
   std::string method, dataset;

@@ -155,14 +155,8 @@ TEST(FeatureBagIps, StreamedProjectorGradientsEqualAutograd) {
   EXPECT_GT(a->projector->fc->weight.grad().abs().sum().item<double>(), 0);
 }
 
-int run(const std::string& args, const std::string& log) {
-  return std::system((std::string(TESSERA_CLI) + " " + args + " > " + log + " 2>&1").c_str());
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
+const auto run = testing::run_cli;
+using testing::read_text;
 
 TEST(SlideWorkflow, MakePreprocessTrainPredictAndFeatureBags) {
   testing::TempDir dir;

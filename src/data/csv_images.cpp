@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tessera/core/csv.h"
 #include "tessera/core/error.h"
 #include "tessera/core/config.h"
 #include "tessera/data/image_io.h"
@@ -31,18 +32,15 @@ std::vector<float> parse_floats(const std::string& text, const std::string& key)
 
 CsvImages::CsvImages(CsvImagesOptions options) : options_(std::move(options)) {
   const auto& o = options_;
-  std::ifstream in(o.csv);
-  TESSERA_CHECK(in, "image list '", o.csv, "' cannot be opened; set data.train_csv / data.test_csv");
+  TESSERA_CHECK(fs::exists(o.csv), "image list '", o.csv, "' cannot be opened; set data.train_csv / data.test_csv");
+  const auto table = read_csv(o.csv, "image list");
   const fs::path root = fs::path(o.csv).parent_path();
-  std::string line;
-  std::getline(in, line);  // header
   int64_t max_label = -1;
-  for (int64_t row = 2; std::getline(in, line); ++row) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    const auto comma = line.find(',');
-    TESSERA_CHECK(comma != std::string::npos, o.csv, ":", row, ": expected 'path,label', got '", line, "'");
-    const std::string label_text = line.substr(comma + 1, line.find(',', comma + 1) - comma - 1);
+  for (size_t r = 0; r < table.rows.size(); ++r) {
+    const auto& cells = table.rows[r];
+    const int64_t row = table.lines[r];
+    TESSERA_CHECK(cells.size() >= 2, o.csv, ":", row, ": expected 'path,label', got ", cells.size(), " column(s)");
+    const std::string& label_text = cells[1];
     int64_t label = -1;
     try {
       size_t pos = 0;
@@ -51,7 +49,7 @@ CsvImages::CsvImages(CsvImagesOptions options) : options_(std::move(options)) {
     } catch (const std::exception&) {
     }
     TESSERA_CHECK(label >= 0, o.csv, ":", row, ": label '", label_text, "' is not a class index >= 0");
-    paths_.push_back((root / line.substr(0, comma)).string());
+    paths_.push_back((root / cells[0]).string());
     labels_.push_back(label);
     max_label = std::max(max_label, label);
   }

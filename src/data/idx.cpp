@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tessera/core/config.h"
 #include "tessera/core/error.h"
 
 namespace tessera::data {
@@ -78,6 +79,17 @@ MnistDigits load_mnist(const std::string& dir, const std::string& split) {
     TESSERA_CHECK(!m.by_class[c].empty(), "MNIST ", split, " split in '", dir, "' has no digit ", c);
   }
   return m;
+}
+
+std::pair<DatasetPtr, DatasetPtr> mnist_generated_splits(
+    const Config& config, Splits splits,
+    const std::function<DatasetPtr(std::shared_ptr<const MnistDigits>, int64_t, int64_t)>& make) {
+  const auto& d = config.data;
+  const auto split = [&](const std::string& name, int64_t size, int64_t seed) {
+    return make(std::make_shared<const MnistDigits>(load_mnist(d.mnist_dir, name)), size, seed);
+  };
+  return {splits.train ? split("train", d.train_size, d.train_seed) : nullptr,
+          splits.test ? split("test", d.test_size, d.test_seed) : nullptr};
 }
 
 }  // namespace tessera::data

@@ -138,7 +138,7 @@ DatasetInfo megapixel_mnist_dataset() {
   info.describe = [](const Config&) { return std::make_pair(megapixel_mnist_tasks(), Normalization{}); };
   info.make = [](const Config& c, Splits splits, const std::vector<Task>*) {
     const auto& d = c.data;
-    const auto make = [&](const std::string& split, int64_t size, int64_t seed) -> DatasetPtr {
+    return mnist_generated_splits(c, splits, [&](std::shared_ptr<const MnistDigits> digits, int64_t size, int64_t seed) {
       MegapixelMnistOptions o;
       o.height = d.height;
       o.width = d.width;
@@ -147,10 +147,8 @@ DatasetInfo megapixel_mnist_dataset() {
       o.noise_glyphs = d.noise_glyphs;
       o.size = size;
       o.seed = seed;
-      return std::make_shared<MegapixelMnist>(std::make_shared<const MnistDigits>(load_mnist(d.mnist_dir, split)), o);
-    };
-    return std::pair<DatasetPtr, DatasetPtr>{splits.train ? make("train", d.train_size, d.train_seed) : nullptr,
-                                             splits.test ? make("test", d.test_size, d.test_seed) : nullptr};
+      return std::make_shared<MegapixelMnist>(std::move(digits), o);
+    });
   };
   return info;
 }

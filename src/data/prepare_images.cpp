@@ -1,5 +1,8 @@
 #include "tessera/data/prepare_images.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -12,41 +15,27 @@
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/progress.h"
+#include "tessera/core/csv.h"
 #include "tessera/core/run_dir.h"
 #include "tessera/data/image_io.h"
 #include "tessera/data/random.h"
 
 namespace tessera::data {
 namespace fs = std::filesystem;
-namespace {
-
-std::vector<std::string> split_csv_line(std::string line) {
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  std::vector<std::string> cells;
-  std::stringstream in(line);
-  for (std::string cell; std::getline(in, cell, ',');) cells.push_back(cell);
-  return cells;
-}
-
-}  // namespace
-
 PrepareImagesSummary prepare_images(const PrepareImagesOptions& o) {
   TESSERA_CHECK(o.size > 0 && o.folds >= 2, "prepare-images needs --size > 0 and --folds >= 2");
-  std::ifstream in(o.manifest);
-  TESSERA_CHECK(in, "manifest '", o.manifest, "' cannot be opened");
-  std::string line;
-  TESSERA_CHECK(static_cast<bool>(std::getline(in, line)), "manifest '", o.manifest, "' is empty");
-  const auto header = split_csv_line(line);
+  const auto table = read_csv(o.manifest, "manifest");
   const auto column = [&](const std::string& name) {
-    const auto it = std::find(header.begin(), header.end(), name);
-    TESSERA_CHECK(it != header.end(), "manifest '", o.manifest, "' has no column '", name, "'; its header is '", line, "'");
-    return static_cast<size_t>(it - header.begin());
+    const int c = table.column(name);
+    TESSERA_CHECK(c >= 0, "manifest '", o.manifest, "' has no column '", name, "'; its columns are ",
+                  fmt::format("{}", fmt::join(table.header, ", ")));
+    return static_cast<size_t>(c);
   };
   const size_t id_col = column(o.id_column), label_col = column(o.label_column);
   std::vector<std::pair<std::string, int64_t>> rows;
-  for (int64_t row = 2; std::getline(in, line); ++row) {
-    const auto cells = split_csv_line(line);
-    if (cells.empty()) continue;
+  for (size_t r = 0; r < table.rows.size(); ++r) {
+    const auto& cells = table.rows[r];
+    const int64_t row = table.lines[r];
     TESSERA_CHECK(cells.size() > std::max(id_col, label_col), o.manifest, ":", row, ": too few columns");
     int64_t label = -1;
     try {

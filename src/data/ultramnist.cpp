@@ -184,7 +184,7 @@ DatasetInfo ultramnist_info(const std::string& variant) {
                                  : "UltraMNIST 512: digits of very different sizes, class = their sum (10 classes)";
   info.make = [variant](const Config& c, Splits splits, const std::vector<Task>*) {
     const auto& d = c.data;
-    const auto make = [&](const std::string& split, int64_t size, int64_t seed) -> DatasetPtr {
+    return mnist_generated_splits(c, splits, [&](std::shared_ptr<const MnistDigits> digits, int64_t size, int64_t seed) {
       UltraMnistOptions o;
       o.variant = variant;
       o.canvas = d.height;
@@ -192,10 +192,8 @@ DatasetInfo ultramnist_info(const std::string& variant) {
       o.channels = d.channels;
       o.size = size;
       o.seed = seed;
-      return std::make_shared<UltraMnist>(std::make_shared<const MnistDigits>(load_mnist(d.mnist_dir, split)), o);
-    };
-    return std::pair<DatasetPtr, DatasetPtr>{splits.train ? make("train", d.train_size, d.train_seed) : nullptr,
-                                             splits.test ? make("test", d.test_size, d.test_seed) : nullptr};
+      return std::make_shared<UltraMnist>(std::move(digits), o);
+    });
   };
   info.describe = [variant](const Config& c) {
     const auto n = static_cast<size_t>(c.data.channels);

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "tessera/core/error.h"
+#include "tessera/core/run_dir.h"
 #include "tessera/data/image_io.h"
 #include "vips_tiff.h"
 
@@ -52,24 +53,19 @@ torch::Tensor colour_map(const torch::Tensor& values) {
 void write_scores_csv(const std::string& path, const PatchCoords& grid, const torch::Tensor& scores,
                       const torch::Tensor& selected) {
   check_scores(grid, scores);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    TESSERA_CHECK(out, "cannot write '", tmp, "'");
-    out << (selected.defined() ? "x,y,score,selected\n" : "x,y,score\n");
-    const auto c = grid.coords.to(torch::kLong).contiguous();
-    const auto s = scores.to(torch::kDouble).contiguous();
-    const auto sel = selected.defined() ? selected.to(torch::kBool).contiguous() : torch::Tensor();
-    const auto* cp = c.data_ptr<int64_t>();
-    const auto* sp = s.data_ptr<double>();
-    const bool* selp = sel.defined() ? sel.data_ptr<bool>() : nullptr;
-    for (int64_t i = 0; i < grid.count(); ++i) {
-      out << cp[2 * i] << ',' << cp[2 * i + 1] << ',' << fmt::format("{:.6g}", sp[i]);
-      if (selp) out << ',' << (selp[i] ? 1 : 0);
-      out << '\n';
-    }
+  std::string out = selected.defined() ? "x,y,score,selected\n" : "x,y,score\n";
+  const auto c = grid.coords.to(torch::kLong).contiguous();
+  const auto s = scores.to(torch::kDouble).contiguous();
+  const auto sel = selected.defined() ? selected.to(torch::kBool).contiguous() : torch::Tensor();
+  const auto* cp = c.data_ptr<int64_t>();
+  const auto* sp = s.data_ptr<double>();
+  const bool* selp = sel.defined() ? sel.data_ptr<bool>() : nullptr;
+  for (int64_t i = 0; i < grid.count(); ++i) {
+    out += fmt::format("{},{},{:.6g}", cp[2 * i], cp[2 * i + 1], sp[i]);
+    if (selp) out += selp[i] ? ",1" : ",0";
+    out += '\n';
   }
-  TESSERA_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "cannot move '", tmp, "' onto '", path, "'");
+  write_file_atomic(path, out);
 }
 
 torch::Tensor heatmap_overlay(const SlideReader& slide, const PatchCoords& grid, const torch::Tensor& scores,

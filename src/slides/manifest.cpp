@@ -5,29 +5,16 @@
 #include <set>
 #include <sstream>
 
+#include "tessera/core/csv.h"
 #include "tessera/core/error.h"
 
 namespace tessera::slides {
 namespace fs = std::filesystem;
 
-namespace {
-std::vector<std::string> split_csv_line(std::string line) {
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  std::vector<std::string> out;
-  std::stringstream in(line);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(item);
-  if (!line.empty() && line.back() == ',') out.emplace_back();
-  return out;
-}
-}  // namespace
-
 std::vector<ManifestEntry> read_manifest(const std::string& csv) {
-  std::ifstream in(csv);
-  TESSERA_CHECK(in, "slide manifest '", csv, "' cannot be opened; set data.manifest to a CSV with a 'slide' column");
-  std::string line;
-  TESSERA_CHECK(std::getline(in, line), "slide manifest '", csv, "' is empty; it needs a header line");
-  const auto header = split_csv_line(line);
+  TESSERA_CHECK(fs::exists(csv), "slide manifest '", csv, "' cannot be opened; set data.manifest to a CSV with a 'slide' column");
+  const auto table = read_csv(csv, "slide manifest");
+  const auto& header = table.header;
   int slide_col = -1, split_col = -1, id_col = -1;
   std::map<int, std::string> label_cols;
   for (int c = 0; c < static_cast<int>(header.size()); ++c) {
@@ -38,13 +25,13 @@ std::vector<ManifestEntry> read_manifest(const std::string& csv) {
     else if (h == "label") label_cols[c] = "label";
     else if (h.rfind("label_", 0) == 0) label_cols[c] = h.substr(6);
   }
-  TESSERA_CHECK(slide_col >= 0, csv, ": no 'slide' column in the header '", line, "'");
+  TESSERA_CHECK(slide_col >= 0, csv, ": no 'slide' column in the header");
   const fs::path root = fs::path(csv).parent_path();
   std::vector<ManifestEntry> out;
   std::set<std::string> ids;
-  for (int64_t row = 2; std::getline(in, line); ++row) {
-    if (line.empty() || line == "\r") continue;
-    const auto cells = split_csv_line(line);
+  for (size_t r = 0; r < table.rows.size(); ++r) {
+    const auto& cells = table.rows[r];
+    const int64_t row = table.lines[r];
     TESSERA_CHECK(cells.size() == header.size(), csv, ":", row, ": ", cells.size(), " columns but the header has ",
                   header.size());
     ManifestEntry e;

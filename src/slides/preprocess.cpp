@@ -12,6 +12,8 @@
 #include <thread>
 
 #include "tessera/core/error.h"
+#include "tessera/core/run_dir.h"
+#include "tessera/core/thread_pool.h"
 #include "tessera/core/log.h"
 #include "tessera/data/image_io.h"
 #include "tessera/slides/h5.h"
@@ -103,13 +105,8 @@ void write_summary(const fs::path& dir, const PreprocessSummary& summary) {
     std::replace(reason.begin(), reason.end(), ',', ';');
     csv += fmt::format("{},{},{},{},{:.2f},{}\n", s.id, s.path, s.status, s.patches, s.seconds, reason);
   }
-  const auto write = [&](const std::string& name, const std::string& text) {
-    const auto tmp = dir / (name + ".tmp");
-    std::ofstream(tmp) << text;
-    fs::rename(tmp, dir / name);
-  };
-  write("summary.json", j.dump(2) + "\n");
-  write("summary.csv", csv);
+  write_file_atomic((dir / "summary.json").string(), j.dump(2) + "\n");
+  write_file_atomic((dir / "summary.csv").string(), csv);
 }
 
 }  // namespace
@@ -122,12 +119,12 @@ PreprocessSummary preprocess_slides(const PreprocessOptions& o) {
   if (o.thumbnail > 0) fs::create_directories(out / "thumbnails");
   PreprocessSummary summary;
   summary.slides.resize(entries.size());
-  std::atomic<size_t> next{0};
   std::atomic<bool> stop{false};
   std::mutex mutex;
   std::string first_error;
-  const auto work = [&] {
-    for (size_t i; !stop && (i = next++) < entries.size();) {
+  const auto work = [&](int64_t i) {
+    {
+      if (stop) return;
       const auto& e = entries[i];
       SlideOutcome r{e.id, e.path, "", 0, "", 0};
       const auto start = std::chrono::steady_clock::now();
@@ -161,11 +158,12 @@ PreprocessSummary preprocess_slides(const PreprocessOptions& o) {
       std::lock_guard<std::mutex> lock(mutex);
       summary.slides[i] = r;
     }
-    data::release_vips_thread();  // this thread may have used libvips; free its buffers
   };
-  std::vector<std::thread> threads;
-  for (int64_t t = 0; t < std::max<int64_t>(1, o.workers); ++t) threads.emplace_back(work);
-  for (auto& t : threads) t.join();
+  {
+    // Workers may use libvips: they free its per-thread buffers as they end.
+    ThreadPool pool(o.workers, data::release_vips_thread);
+    pool.parallel_for(static_cast<int64_t>(entries.size()), work);
+  }
   write_summary(out, summary);
   if (!first_error.empty()) {
     fail(first_error, " (preprocessing stopped; finished slides are kept and skipped on the next run; pass --skip-errors to go on past bad slides)");

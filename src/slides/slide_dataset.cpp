@@ -56,26 +56,14 @@ torch::Tensor SlideBag::gather(const torch::Tensor& idx) const {
       }
     }
   };
-  // Reads always run on threads of our own that release libvips' per-thread buffers when they end:
-  // libvips keeps buffers per calling thread, and threads it did not create leak them unless they
-  // release them at exit.
-  const int64_t threads = std::max<int64_t>(1, std::min(workers_, k));
-  std::vector<std::thread> pool;
-  std::vector<std::exception_ptr> errors(threads);
-  for (int64_t t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        read_range(k * t / threads, k * (t + 1) / threads);
-      } catch (...) {
-        errors[t] = std::current_exception();
-      }
-      data::release_vips_thread();
-    });
+  // Reads run on the bag's pool, whose threads release libvips' per-thread buffers when they end:
+  // libvips keeps buffers per calling thread, and threads it did not create leak them otherwise.
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    if (!pool_) pool_ = std::make_unique<ThreadPool>(std::max<int64_t>(1, workers_), data::release_vips_thread);
   }
-  for (auto& th : pool) th.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  const int64_t parts = std::min(pool_->size(), k);
+  pool_->parallel_for(parts, [&](int64_t t) { read_range(k * t / parts, k * (t + 1) / parts); });
   return out;
 }
 

@@ -3,8 +3,12 @@
 #include <torch/types.h>
 
 #include <array>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "tessera/data/dataset.h"
 
 namespace tessera::data {
 
@@ -19,5 +23,11 @@ struct MnistDigits {
 
 // split: "train" (train-*-ubyte) or "test" (t10k-*-ubyte) in dir.
 MnistDigits load_mnist(const std::string& dir, const std::string& split);
+
+// Train and test sets of a data set generated from MNIST digits (data.mnist_dir, data.train_size /
+// test_size, data.train_seed / test_seed): make(digits of the split, size, seed) per split asked for.
+std::pair<DatasetPtr, DatasetPtr> mnist_generated_splits(
+    const Config& config, Splits splits,
+    const std::function<DatasetPtr(std::shared_ptr<const MnistDigits> digits, int64_t size, int64_t seed)>& make);
 
 }  // namespace tessera::data

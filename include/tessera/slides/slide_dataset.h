@@ -2,8 +2,12 @@
 // (SlideBag), or a bag of pre-extracted feature rows read from an HDF5 file (FeatureBag). Nothing
 // N-sized stays in memory between steps: coordinates come from the cache file when a slide is used.
 #pragma once
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
+
+#include "tessera/core/thread_pool.h"
 
 #include "tessera/data/dataset.h"
 #include "tessera/slides/manifest.h"
@@ -33,6 +37,8 @@ class SlideBag final : public data::PatchBag {
   PatchCoords grid_;
   int64_t workers_;
   torch::Tensor mean_, std_;
+  mutable std::mutex pool_mutex_;
+  mutable std::unique_ptr<ThreadPool> pool_;  // reader threads, started at the first gather
 };
 
 struct SlideDataOptions {

@@ -1,0 +1,78 @@
+#include "tessera/core/csv.h"
+
+#include <algorithm>
+#include <fstream>
+#include <iterator>
+
+#include "tessera/core/error.h"
+
+namespace tessera {
+
+int CsvTable::column(const std::string& name) const {
+  const auto it = std::find(header.begin(), header.end(), name);
+  return it == header.end() ? -1 : static_cast<int>(it - header.begin());
+}
+
+CsvTable read_csv(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  TESSERA_CHECK(in, what, " '", path, "' cannot be opened; check the path");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CsvTable table;
+  table.path = path;
+  std::vector<std::vector<std::string>> records;
+  std::vector<int64_t> starts;
+  std::vector<std::string> record;
+  std::string field;
+  bool quoted = false, record_has_data = false;
+  int64_t line = 1, record_line = 1, quote_line = 0;
+  const auto end_record = [&] {
+    record.push_back(std::move(field));
+    field.clear();
+    if (record_has_data || record.size() > 1) {
+      records.push_back(std::move(record));
+      starts.push_back(record_line);
+    }
+    record.clear();
+    record_has_data = false;
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char ch = text[i];
+    if (quoted) {
+      if (ch == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+        field += '"';
+        ++i;
+      } else if (ch == '"') {
+        quoted = false;
+      } else {
+        if (ch == '\n') ++line;
+        field += ch;
+      }
+      continue;
+    }
+    if (!record_has_data && record.empty() && field.empty()) record_line = line;
+    if (ch == '"') {
+      quoted = true;
+      quote_line = line;
+      record_has_data = true;
+    } else if (ch == ',') {
+      record.push_back(std::move(field));
+      field.clear();
+      record_has_data = true;
+    } else if (ch == '\n') {
+      end_record();
+      ++line;
+    } else if (ch != '\r') {
+      field += ch;
+      record_has_data = true;
+    }
+  }
+  TESSERA_CHECK(!quoted, path, ":", quote_line, ": a quoted field is never closed; check the quotes");
+  end_record();
+  TESSERA_CHECK(!records.empty(), what, " '", path, "' is empty; it needs a header line");
+  table.header = std::move(records.front());
+  table.rows.assign(std::make_move_iterator(records.begin() + 1), std::make_move_iterator(records.end()));
+  table.lines.assign(starts.begin() + 1, starts.end());
+  return table;
+}
+
+}  // namespace tessera
