@@ -317,6 +317,25 @@ TEST(RunSpec, BadRunsAndInputsGiveOneClearErrorAndWriteNothing) {
   EXPECT_NE(read_text(log).find("nowhere/checkpoint.pt' does not exist"), std::string::npos) << read_text(log);
 }
 
+TEST(RunSpec, InitFromRebuildsTheEarlierRunFromItsSpec) {
+  testing::TempDir dir;
+  auto gd = pair_config({"gd", "ultramnist"}, dir);
+  train::apply_runtime(gd);
+  auto [train_set, test_set] = train::make_datasets(gd);
+  auto earlier = train::make_method(gd, train_set->tasks());
+  train::Trainer(gd, *earlier, train_set, test_set).fit(false);
+  fs::remove_all(dir.file("mnist"));  // the earlier run's data is not needed
+  auto pgd = gd;
+  pgd.train.method = "patchgd";
+  pgd.model.init_from = gd.run_dir + "/checkpoint.pt";
+  auto later = train::make_method(pgd, train_set->tasks());
+  const auto before = earlier->encoder().named_parameters();
+  const auto after = later->encoder().named_parameters();
+  EXPECT_TRUE(torch::equal(before["conv1.weight"], after["conv1.weight"]));
+  EXPECT_TRUE(torch::equal(before["layer2.1.conv2.weight"], after["layer2.1.conv2.weight"]));
+  EXPECT_NE(before["fc.weight"].sizes(), after["fc.weight"].sizes());  // GD's classifier vs PatchGD's latent projection
+}
+
 TEST(RunSpec, CheckpointsFromBeforeRunSpecsLoadWithADerivedSpec) {
   testing::TempDir dir;
   const auto run = trained_ips_run(dir);

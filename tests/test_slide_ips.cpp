@@ -200,6 +200,12 @@ TEST(SlideWorkflow, MakePreprocessTrainPredictAndFeatureBags) {
                 "/slide_001.tif --out " + dir.file("bagpred"), log), 0)
       << read_text(log);
   EXPECT_TRUE(fs::exists(dir.file("bagpred/heatmap.png")));
+  // A trained run's encoder, normalisation and patch size, from its spec.
+  ASSERT_EQ(run("extract-features --manifest " + slides_dir + "/manifest.csv --out " + dir.file("runbags") + " --cache-dir " +
+                dir.file("cache") + " --run " + dir.file("run") + " --threads 1", log), 0)
+      << read_text(log);
+  EXPECT_EQ(slides::FeatureBag(dir.file("runbags/slide_000.h5")).dim(), 16);
+  EXPECT_NE(read_text(log).find("from run"), std::string::npos) << read_text(log);
   // Extraction resumes: existing bags are kept.
   ASSERT_EQ(run("extract-features --manifest " + slides_dir + "/manifest.csv --out " + dir.file("bags") +
                 " --cache-dir " + dir.file("cache") + " --patch 128 --encoder resnet18 --stages 2 --width 8 --threads 1", log), 0);

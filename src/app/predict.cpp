@@ -42,8 +42,7 @@ Prediction predict_image(const PredictOptions& o, train::OpenedRun& run, const s
   const auto& info = train::find_method(spec.method);
   TESSERA_CHECK(spec.input.kind == "image", "run '", o.run, "' was trained on ", spec.input.kind == "slide" ? "slides" : "feature bags",
                 "; pass --slide", spec.input.kind == "features" ? " and --bag" : "", " instead of --image");
-  // IPS reads any image with at least one patch; the other methods need the training size.
-  const bool any_size = info.name == "ips";
+  const bool any_size = info.any_image_size;
   const auto picture = data::conform_image(data::read_image(o.image), spec.input.channels, any_size ? 0 : spec.input.height,
                                            any_size ? 0 : spec.input.width, o.image);
   data::Batch batch;

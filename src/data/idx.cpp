@@ -4,9 +4,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
+#include "tessera/core/run_dir.h"
 
 namespace tessera::data {
 namespace {
@@ -49,13 +51,12 @@ torch::Tensor read_idx(const std::string& path) {
 void write_idx(const std::string& path, const torch::Tensor& data) {
   TESSERA_CHECK(data.scalar_type() == torch::kUInt8, "IDX writer takes uint8 tensors");
   const auto t = data.contiguous();
-  std::ofstream out(path, std::ios::binary);
-  TESSERA_CHECK(out, "cannot write '", path, "'");
+  std::ostringstream out;
   const char magic[4] = {0, 0, 0x08, static_cast<char>(t.dim())};
   out.write(magic, 4);
   for (auto d : t.sizes()) write_be32(out, static_cast<uint32_t>(d));
   out.write(reinterpret_cast<const char*>(t.data_ptr<uint8_t>()), t.numel());
-  TESSERA_CHECK(out, "writing '", path, "' failed");
+  write_file_atomic(path, out.str());
 }
 
 MnistDigits load_mnist(const std::string& dir, const std::string& split) {

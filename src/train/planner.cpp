@@ -20,7 +20,7 @@ nlohmann::json BatchPlan::to_json(const Config& config) const {
                    {"planned_against_bytes", memory::budget() * 95 / 100},
                    {"batch_size", batch_size},
                    {"trials", trials}};
-  if (config.train.method == "patchgd") j["q"] = q;
+  if (find_method(config.train.method).plans_sampling_fraction) j["q"] = q;
   return j;
 }
 

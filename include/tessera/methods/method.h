@@ -60,6 +60,7 @@ struct MethodInfo {
   std::string memory_knobs;          // settings that shrink a step's memory, for budget errors
   std::string picture;               // what predict draws: "selection" | "patch grid" | "" (none)
   bool plans_sampling_fraction = false;  // the planner may lower patchgd.q when no batch fits
+  bool any_image_size = false;           // predicts images of any size (not only the training size)
   std::function<std::unique_ptr<Method>(const Config&, const std::vector<Task>&)> make;
   std::function<void(const Config&)> validate;  // method-specific checks; may be empty
 };
