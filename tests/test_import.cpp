@@ -177,6 +177,11 @@ TEST(ReferencePatchGd, BackboneAndHeadVariantsPredictAsTheReferenceModules) {
     for (size_t k = 0; k < got.size(); ++k) EXPECT_NEAR(got[k], want[k].item<float>(), 1e-4) << variant << " " << k;
     EXPECT_TRUE(fs::exists(dir.file(variant + "_out/patches.png")));
   }
+  // An image of another size than the run's: one clear error, nothing written.
+  save_tensor(dir.file("small.pt"), torch::rand({3, 64, 64}));
+  EXPECT_NE(run_cli("predict --run " + dir.file("smaller") + " --image " + dir.file("small.pt") + " --out " + dir.file("small_out"), log), 0);
+  EXPECT_NE(read_text(log).find("is 64x64 but the run expects 128x128"), std::string::npos) << read_text(log);
+  EXPECT_FALSE(fs::exists(dir.file("small_out/prediction.json")));
   // Not a PatchGD checkpoint: one clear error, no run.
   EXPECT_NE(run_cli("import-patchgd --checkpoint " + dir.file("patchgd_smaller_expected.pt") +
                         " --height 128 --width 128 --patch 32 --run.dir " + dir.file("bad"),

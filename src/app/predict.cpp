@@ -48,13 +48,14 @@ Prediction predict_image(const PredictOptions& o, train::OpenedRun& run, const s
   data::Batch batch;
   batch.images = spec.input.normalization.apply(picture, "image '" + o.image + "'").unsqueeze(0);
   batch.indices = {0};
+  // Methods that explain their prediction give the outputs with the patch scores, in one pass.
+  const auto scores = info.picture.empty() ? methods::Method::PatchScores{} : run.method->patch_scores(batch);
   Prediction p;
-  p.result = describe_outputs(run.method->predict(batch), spec.tasks);
+  p.result = describe_outputs(info.picture.empty() ? run.method->predict(batch) : scores.outputs, spec.tasks);
   p.result["image"] = o.image;
   p.result["method"] = spec.method;
   RunDir target(out_dir);
   if (!info.picture.empty()) {
-    const auto scores = run.method->patch_scores(batch);
     for (int64_t k = 0; k < scores.scores.size(0); ++k) {
       p.result["patches"].push_back({{"row", scores.rows[k].item<int64_t>()},
                                      {"col", scores.cols[k].item<int64_t>()},

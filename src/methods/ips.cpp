@@ -315,6 +315,10 @@ Method::PatchScores Ips::patch_scores(const data::Batch& batch) {
   out.rows = grid_rows * grid.stride_h;
   out.cols = (idx - grid_rows * grid.cols) * grid.stride_w;
   out.scores = final_scores(selection)[0];
+  {
+    c10::InferenceMode inference;
+    out.outputs = to_cpu_detached(forward(selection));
+  }
   out.patch_h = grid.patch_h;
   out.patch_w = grid.patch_w;
   return out;

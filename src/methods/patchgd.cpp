@@ -165,7 +165,8 @@ Method::PatchScores PatchGd::patch_scores(const data::Batch& batch) {
   const auto p = plan(g);
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device_);
   const auto z = fill(image, g, torch::arange(p.n, long_opts), options_.fill_chunk > 0 ? options_.fill_chunk : p.k);
-  const auto probs = torch::softmax(net_->head->forward(z), 1)[0];
+  const auto all_probs = torch::softmax(net_->head->forward(z), 1);
+  const auto probs = all_probs[0];
   const int64_t predicted = probs.argmax().item<int64_t>();
   const auto flat = z.flatten(2);                       // (1, s, n)
   const auto baseline = flat.mean(2, /*keepdim=*/true);  // the image's mean column
@@ -182,6 +183,7 @@ Method::PatchScores PatchGd::patch_scores(const data::Batch& batch) {
   }
   const auto cell = torch::arange(p.n, torch::kLong);
   PatchScores out;
+  out.outputs[tasks_[0].name] = all_probs.to(torch::kCPU);
   out.rows = torch::div(cell, g.cols, "floor") * g.stride_h;
   out.cols = cell.remainder(g.cols) * g.stride_w;
   out.scores = torch::cat(drops).to(torch::kCPU);

@@ -40,9 +40,11 @@ class Method {
   virtual TaskTensors predict(const data::Batch& batch) = 0;
   // The module pretrained weights (model.weights, model.init_from) go into.
   virtual torch::nn::Module& encoder() = 0;
-  // Per-patch contributions to the prediction for image 0 of the batch, for pictures: the patches'
-  // top-left corners and one score each (higher = more important). Empty when the method has none.
+  // The prediction for image 0 of the batch with each patch's contribution, for pictures: the
+  // patches' top-left corners and one score each (higher = more important), computed in the same pass
+  // as the outputs. Empty when the method has none.
   struct PatchScores {
+    TaskTensors outputs;               // as predict() gives them for that image
     torch::Tensor rows, cols, scores;  // (K) int64, int64, float
     int64_t patch_h = 0, patch_w = 0;
     bool outline = true;               // outline the patches (a selection) or fill them (a full grid)
