@@ -8,6 +8,7 @@
 #include "tessera/app/export_data.h"
 #include "tessera/app/import.h"
 #include "tessera/app/predict.h"
+#include "tessera/app/report.h"
 #include "tessera/app/train.h"
 #include "tessera/core/memory.h"
 #include "tessera/data/prepare_images.h"
@@ -58,7 +59,8 @@ void add_train(CLI::App& app) {
   sub->callback([opts, resume] {
     const auto config = opts->resolve();
     const auto last = app::train(config, *resume);
-    if (last.contains("test")) std::cout << app::format_summary(last["test"]);
+    if (last.contains("train")) std::cout << "train (last epoch)\n" << app::format_summary(last["train"]);
+    if (last.contains("test")) std::cout << "test\n" << app::format_summary(last["test"]);
     if (last.contains("peak_tensor_bytes")) {
       std::cout << fmt::format("peak tensor memory (last epoch) {}, peak RSS (last epoch) {}\n",
                                memory::format_bytes(last["peak_tensor_bytes"].get<int64_t>()),
@@ -131,6 +133,16 @@ void add_import(CLI::App& app) {
                              report.spec.config().patchgd.head, report.spec.config().patchgd.latent,
                              report.spec.tasks[0].outputs, report.run_dir);
   });
+}
+
+void add_report(CLI::App& app) {
+  auto* sub = app.add_subcommand("report", "one self-contained HTML page of runs: learning curves, memory, spec, pictures");
+  auto o = std::make_shared<app::ReportOptions>();
+  sub->add_option("--run", o->runs, "run directory (repeat to overlay several runs)")->required();
+  sub->add_option("--out", o->out, "HTML file (default: <first run>/report.html)");
+  sub->add_option("--pictures", o->pictures, "test inputs drawn per run (0: none)");
+  sub->add_option("--threads", o->threads, "torch threads (0: all cores)");
+  sub->callback([o] { std::cout << "wrote " << app::write_report(*o) << "\n"; });
 }
 
 void add_prepare_images(CLI::App& app) {

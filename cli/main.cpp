@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   tessera::cli::add_predict(app);
   tessera::cli::add_import(app);
   tessera::cli::add_export_data(app);
+  tessera::cli::add_report(app);
   tessera::cli::add_prepare_images(app);
   tessera::cli::add_bench(app);
 #ifdef TESSERA_WITH_SLIDES

@@ -9,6 +9,7 @@ packages=(
   libtorch-dev libopenblas0-pthread libvips-dev libopenslide-dev libhdf5-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev googletest
   python3-torch python3-torchvision   # reference outputs for the parity tests
+  chromium                            # renders tessera report pages in a test
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -14,6 +14,8 @@
 #include "tessera/core/error.h"
 #include "tessera/core/memory.h"
 #include "tessera/core/runtime.h"
+#include "tessera/core/thread_pool.h"
+#include "tessera/data/image_io.h"
 #include "tessera/methods/ips.h"
 #include "tessera/slides/h5.h"
 #include "tessera/slides/slide_dataset.h"
@@ -52,7 +54,6 @@ void save_json(const std::string& path, const nlohmann::json& j) {
   if (!path.empty()) write_bench_json(path, j);
 }
 
-
 void run_read_bench(const ReadBenchOptions& o) {
   std::cout << "| backend | threads | patches | seconds | patches/s |\n|---|---|---|---|---|\n";
   nlohmann::json rows = nlohmann::json::array();
@@ -66,16 +67,13 @@ void run_read_bench(const ReadBenchOptions& o) {
       auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 * threads + (backend == "vips"));
       const auto xs = torch::randint(0, l0.width - span, {o.patches}, gen, torch::kLong);
       const auto ys = torch::randint(0, l0.height - span, {o.patches}, gen, torch::kLong);
+      ThreadPool pool(threads, data::release_vips_thread);  // started before the clock
       const auto start = clock_type::now();
-      std::vector<std::thread> pool;
-      for (int64_t t = 0; t < threads; ++t) {
-        pool.emplace_back([&, t] {
-          for (int64_t i = o.patches * t / threads; i < o.patches * (t + 1) / threads; ++i) {
-            reader->read_region(xs[i].item<int64_t>(), ys[i].item<int64_t>(), static_cast<int>(o.level), o.patch, o.patch);
-          }
-        });
-      }
-      for (auto& th : pool) th.join();
+      pool.parallel_for(threads, [&](int64_t t) {
+        for (int64_t i = o.patches * t / threads; i < o.patches * (t + 1) / threads; ++i) {
+          reader->read_region(xs[i].item<int64_t>(), ys[i].item<int64_t>(), static_cast<int>(o.level), o.patch, o.patch);
+        }
+      });
       const double s = seconds_since(start);
       std::cout << fmt::format("| {} | {} | {} | {:.2f} | {:.0f} |\n", backend, threads, o.patches, s, o.patches / s);
       rows.push_back({{"backend", backend}, {"threads", threads}, {"patches", o.patches}, {"seconds", s}});

@@ -54,6 +54,7 @@ nlohmann::json evaluate(const std::string& run_dir, int64_t threads) {
 
 std::string format_summary(const nlohmann::json& summary) {
   std::string out = "task       metric        value\n";
+  if (summary.contains("loss")) out += fmt::format("{:<10} {:<13} {:.4f}\n", "all", "loss", summary["loss"].get<double>());
   for (const auto& [task, metrics] : summary.items()) {
     if (!metrics.is_object()) continue;
     for (const auto& [name, value] : metrics.items()) out += fmt::format("{:<10} {:<13} {:.4f}\n", task, name, value.get<double>());

@@ -1,0 +1,314 @@
+#include "tessera/app/report.h"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+
+#include "tessera/app/predict.h"
+#include "tessera/core/error.h"
+#include "tessera/core/log.h"
+#include "tessera/core/run_dir.h"
+#include "tessera/core/runtime.h"
+#include "tessera/core/version.h"
+#include "tessera/data/image_io.h"
+#include "tessera/train/experiment.h"
+#include "tessera/train/registry.h"
+#ifdef TESSERA_WITH_SLIDES
+#include "tessera/slides/heatmap.h"
+#include "tessera/slides/slide_dataset.h"
+#endif
+
+namespace tessera::app {
+namespace fs = std::filesystem;
+namespace {
+
+const char* const kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+
+std::string escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string base64(const std::string& bytes) {
+  static const char* table = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < bytes.size(); i += 3) {
+    const uint32_t v = (uint8_t(bytes[i]) << 16) | (uint8_t(bytes[i + 1]) << 8) | uint8_t(bytes[i + 2]);
+    for (int k = 3; k >= 0; --k) out += table[(v >> (6 * k)) & 63];
+  }
+  if (i < bytes.size()) {
+    uint32_t v = uint8_t(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) v |= uint8_t(bytes[i + 1]) << 8;
+    out += table[(v >> 18) & 63];
+    out += table[(v >> 12) & 63];
+    out += i + 1 < bytes.size() ? table[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+// An image (C, H, W) in [0, 1] as an <img> with an inline PNG.
+std::string png_tag(const torch::Tensor& image, const std::string& caption, const std::string& scratch) {
+  data::write_png(scratch, image);
+  std::ifstream in(scratch, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  fs::remove(scratch);
+  return fmt::format("<figure><img alt=\"{0}\" src=\"data:image/png;base64,{1}\"><figcaption>{0}</figcaption></figure>\n",
+                     escape(caption), base64(bytes));
+}
+
+std::vector<nlohmann::json> read_metrics(const std::string& run) {
+  std::vector<nlohmann::json> records;
+  std::ifstream in((fs::path(run) / "metrics.jsonl").string());
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object()) records.push_back(j);
+  }
+  return records;
+}
+
+std::string nice(double v) {
+  if (v == 0) return "0";
+  const double a = std::fabs(v);
+  if (a >= 1e4 || a < 1e-2) return fmt::format("{:.2g}", v);
+  return fmt::format("{:.3g}", v);
+}
+
+// Pictures of what the model looks at on the first test inputs of a run; a note when it cannot.
+std::string run_pictures(const std::string& run_dir, int64_t count, const std::string& scratch) {
+  if (count <= 0) return "";
+  try {
+    auto run = train::open_run(run_dir);
+    const auto& info = train::find_method(run.spec.method);
+    const auto test_set = train::make_datasets(run.config, {false, true}, &run.spec.tasks).second;
+    TESSERA_CHECK(test_set, "the run's config names no test set");
+    std::string html;
+    const int64_t n = std::min(count, test_set->size());
+    for (int64_t i = 0; i < n; ++i) {
+      const auto sample = test_set->get(i);
+      data::Batch batch = data::collate({sample}, {0});
+      std::string truth;
+      for (const auto& t : run.spec.tasks) {
+        const auto& label = sample.labels.at(t.name);
+        truth += fmt::format("{}{}={}", truth.empty() ? "" : ", ", t.name,
+                             t.activation == "softmax" ? std::to_string(label.item<int64_t>()) : "[multi-hot]");
+      }
+      if (run.spec.input.kind == "image" && !info.picture.empty()) {
+        const auto scores = run.method->patch_scores(batch);
+        std::string predicted;
+        for (const auto& t : run.spec.tasks) {
+          if (t.activation != "softmax") continue;
+          predicted += fmt::format("{}{}={}", predicted.empty() ? "" : ", ", t.name, scores.outputs.at(t.name)[0].argmax().item<int64_t>());
+        }
+        html += png_tag(draw_patch_scores(test_set->picture(i), scores),
+                        fmt::format("test {}: {} | predicted {}", i, truth, predicted), scratch);
+      }
+#ifdef TESSERA_WITH_SLIDES
+      else if (run.spec.input.kind == "slide") {
+        auto* ips = dynamic_cast<methods::Ips*>(run.method.get());
+        auto* bag = dynamic_cast<const slides::SlideBag*>(sample.bag.get());
+        TESSERA_ASSERT(ips && bag, "slide runs are IPS runs on slide bags");
+        html += png_tag(slides::heatmap_overlay(bag->reader(), bag->grid(), ips->score_all(sample.bag), 512),
+                        fmt::format("test slide {}: {}", i, truth), scratch);
+      }
+#endif
+      else {
+        return "<p class=\"note\">No pictures: " + run.spec.method + " on " + run.spec.input.kind +
+               " inputs has none to draw (feature bags hold no pixels; pass predict --bag with --slide).</p>\n";
+      }
+    }
+    return "<div class=\"pictures\">\n" + html + "</div>\n";
+  } catch (const Error& e) {
+    return "<p class=\"note\">No pictures: " + escape(e.what()) + "</p>\n";
+  }
+}
+
+}  // namespace
+
+std::string svg_line_chart(const std::string& title, const std::string& x_label, const std::vector<ChartSeries>& series) {
+  constexpr double W = 460, H = 250, left = 58, right = 12, top = 28, bottom = 52;
+  double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+  for (const auto& s : series) {
+    for (const auto& [x, y] : s.points) {
+      if (!std::isfinite(y)) continue;
+      x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+    }
+  }
+  std::string svg = fmt::format("<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
+                                "viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n",
+                                W, H, W, H, escape(title));
+  svg += fmt::format("<text x=\"{}\" y=\"17\" font-size=\"13\" font-weight=\"bold\">{}</text>\n", left, escape(title));
+  if (!std::isfinite(x0)) return svg + fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"12\">no data</text></svg>\n", left, H / 2);
+  if (x1 == x0) x0 -= 1, x1 += 1;
+  if (y1 == y0) y0 -= std::max(1e-9, std::fabs(y0) * 0.1), y1 += std::max(1e-9, std::fabs(y1) * 0.1);
+  const double pw = W - left - right, ph = H - top - bottom;
+  const auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * pw; };
+  const auto py = [&](double y) { return top + (1 - (y - y0) / (y1 - y0)) * ph; };
+  svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>\n", left, top, pw, ph);
+  for (int k = 0; k <= 4; ++k) {
+    const double yv = y0 + (y1 - y0) * k / 4, xv = x0 + (x1 - x0) * k / 4;
+    svg += fmt::format("<line x1=\"{0}\" x2=\"{1}\" y1=\"{2:.1f}\" y2=\"{2:.1f}\" stroke=\"#eee\"/>"
+                       "<text x=\"{3}\" y=\"{4:.1f}\" font-size=\"10\" text-anchor=\"end\">{5}</text>\n",
+                       left, left + pw, py(yv), left - 4, py(yv) + 3, nice(yv));
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{}</text>\n", px(xv),
+                       top + ph + 13, nice(xv));
+  }
+  svg += fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\n", left + pw / 2,
+                     top + ph + 27, escape(x_label));
+  for (size_t i = 0; i < series.size(); ++i) {
+    const auto colour = kColours[i % std::size(kColours)];
+    std::string points;
+    for (const auto& [x, y] : series[i].points) {
+      if (std::isfinite(y)) points += fmt::format("{:.1f},{:.1f} ", px(x), py(y));
+    }
+    svg += fmt::format("<polyline class=\"series\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.8\" points=\"{}\"/>\n", colour, points);
+    if (series[i].points.size() <= 40) {
+      for (const auto& [x, y] : series[i].points) {
+        if (std::isfinite(y)) svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"2.2\" fill=\"{}\"/>", px(x), py(y), colour);
+      }
+      svg += "\n";
+    }
+    const double lx = left + static_cast<double>(i % 3) * pw / 3, ly = H - 8 - static_cast<double>(i / 3) * 0;
+    svg += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"10\" height=\"3\" fill=\"{}\"/><text x=\"{:.1f}\" y=\"{:.1f}\" "
+                       "font-size=\"10\">{}</text>\n",
+                       lx, ly - 4, colour, lx + 13, ly, escape(series[i].label.substr(0, 28)));
+  }
+  return svg + "</svg>\n";
+}
+
+std::string write_report(const ReportOptions& o) {
+  TESSERA_CHECK(!o.runs.empty(), "report needs at least one --run");
+  runtime::set_threads(o.threads);
+  const std::string out = o.out.empty() ? (fs::path(o.runs.front()) / "report.html").string() : o.out;
+  const auto scratch = out + ".picture.png";
+
+  struct Run {
+    std::string dir, name;
+    std::vector<nlohmann::json> metrics;
+  };
+  std::vector<Run> runs;
+  for (const auto& dir : o.runs) {
+    TESSERA_CHECK(fs::exists(fs::path(dir) / "checkpoint.pt"), "run '", dir, "' has no checkpoint.pt; is it a run directory?");
+    const auto name = fs::path(dir).filename().string();
+    runs.push_back({dir, name.empty() ? dir : name, read_metrics(dir)});
+  }
+  // Every scalar of a record by a path like "train/loss" or "test/majority/accuracy".
+  std::vector<std::string> keys;
+  const auto scan = [&](const nlohmann::json& j, const std::string& prefix, auto& self) -> void {
+    for (const auto& [k, v] : j.items()) {
+      const auto key = prefix.empty() ? k : prefix + "/" + k;
+      if (v.is_object()) self(v, key, self);
+      else if (v.is_number() && std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+    }
+  };
+  for (const auto& r : runs) {
+    for (const auto& rec : r.metrics) scan(rec, "", scan);
+  }
+  const auto value = [](const nlohmann::json& rec, const std::string& key) -> double {
+    const nlohmann::json* node = &rec;
+    size_t begin = 0;
+    while (true) {
+      const auto end = key.find('/', begin);
+      const auto part = key.substr(begin, end - begin);
+      if (!node->is_object() || !node->contains(part)) return NAN;
+      node = &node->at(part);
+      if (end == std::string::npos) break;
+      begin = end + 1;
+    }
+    return node->is_number() ? node->get<double>() : NAN;
+  };
+  // One chart per quantity: train and test overlaid, for every run.
+  std::vector<std::pair<std::string, std::vector<std::string>>> charts;  // title, keys
+  std::map<std::string, size_t> chart_of;
+  for (const auto& key : keys) {
+    if (key == "epoch" || key == "step") continue;
+    std::string title = key;
+    if (key.rfind("train/", 0) == 0 || key.rfind("test/", 0) == 0) title = key.substr(key.find('/') + 1);
+    if (key == "lr") title = "learning rate";
+    if (key == "seconds") title = "seconds per epoch";
+    if (key == "peak_tensor_bytes" || key == "peak_rss_bytes") title = "peak memory (MiB)";
+    if (!chart_of.count(title)) {
+      chart_of[title] = charts.size();
+      charts.push_back({title, {}});
+    }
+    charts[chart_of[title]].second.push_back(key);
+  }
+  std::string body;
+  body += "<h2>Learning curves</h2>\n<div class=\"charts\">\n";
+  for (const auto& [title, chart_keys] : charts) {
+    std::vector<ChartSeries> series;
+    for (const auto& r : runs) {
+      for (const auto& key : chart_keys) {
+        ChartSeries s;
+        const auto part = key.substr(0, key.find('/'));
+        s.label = (runs.size() > 1 ? r.name + " " : "") +
+                  (part == "train" || part == "test" ? part : key == "peak_tensor_bytes" ? "tensors" : key == "peak_rss_bytes" ? "RSS" : "");
+        const double scale = key.rfind("peak_", 0) == 0 ? 1.0 / (1 << 20) : 1.0;
+        for (const auto& rec : r.metrics) {
+          const double v = value(rec, key);
+          if (std::isfinite(v)) s.points.emplace_back(rec.value("epoch", 0.0), v * scale);
+        }
+        if (!s.points.empty()) series.push_back(s);
+      }
+    }
+    body += svg_line_chart(title, "epoch", series);
+  }
+  body += "</div>\n";
+  for (const auto& r : runs) {
+    body += "<h2>Run " + escape(r.name) + "</h2>\n<p class=\"path\">" + escape(r.dir) + "</p>\n";
+    const auto info = train::read_checkpoint_info((fs::path(r.dir) / "checkpoint.pt").string());
+    try {
+      const auto spec = train::read_run_spec(info, r.dir);
+      std::string tasks;
+      for (const auto& t : spec.tasks) tasks += fmt::format("{}{} ({}, {})", tasks.empty() ? "" : "; ", t.name, t.activation, t.outputs);
+      body += fmt::format("<table><tr><th>method</th><td>{}</td></tr><tr><th>data set</th><td>{}</td></tr>"
+                          "<tr><th>tasks</th><td>{}</td></tr><tr><th>input</th><td>{} {}x{}, {} channel(s), patch {} "
+                          "stride {}</td></tr><tr><th>trained</th><td>{} epochs, {} steps</td></tr>"
+                          "<tr><th>written by</th><td>tessera {} (commit {}, LibTorch {})</td></tr></table>\n",
+                          escape(spec.method), escape(spec.dataset), escape(tasks), spec.input.kind, spec.input.height,
+                          spec.input.width, spec.input.channels, spec.input.patch, spec.input.stride, info.state.epoch,
+                          info.state.step, escape(spec.tessera_version), escape(spec.commit), escape(spec.libtorch_version));
+      body += "<details><summary>run spec</summary><pre>" + escape(train::to_json(spec).dump(2)) + "</pre></details>\n";
+    } catch (const Error& e) {
+      body += "<p class=\"note\">" + escape(e.what()) + "</p>\n";
+    }
+    body += "<details><summary>config</summary><pre>" + escape(info.config_yaml) + "</pre></details>\n";
+    if (!r.metrics.empty() && r.metrics.back().contains("test")) {
+      body += "<p>Last test metrics: <code>" + escape(r.metrics.back()["test"].dump()) + "</code></p>\n";
+    }
+    body += run_pictures(r.dir, o.pictures, scratch);
+  }
+  const auto now = std::time(nullptr);
+  std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>tessera report</title>\n"
+                     "<style>body{font-family:sans-serif;margin:24px;max-width:1500px}.charts{display:flex;flex-wrap:wrap;gap:8px}"
+                     ".chart{border:1px solid #ddd;background:#fff}table{border-collapse:collapse}th,td{border:1px solid #ccc;"
+                     "padding:3px 8px;text-align:left}pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:400px}"
+                     ".pictures{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0}img{max-width:420px;border:1px solid #ccc}"
+                     "figcaption{font-size:12px}.note{color:#a33}.path{color:#666;font-size:12px}</style></head><body>\n";
+  html += fmt::format("<h1>tessera report</h1>\n<p>{} run(s), written {:%Y-%m-%d %H:%M} by {}.</p>\n", runs.size(),
+                      fmt::localtime(now), escape(version_line()));
+  html += body + "</body></html>\n";
+  write_file_atomic(out, html);
+  return out;
+}
+
+}  // namespace tessera::app

@@ -1,0 +1,93 @@
+// tessera report: one self-contained HTML page for several runs, checked in a real headless browser
+// (Debian's chromium): the charts are SVG in the rendered DOM, the pictures are inline, nothing is
+// fetched and no script runs.
+#include <nlohmann/json.hpp>
+
+#include "helpers.h"
+#include "tessera/app/report.h"
+#include "tessera/train/experiment.h"
+#include "tessera/train/trainer.h"
+
+namespace tessera {
+namespace {
+namespace fs = std::filesystem;
+
+int count_of(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST(Report, ChartsOverlaidRunsAndPicturesRenderInHeadlessChromium) {
+  testing::TempDir dir;
+  fs::create_directories(dir.file("mnist"));
+  testing::write_fake_mnist(dir.file("mnist"));
+  // Two short IPS runs on Megapixel MNIST with different learning rates, overlaid in one report.
+  for (const std::string name : {"slow", "fast"}) {
+    auto c = testing::tiny_config(dir.file("mnist"), dir.file(name));
+    c.train.epochs = 3;
+    c.train.lr = name == "fast" ? 3e-3 : 1e-3;
+    c.data.workers = 0;
+    train::apply_runtime(c);
+    auto [train_set, test_set] = train::make_datasets(c);
+    auto method = train::make_method(c, train_set->tasks());
+    train::Trainer(c, *method, train_set, test_set).fit(false);
+  }
+  const auto log = dir.file("log.txt");
+  const auto html_path = dir.file("report.html");
+  ASSERT_EQ(testing::run_cli("report --threads 1 --pictures 2 --run " + dir.file("slow") + " --run " + dir.file("fast") +
+                                 " --out " + html_path,
+                             log),
+            0)
+      << testing::read_text(log);
+  const auto html = testing::read_text(html_path);
+  EXPECT_EQ(count_of(html, "<script"), 0);
+  EXPECT_EQ(count_of(html, "http://") - count_of(html, "http://www.w3.org/2000/svg"), 0);  // nothing to fetch
+  EXPECT_GE(count_of(html, "<svg"), 6);  // loss, four task metrics, lr, time, memory
+  EXPECT_GE(count_of(html, "data:image/png;base64,"), 4);  // two selection pictures per run
+  EXPECT_NE(html.find("majority"), std::string::npos);
+  EXPECT_NE(html.find("slow test"), std::string::npos);  // overlaid series are labelled by run
+  EXPECT_NE(html.find("fast test"), std::string::npos);
+  EXPECT_NE(html.find("&quot;format_version&quot;: 2"), std::string::npos);  // the run spec
+
+  // The page as a browser builds it: the SVG charts are in the DOM, and a screenshot renders.
+  const std::string chromium = "/usr/bin/chromium";
+  ASSERT_TRUE(fs::exists(chromium)) << "needs Debian's chromium (scripts/install-deps.sh installs it)";
+  const std::string flags = " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-sync "
+                            "--disable-background-networking --disable-component-update --user-data-dir=" +
+                            dir.file("profile") + " ";
+  const auto dom_path = dir.file("dom.html");
+  ASSERT_EQ(std::system((chromium + flags + "--dump-dom file://" + html_path + " > " + dom_path + " 2> " + log).c_str()), 0)
+      << testing::read_text(log);
+  const auto dom = testing::read_text(dom_path);
+  EXPECT_GE(count_of(dom, "<svg"), 6) << dom.substr(0, 400);
+  EXPECT_GE(count_of(dom, "<polyline"), 6);
+  EXPECT_EQ(count_of(testing::read_text(log), "Uncaught"), 0) << testing::read_text(log);
+  ASSERT_EQ(std::system((chromium + flags + "--window-size=1400,1800 --screenshot=" + dir.file("shot.png") + " file://" +
+                         html_path + " > " + log + " 2>&1")
+                            .c_str()),
+            0)
+      << testing::read_text(log);
+  EXPECT_GT(fs::file_size(dir.file("shot.png")), 10000u);
+}
+
+TEST(Report, SvgChartHandlesFlatAndEmptySeries) {
+  const auto flat = app::svg_line_chart("loss", "epoch", {{"a", {{1, 0.5}, {2, 0.5}}}});
+  EXPECT_NE(flat.find("<polyline"), std::string::npos);
+  EXPECT_EQ(flat.find("nan"), std::string::npos);
+  EXPECT_NE(app::svg_line_chart("loss", "epoch", {}).find("no data"), std::string::npos);
+  EXPECT_NE(app::svg_line_chart("a<b", "epoch", {}).find("a&lt;b"), std::string::npos);
+}
+
+TEST(Report, MissingRunSaysSo) {
+  testing::TempDir dir;
+  try {
+    app::write_report({{dir.file("nothing")}, "", 0, 1});
+    FAIL() << "no error for a missing run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("has no checkpoint.pt"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace tessera
