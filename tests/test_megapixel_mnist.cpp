@@ -94,6 +94,54 @@ TEST_F(MegapixelMnistTest, NoiseGlyphsAreDrawnAwayFromTheBorder) {
   EXPECT_EQ(image.slice(1, 0, 28).sum().item<float>(), 0.f);
 }
 
+// The reference's glyphs: each stroke is a connected line from a top corner (x from 0 along the rows,
+// columns round(a x)), one from (0, 0) and, in the flipped copy, possibly one from (0, 27); pixels
+// carry their own intensity in [0.8, 1]. Rasterising with gaps (steep lines as dots) or lines through
+// the centre fails here.
+TEST_F(MegapixelMnistTest, GlyphStrokesAreConnectedLinesFromATopCorner) {
+  const auto set = make(3);
+  const auto bank = set.glyph_bank();
+  int with_two_intensities = 0;
+  for (int64_t g = 0; g < bank.size(0); ++g) {
+    const auto glyph = bank[g];
+    const auto on = glyph.gt(0);
+    ASSERT_TRUE(on[0][0].item<bool>()) << "glyph " << g << " does not start at (0, 0)";
+    const auto values = glyph.masked_select(on);
+    EXPECT_GE(values.min().item<float>(), 0.8f - 1e-6);
+    EXPECT_LE(values.max().item<float>(), 1.0f + 1e-6);
+    with_two_intensities += values.max().item<float>() > values.min().item<float>();
+    // 8-connected components of the set pixels, each holding a top corner.
+    auto label = torch::zeros({28, 28}, torch::kInt);
+    int components = 0;
+    for (int r = 0; r < 28; ++r) {
+      for (int c = 0; c < 28; ++c) {
+        if (!on[r][c].item<bool>() || label[r][c].item<int>() != 0) continue;
+        ++components;
+        bool corner = false;
+        std::vector<std::pair<int, int>> stack{{r, c}};
+        label[r][c] = components;
+        while (!stack.empty()) {
+          const auto [y, x] = stack.back();
+          stack.pop_back();
+          corner |= y == 0 && (x == 0 || x == 27);
+          for (int dy = -1; dy <= 1; ++dy) {
+            for (int dx = -1; dx <= 1; ++dx) {
+              const int ny = y + dy, nx = x + dx;
+              if (ny < 0 || nx < 0 || ny >= 28 || nx >= 28 || !on[ny][nx].item<bool>() || label[ny][nx].item<int>()) continue;
+              label[ny][nx] = components;
+              stack.emplace_back(ny, nx);
+            }
+          }
+        }
+        EXPECT_TRUE(corner) << "glyph " << g << ": a stroke does not reach a top corner";
+      }
+    }
+    EXPECT_LE(components, 2) << "glyph " << g << " has gaps in its strokes";
+    EXPECT_GE(on.sum().item<int64_t>(), 28) << "glyph " << g;  // at least one full-length stroke
+  }
+  EXPECT_GT(with_two_intensities, 40);  // intensity is drawn per pixel, not per glyph
+}
+
 TEST_F(MegapixelMnistTest, RejectsImpossibleSettings) {
   data::MegapixelMnistOptions o;
   o.height = o.width = 40;

@@ -153,12 +153,18 @@ TEST(PatchGd, AccumulationOfOneStepsEveryIteration) {
   EXPECT_EQ(steps, 4);
 }
 
-TEST(PatchGd, PredictIsDeterministicAndSumsToOne) {
+// Prediction is deterministic and per image: the same image gets the same outputs alone or in a batch
+// (eval-mode BatchNorm; a train-mode fill would mix the images' statistics).
+TEST(PatchGd, PredictIsDeterministicAndPerImage) {
   auto method = make_patchgd(tiny_net(5), 0.5);
-  const auto batch = tiny_batch(2);
+  const auto batch = tiny_batch(3);
+  torch::optim::SGD sgd(method.module().parameters(), torch::optim::SGDOptions(0.05));
+  method.train_step(batch, sgd);  // running statistics away from their initial values
   const auto a = method.predict(batch).at("label"), b = method.predict(batch).at("label");
   EXPECT_TRUE(torch::equal(a, b));
-  EXPECT_LT((a.sum(1) - 1).abs().max().item<double>(), 1e-5);
+  data::Batch one;
+  one.images = batch.images.slice(0, 1, 2);
+  EXPECT_LT((method.predict(one).at("label")[0] - a[1]).abs().max().item<double>(), 1e-5);
 }
 
 TEST(PatchGd, PredictIsTheHeadOnTheEvalModeGridOfAllPatches) {
@@ -177,16 +183,39 @@ TEST(PatchGd, PredictIsTheHeadOnTheEvalModeGridOfAllPatches) {
   EXPECT_LT((predicted - expected).abs().max().item<double>(), 1e-5);
 }
 
-TEST(FullImage, GdExtendedHasExactlyPatchGdsParameters) {
-  auto patchgd = make_patchgd(tiny_net(6), 0.5);
-  methods::FullImage extended(tiny_net(6), kTasks, {}, torch::kCPU);
-  const auto a = patchgd.module().named_parameters(), b = extended.module().named_parameters();
+// GD-extended as the registry builds it from a config: PatchGD's parameters exactly (the same names
+// and shapes as the PatchGD network of the same config), and its logits are the head on the whole-image
+// feature map pooled to the patch grid and projected per cell.
+TEST(FullImage, GdExtendedIsPatchGdsNetworkOnThePooledWholeImageFeatureMap) {
+  Config c;
+  c.data.dataset = "csv";
+  c.data.height = c.data.width = kSide;
+  c.data.patch = c.data.stride = kPatch;
+  c.model.encoder = "resnet18";
+  c.model.in_channels = 1;
+  c.model.width = 8;
+  c.patchgd.latent = kLatent;
+  c.train.method = "patchgd";
+  const auto patchgd = methods::PatchGd::from_config(c, kTasks);
+  c.train.method = "gd_extended";
+  const auto extended = methods::FullImage::from_config(c, kTasks);
+  c.train.method = "gd";
+  const auto gd = methods::FullImage::from_config(c, kTasks);
+  const auto a = patchgd->module().named_parameters(), b = extended->module().named_parameters();
   ASSERT_EQ(a.size(), b.size());
   for (const auto& p : a) EXPECT_EQ(p.value().sizes(), b[p.key()].sizes()) << p.key();
-  torch::optim::SGD sgd(extended.module().parameters(), torch::optim::SGDOptions(0.01));
-  const auto result = extended.train_step(tiny_batch(), sgd);
-  EXPECT_TRUE(std::isfinite(result.loss));
-  EXPECT_EQ(result.outputs.at("label").sizes(), (std::vector<int64_t>{3, kClasses}));
+  EXPECT_LT(gd->module().named_parameters().size(), a.size());  // plain GD has no head
+
+  auto net = extended->net();
+  net->eval();
+  torch::NoGradGuard no_grad;
+  const auto x = tiny_batch(2).images;
+  const auto grid = data::PatchGrid::fit(kSide, kSide, kPatch, kPatch);
+  const auto cells = torch::adaptive_avg_pool2d(net->backbone->features(x), {grid.rows, grid.cols});
+  const auto z = net->backbone->project(cells.permute({0, 2, 3, 1})).permute({0, 3, 1, 2});
+  EXPECT_TRUE(torch::allclose(extended->logits(x), net->head->forward(z), 1e-5, 1e-6));
+  // Not the backbone's plain pooled output: the grid keeps where things are.
+  EXPECT_EQ(z.sizes(), (std::vector<int64_t>{2, kLatent, grid.rows, grid.cols}));
 }
 
 TEST(FullImage, GdDownscalesBeforeTheBackbone) {

@@ -223,6 +223,23 @@ TEST(Registry, PairsThatCannotTrainFailValidationNamingBoth) {
   for (const auto& m : train::method_registry()) EXPECT_TRUE(m.make && !m.memory_knobs.empty()) << m.name;
 }
 
+// The IPS reference's first step runs at the schedule's LR of step 1 (not 0); PatchGD's starts at 0.
+TEST(Schedule, IpsFirstStepLearnsPatchGdFirstStepIsAtZero) {
+  for (const std::string method : {"ips", "patchgd"}) {
+    testing::TempDir dir;
+    auto c = pair_config({method, "ultramnist"}, dir);
+    c.train.warmup_epochs = 1;
+    c.data.train_size = 4;  // two steps per epoch: the first is the warm-up's first
+    train::apply_runtime(c);
+    auto [train_set, test_set] = train::make_datasets(c);
+    auto m = train::make_method(c, train_set->tasks());
+    const auto before = m->encoder().named_parameters()["conv1.weight"].detach().clone();
+    train::Trainer(c, *m, train_set, test_set).fit(false, /*stop_after_steps=*/1);
+    const bool moved = !torch::equal(before, m->encoder().named_parameters()["conv1.weight"]);
+    EXPECT_EQ(moved, method == "ips") << method;
+  }
+}
+
 TEST(StepContext, ChecksThatPendingGradientsAreCompletedBeforeTheStep) {
   torch::nn::Linear model(2, 1);
   torch::optim::SGD sgd(model->parameters(), 0.1);

@@ -13,19 +13,23 @@ namespace {
 
 constexpr int64_t kDigit = 28;
 
-// Bank of line glyphs: a line at angle tan(u*pi/2.5) sampled at 56 points, OR-ed with a shuffled and
-// partly flipped copy of the bank so glyphs look like crossed strokes.
+// Bank of line glyphs as the reference rasterises them: slope a = tan(u * pi / 2.5), x at 56 evenly
+// spaced points in [0, min(27.49, 27.49 / a)], pixel (row round(x), column round(a x)) set to its own
+// intensity 0.8 + 0.2 u, so every line starts at the corner (0, 0). The bank is OR-ed (maximum) with a
+// shuffled copy of itself whose glyphs are each flipped along the columns twice, each time with
+// probability 0.33.
 torch::Tensor make_glyph_bank(int64_t n, uint64_t seed) {
   Rng rng(mix(seed ^ 0x6c696e6573ULL));
   auto bank = torch::zeros({n, kDigit, kDigit});
   auto b = bank.accessor<float, 3>();
+  constexpr double kExtent = 27.49;
   for (int64_t g = 0; g < n; ++g) {
-    const double slope = std::tan(rng.uniform() * M_PI / 2.5);
-    const float value = static_cast<float>(rng.uniform() * 0.2 + 0.8);
+    const double a = std::tan(rng.uniform() * M_PI / 2.5);
+    const double m = a > 0 ? std::min(kExtent, kExtent / a) : kExtent;
     for (int p = 0; p < 56; ++p) {
-      const double x = p * (kDigit - 1) / 55.0;
-      const double y = std::round(slope * (x - 13.5) + 13.5);
-      if (y >= 0 && y < kDigit) b[g][static_cast<int64_t>(y)][static_cast<int64_t>(std::round(x))] = value;
+      const double x = m * p / 55.0;
+      const auto row = static_cast<int64_t>(std::round(x)), col = static_cast<int64_t>(std::round(a * x));
+      if (row < kDigit && col < kDigit) b[g][row][col] = static_cast<float>(0.8 + 0.2 * rng.uniform());
     }
   }
   std::vector<int64_t> perm(n);
@@ -33,7 +37,9 @@ torch::Tensor make_glyph_bank(int64_t n, uint64_t seed) {
   for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[rng.integer(0, i)]);
   auto copy = bank.index_select(0, torch::tensor(perm));
   for (int64_t i = 0; i < n; ++i) {
-    if (rng.uniform() < 1.0 / 3.0) copy[i] = copy[i].flip({1});
+    for (int flip = 0; flip < 2; ++flip) {
+      if (rng.uniform() < 0.33) copy[i] = copy[i].flip({1});
+    }
   }
   return torch::maximum(bank, copy);
 }
@@ -56,6 +62,10 @@ MegapixelMnist::MegapixelMnist(std::shared_ptr<const MnistDigits> digits, Megapi
   TESSERA_CHECK(o.n_target >= 1 && o.n_other >= 0 && o.n_target > o.n_other, "need n_target > n_other >= 0 so the "
                 "majority digit is defined, got ", o.n_target, " and ", o.n_other);
   TESSERA_CHECK(o.size >= 0, "data set size must be >= 0");
+  for (int64_t c = 0; c < 10; ++c) {
+    TESSERA_CHECK(!digits_->by_class[c].empty(), "the MNIST digits have no image of class ", c,
+                  "; Megapixel MNIST needs all ten (check data.mnist_dir)");
+  }
   // Rejection placement must terminate: each placed digit rules out at most (2*28-1)^2 top-left
   // positions, so with this many positions a free one always remains for the last digit.
   const double positions = double(o.height - kDigit + 1) * double(o.width - kDigit + 1);
@@ -76,15 +86,24 @@ std::vector<DigitPlacement> MegapixelMnist::layout(int64_t index) const {
   const auto& o = options_;
   Rng rng(mix(mix(static_cast<uint64_t>(o.seed)) ^ static_cast<uint64_t>(index)));
   const int64_t target = rng.integer(0, 9);
-  std::vector<int64_t> classes(o.n_target, target);
+  // Target digits from the target class; the others from all other images, so their classes follow
+  // MNIST's class frequencies (as the reference draws them).
+  std::vector<std::pair<int64_t, int64_t>> digits;  // (class, MNIST index)
+  const auto& pool = digits_->by_class[target];
+  for (int64_t i = 0; i < o.n_target; ++i) {
+    digits.emplace_back(target, pool[rng.integer(0, static_cast<int64_t>(pool.size()) - 1)]);
+  }
+  const int64_t n_images = digits_->labels.size(0);
+  const auto* labels = digits_->labels.data_ptr<int64_t>();
   for (int64_t i = 0; i < o.n_other; ++i) {
-    int64_t c = rng.integer(0, 8);
-    classes.push_back(c >= target ? c + 1 : c);  // uniform over the nine other classes
+    int64_t index = 0;
+    do {
+      index = rng.integer(0, n_images - 1);
+    } while (labels[index] == target);
+    digits.emplace_back(labels[index], index);
   }
   std::vector<DigitPlacement> placed;
-  for (int64_t c : classes) {
-    const auto& pool = digits_->by_class[c];
-    const int64_t mnist_index = pool[rng.integer(0, static_cast<int64_t>(pool.size()) - 1)];
+  for (const auto& [c, mnist_index] : digits) {
     while (true) {
       const int64_t row = rng.integer(0, o.height - kDigit), col = rng.integer(0, o.width - kDigit);
       bool overlaps = false;

@@ -332,6 +332,7 @@ MethodInfo ips_method() {
   m.memory_knobs = "train.batch_size, ips.M, ips.I or data.patch";
   m.picture = "selection";
   m.any_image_size = true;  // a patch grid of any size; positions index the grid
+  m.schedule_from_one = true;
   m.make = [](const Config& c, const std::vector<Task>& tasks) -> std::unique_ptr<Method> {
     return Ips::from_config(c, tasks);
   };

@@ -66,6 +66,7 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
   const int64_t steps_per_epoch = (train_set_->size() + t.batch_size - 1) / t.batch_size;
   const LrSchedule schedule{t.schedule,       t.lr, t.warmup_epochs, t.epochs, steps_per_epoch, t.min_lr_factor,
                             t.decay_epochs};
+  const int64_t offset = find_method(method_.name()).schedule_from_one ? 1 : 0;
   nlohmann::json last;
   int64_t steps_this_call = 0;
   while (state_.epoch < t.epochs) {
@@ -77,7 +78,7 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
     TaskMetrics metrics(method_.tasks());
     Progress progress(fmt::format("epoch {}/{}", state_.epoch + 1, t.epochs), loader.num_batches());
     while (auto batch = loader.next()) {
-      const double lr = schedule.at(state_.step);
+      const double lr = schedule.at(state_.step + offset);
       for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
       const auto labels = batch->labels;
       const int64_t size = batch->size();
@@ -97,7 +98,7 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
     const auto mem = memory::snapshot();
     nlohmann::json record{{"epoch", state_.epoch + 1},
                           {"step", state_.step},
-                          {"lr", schedule.at(state_.step)},
+                          {"lr", schedule.at(state_.step + offset)},
                           {"train", train_summary},
                           {"seconds", seconds},
                           {"peak_tensor_bytes", mem.peak_tensor_bytes},

@@ -63,6 +63,9 @@ struct MethodInfo {
   std::string picture;               // what predict draws: "selection" | "patch grid" | "" (none)
   bool plans_sampling_fraction = false;  // the planner may lower patchgd.q when no batch fits
   bool any_image_size = false;           // predicts images of any size (not only the training size)
+  // Step k runs at the schedule's LR of k + 1, as the IPS reference calls its schedule (its first step
+  // is not at LR 0); the PatchGD reference starts at 0.
+  bool schedule_from_one = false;
   std::function<std::unique_ptr<Method>(const Config&, const std::vector<Task>&)> make;
   std::function<void(const Config&)> validate;  // method-specific checks; may be empty
 };
