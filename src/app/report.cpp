@@ -239,8 +239,13 @@ std::string write_report(const ReportOptions& o) {
   // One chart per quantity: train and test overlaid, for every run.
   std::vector<std::pair<std::string, std::vector<std::string>>> charts;  // title, keys
   std::map<std::string, size_t> chart_of;
+  // Losses and task metrics first, then the learning rate, time and memory.
+  std::stable_sort(keys.begin(), keys.end(), [](const std::string& a, const std::string& b) {
+    const auto rank = [](const std::string& k) { return k.find('/') != std::string::npos ? 0 : k == "lr" ? 1 : k == "seconds" ? 2 : 3; };
+    return rank(a) < rank(b);
+  });
   for (const auto& key : keys) {
-    if (key == "epoch" || key == "step") continue;
+    if (key == "epoch" || key == "step" || key.find("samples") != std::string::npos) continue;
     std::string title = key;
     if (key.rfind("train/", 0) == 0 || key.rfind("test/", 0) == 0) title = key.substr(key.find('/') + 1);
     if (key == "lr") title = "learning rate";
@@ -260,8 +265,11 @@ std::string write_report(const ReportOptions& o) {
       for (const auto& key : chart_keys) {
         ChartSeries s;
         const auto part = key.substr(0, key.find('/'));
-        s.label = (runs.size() > 1 ? r.name + " " : "") +
-                  (part == "train" || part == "test" ? part : key == "peak_tensor_bytes" ? "tensors" : key == "peak_rss_bytes" ? "RSS" : "");
+        const std::string what = part == "train" || part == "test" ? part
+                                 : key == "peak_tensor_bytes"       ? "tensors"
+                                 : key == "peak_rss_bytes"          ? "RSS"
+                                                                    : "";
+        s.label = runs.size() > 1 || what.empty() ? r.name + (what.empty() ? "" : " " + what) : what;
         const double scale = key.rfind("peak_", 0) == 0 ? 1.0 / (1 << 20) : 1.0;
         for (const auto& rec : r.metrics) {
           const double v = value(rec, key);
