@@ -142,6 +142,15 @@ std::string run_pictures(const std::string& run_dir, int64_t count, const std::s
   }
 }
 
+std::string describe_input(const train::InputSpec& in) {
+  if (in.kind == "features") return fmt::format("feature bags, rows of {}", in.features);
+  const auto where = in.kind == "slide" ? (in.mpp > 0 ? fmt::format("slide patches at {} um/px", in.mpp)
+                                                      : fmt::format("slide patches at level {}", in.level))
+                                        : fmt::format("images {}x{}", in.height, in.width);
+  return fmt::format("{}, {} channel(s), patch {} stride {}{}", where, in.channels, in.patch, in.stride,
+                     in.normalization.empty() ? "" : ", normalised");
+}
+
 }  // namespace
 
 std::string svg_line_chart(const std::string& title, const std::string& x_label, const std::vector<ChartSeries>& series) {
@@ -289,11 +298,10 @@ std::string write_report(const ReportOptions& o) {
       std::string tasks;
       for (const auto& t : spec.tasks) tasks += fmt::format("{}{} ({}, {})", tasks.empty() ? "" : "; ", t.name, t.activation, t.outputs);
       body += fmt::format("<table><tr><th>method</th><td>{}</td></tr><tr><th>data set</th><td>{}</td></tr>"
-                          "<tr><th>tasks</th><td>{}</td></tr><tr><th>input</th><td>{} {}x{}, {} channel(s), patch {} "
-                          "stride {}</td></tr><tr><th>trained</th><td>{} epochs, {} steps</td></tr>"
+                          "<tr><th>tasks</th><td>{}</td></tr><tr><th>input</th><td>{}</td></tr>"
+                          "<tr><th>trained</th><td>{} epochs, {} steps</td></tr>"
                           "<tr><th>written by</th><td>tessera {} (commit {}, LibTorch {})</td></tr></table>\n",
-                          escape(spec.method), escape(spec.dataset), escape(tasks), spec.input.kind, spec.input.height,
-                          spec.input.width, spec.input.channels, spec.input.patch, spec.input.stride, info.state.epoch,
+                          escape(spec.method), escape(spec.dataset), escape(tasks), escape(describe_input(spec.input)), info.state.epoch,
                           info.state.step, escape(spec.tessera_version), escape(spec.commit), escape(spec.libtorch_version));
       body += "<details><summary>run spec</summary><pre>" + escape(train::to_json(spec).dump(2)) + "</pre></details>\n";
     } catch (const Error& e) {
