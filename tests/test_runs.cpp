@@ -240,6 +240,31 @@ TEST(Schedule, IpsFirstStepLearnsPatchGdFirstStepIsAtZero) {
   }
 }
 
+// A label column with one class cannot train a classifier: one error before training, naming it. A
+// binary slide label is one sigmoid output (BCE, AUC), as the IPS reference's CAMELYON16 setting.
+TEST(BadInput, OneClassLabelsFailBeforeTrainingAndBinarySlidesAreSigmoid) {
+  testing::TempDir dir;
+  auto c = pair_config({"ips", "csv"}, dir);
+  write_file_atomic(dir.file("images/one.csv"), "path,label\nimg0.png,0\nimg1.png,0\n");
+  c.data.train_csv = dir.file("images/one.csv");
+  c.data.classes = 0;
+  EXPECT_NE(error_of([&] { train::make_datasets(c); }).find("one.csv' holds only class 0"), std::string::npos);
+#ifdef TESSERA_WITH_SLIDES
+  testing::TempDir slides_dir;
+  auto s = pair_config({"ips", "feature_bags"}, slides_dir);
+  const auto tasks = train::make_datasets(s).first->tasks();
+  ASSERT_EQ(tasks.size(), 1u);
+  EXPECT_EQ(tasks[0].activation, "sigmoid");
+  EXPECT_EQ(tasks[0].outputs, 1);
+  std::string manifest = "slide,label,split\n";
+  for (int i = 0; i < 5; ++i) manifest += "slide" + std::to_string(i) + ".tif,0," + (i < 2 ? "train" : "test") + "\n";
+  write_file_atomic(s.data.manifest, manifest);
+  const auto msg = error_of([&] { train::make_datasets(s); });
+  EXPECT_NE(msg.find("label column 'label'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("holds only class 0"), std::string::npos) << msg;
+#endif
+}
+
 TEST(StepContext, ChecksThatPendingGradientsAreCompletedBeforeTheStep) {
   torch::nn::Linear model(2, 1);
   torch::optim::SGD sgd(model->parameters(), 0.1);

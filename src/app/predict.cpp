@@ -29,6 +29,8 @@ nlohmann::json describe_outputs(const TaskTensors& outputs, const std::vector<Ta
     j["outputs"][task.name] = std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
     if (task.activation == "softmax") {
       j["predicted"][task.name] = p.argmax().item<int64_t>();
+    } else if (task.outputs == 1) {  // one binary label
+      j["predicted"][task.name] = p[0].item<float>() >= 0.5f ? 1 : 0;
     } else {
       const auto on = p.ge(0.5).nonzero().view(-1).contiguous();
       j["predicted"][task.name] = std::vector<int64_t>(on.data_ptr<int64_t>(), on.data_ptr<int64_t>() + on.numel());

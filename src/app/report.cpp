@@ -110,7 +110,9 @@ std::string run_pictures(const std::string& run_dir, int64_t count, const std::s
       for (const auto& t : run.spec.tasks) {
         const auto& label = sample.labels.at(t.name);
         truth += fmt::format("{}{}={}", truth.empty() ? "" : ", ", t.name,
-                             t.activation == "softmax" ? std::to_string(label.item<int64_t>()) : "[multi-hot]");
+                             t.activation == "softmax" ? std::to_string(label.item<int64_t>())
+                             : t.outputs == 1          ? std::to_string(label[0].item<float>() >= 0.5f ? 1 : 0)
+                                                       : "[multi-hot]");
       }
       if (run.spec.input.kind == "image" && !info.picture.empty()) {
         const auto scores = run.method->patch_scores(batch);

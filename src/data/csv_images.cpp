@@ -55,6 +55,8 @@ CsvImages::CsvImages(CsvImagesOptions options) : options_(std::move(options)) {
   }
   TESSERA_CHECK(!paths_.empty(), "image list '", o.csv, "' has no rows; it needs a header and 'path,label' rows");
   classes_ = o.classes > 0 ? o.classes : max_label + 1;
+  TESSERA_CHECK(classes_ >= 2, "image list '", o.csv, "' holds only class ", max_label,
+                "; a classifier needs at least two classes (set data.classes if the others exist elsewhere)");
   TESSERA_CHECK(max_label < classes_, o.csv, " has label ", max_label, " but data.classes is ", classes_);
   TESSERA_CHECK(o.mean.size() == o.std.size() && (o.mean.empty() || static_cast<int64_t>(o.mean.size()) == o.channels),
                 "data.mean and data.std need one value per channel (", o.channels, ")");
@@ -79,26 +81,23 @@ DatasetInfo csv_dataset() {
   info.summary = "your own images: CSV files of path,label rows";
   info.make = [](const Config& c, Splits splits, const std::vector<Task>* tasks) {
     const auto& d = c.data;
-    const auto make = [&](const std::string& csv) -> DatasetPtr {
+    const auto make = [&](const std::string& csv, int64_t train_classes) -> DatasetPtr {
       if (csv.empty()) return nullptr;
       CsvImagesOptions o;
       o.csv = csv;
       o.height = d.height;
       o.width = d.width;
       o.channels = d.channels;
-      o.classes = tasks ? tasks->front().outputs : d.classes;
+      o.classes = tasks ? tasks->front().outputs : d.classes > 0 ? d.classes : train_classes;
       o.ordinal = d.ordinal;
       o.mean = parse_floats(d.mean, "data.mean");
       o.std = parse_floats(d.std, "data.std");
       return std::make_shared<CsvImages>(o);
     };
     TESSERA_CHECK(!splits.train || !d.train_csv.empty(), "data.dataset csv needs data.train_csv (a CSV of path,label rows)");
-    auto train = splits.train ? make(d.train_csv) : nullptr;
-    auto test = splits.test ? make(d.test_csv) : nullptr;
-    if (train && test && d.classes == 0 && !tasks) {  // both sets must agree on the class count
-      TESSERA_CHECK(test->tasks()[0].outputs <= train->tasks()[0].outputs, d.test_csv, " has more classes than ",
-                    d.train_csv, "; set data.classes");
-    }
+    auto train = splits.train ? make(d.train_csv, 0) : nullptr;
+    // The test set takes the training set's class count (a test file may lack some classes).
+    auto test = splits.test ? make(d.test_csv, train ? train->tasks()[0].outputs : 0) : nullptr;
     return std::pair<DatasetPtr, DatasetPtr>{train, test};
   };
   return info;

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cstring>
+#include <set>
 #include <filesystem>
 #include <thread>
 
@@ -88,15 +89,19 @@ SlideDataOptions slide_data_options(const Config& c, const std::string& split) {
   return o;
 }
 
-std::vector<Task> manifest_tasks(const std::vector<ManifestEntry>& entries, const std::map<std::string, int64_t>& fixed) {
-  std::map<std::string, int64_t> classes = fixed;
+std::vector<Task> manifest_tasks(const std::vector<ManifestEntry>& entries, const std::string& manifest) {
+  std::map<std::string, std::set<int64_t>> seen;
   for (const auto& e : entries) {
-    for (const auto& [task, label] : e.labels) {
-      if (!fixed.count(task)) classes[task] = std::max(classes[task], label + 1);
-    }
+    for (const auto& [task, label] : e.labels) seen[task].insert(label);
   }
   std::vector<Task> tasks;
-  for (const auto& [task, n] : classes) tasks.push_back({task, "softmax", std::max<int64_t>(n, 2), false});
+  for (const auto& [task, labels] : seen) {
+    TESSERA_CHECK(labels.size() >= 2, "label column '", task, "' of ", manifest, " holds only class ", *labels.begin(),
+                  "; a classifier needs slides of at least two classes");
+    const int64_t classes = *labels.rbegin() + 1;
+    if (classes == 2) tasks.push_back({task, "sigmoid", 1, false});
+    else tasks.push_back({task, "softmax", classes, false});
+  }
   return tasks;
 }
 
@@ -105,12 +110,14 @@ SlideDataset::SlideDataset(SlideDataOptions options) : options_(std::move(option
   if (o.cache_dir.empty()) o.cache_dir = (fs::path(o.manifest).parent_path() / "tessera-cache").string();
   TESSERA_CHECK(!o.features || !o.features_dir.empty(), "feature bags need slide.features_dir (tessera extract-features --out)");
   const auto all = read_manifest(o.manifest);
-  tasks_ = manifest_tasks(all, o.classes);  // from the whole manifest, so every split agrees
+  tasks_ = o.tasks.empty() ? manifest_tasks(all, o.manifest) : o.tasks;  // the whole manifest: every split agrees
   for (const auto& e : select_split(all, o.split)) {
     try {
       for (const auto& t : tasks_) {
         TESSERA_CHECK(e.labels.count(t.name), "slide '", e.id, "' has no '", t.name, "' label in ", o.manifest);
-        TESSERA_CHECK(e.labels.at(t.name) < t.outputs, "slide '", e.id, "' label ", e.labels.at(t.name), " >= ", t.outputs, " classes");
+        const int64_t classes = t.activation == "sigmoid" ? 2 : t.outputs;
+        TESSERA_CHECK(e.labels.at(t.name) < classes, "slide '", e.id, "' label ", e.labels.at(t.name), " >= ", classes,
+                      " classes of task '", t.name, "'");
       }
       if (o.features) {
         FeatureBag bag((fs::path(o.features_dir) / (e.id + ".h5")).string());
@@ -140,7 +147,10 @@ data::PatchBagPtr SlideDataset::bag(int64_t index) const {
 data::Sample SlideDataset::get(int64_t index) const {
   data::Sample s;
   s.bag = bag(index);
-  for (const auto& t : tasks_) s.labels[t.name] = torch::tensor(entries_.at(index).labels.at(t.name), torch::kLong);
+  for (const auto& t : tasks_) {
+    const int64_t label = entries_.at(index).labels.at(t.name);
+    s.labels[t.name] = t.activation == "sigmoid" ? torch::full({1}, static_cast<float>(label)) : torch::tensor(label, torch::kLong);
+  }
   return s;
 }
 
@@ -163,7 +173,7 @@ data::DatasetInfo slide_info(bool features) {
     const auto make = [&](const std::string& split) -> data::DatasetPtr {
       auto o = slide_data_options(c, split);
       if (tasks) {
-        for (const auto& t : *tasks) o.classes[t.name] = t.outputs;
+        o.tasks = *tasks;
       }
       return std::make_shared<SlideDataset>(o);
     };

@@ -32,7 +32,8 @@ nlohmann::json TaskMetrics::summary() const {
       if (t.outputs == 2 && lab.eq(1).any().item<bool>() && lab.eq(0).any().item<bool>()) {
         j[t.name]["auc"] = roc_auc(out.select(-1, 1), lab);
       }
-    } else if (t.outputs == 1) {
+    } else if (t.outputs == 1) {  // one binary label
+      j[t.name]["accuracy"] = out.reshape(-1).ge(0.5).eq(lab.reshape(-1).ge(0.5)).to(torch::kDouble).mean().item<double>();
       j[t.name]["auc"] = roc_auc(out.reshape(-1), lab.reshape(-1));
     } else {
       const auto predicted = out.ge(0.5);

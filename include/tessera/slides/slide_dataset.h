@@ -51,11 +51,13 @@ struct SlideDataOptions {
   bool skip_errors = false;
   int64_t read_workers = 2;
   std::vector<float> mean, std;
-  std::map<std::string, int64_t> classes;  // per task; absent: max label + 1 over the manifest
+  std::vector<Task> tasks;  // fixed tasks (a run's spec); empty: from the manifest
 };
 SlideDataOptions slide_data_options(const Config& config, const std::string& split);
-// One softmax task per label column, with max label + 1 classes (at least 2) over the whole manifest.
-std::vector<Task> manifest_tasks(const std::vector<ManifestEntry>& entries, const std::map<std::string, int64_t>& classes = {});
+// One task per label column over the whole manifest: a binary column (labels 0 and 1) is one sigmoid
+// output trained with binary cross-entropy, as the IPS reference's CAMELYON16 setting; more classes
+// are a softmax over max label + 1. A column with one class only is an error naming it.
+std::vector<Task> manifest_tasks(const std::vector<ManifestEntry>& entries, const std::string& manifest);
 
 class SlideDataset final : public data::Dataset {
  public:
