@@ -63,6 +63,7 @@ namespace {
 MethodInfo full_image_method(bool extended) {
   MethodInfo m;
   m.name = extended ? "gd_extended" : "gd";
+  m.config_sections = extended ? std::vector<std::string>{"gd", "patchgd"} : std::vector<std::string>{"gd"};
   m.summary = extended ? "full-image baseline with PatchGD's backbone and head" : "full-image baseline: backbone + Linear";
   m.inputs = {"image"};
   m.single_softmax_task = true;

@@ -327,6 +327,7 @@ Method::PatchScores Ips::patch_scores(const data::Batch& batch) {
 MethodInfo ips_method() {
   MethodInfo m;
   m.name = "ips";
+  m.config_sections = {"ips"};
   m.summary = "Iterative Patch Selection: score all patches without gradients, train on the M best";
   m.inputs = {"image", "slide", "features"};
   m.memory_knobs = "train.batch_size, ips.M, ips.I or data.patch";

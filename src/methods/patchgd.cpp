@@ -196,6 +196,7 @@ Method::PatchScores PatchGd::patch_scores(const data::Batch& batch) {
 MethodInfo patchgd_method() {
   MethodInfo m;
   m.name = "patchgd";
+  m.config_sections = {"patchgd"};
   m.summary = "Patch Gradient Descent: a latent grid of patch vectors, re-encoded in sampled chunks";
   m.inputs = {"image"};
   m.single_softmax_task = true;

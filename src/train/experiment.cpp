@@ -108,7 +108,12 @@ RunSpec read_run_spec(const Checkpoint& checkpoint, const std::string& path) {
   }
   try {
     const auto train_set = dataset.make(config, {true, false}, nullptr).first;
-    return make_run_spec(config, train_set->tasks(), train_set->normalization());
+    auto tasks = train_set->tasks();
+    // Format-1 runs trained every slide label column as a softmax, binary ones over 2 classes.
+    for (auto& t : tasks) {
+      if (dataset.input != "image" && t.activation == "sigmoid" && t.outputs == 1) t = {t.name, "softmax", 2, false};
+    }
+    return make_run_spec(config, tasks, train_set->normalization());
   } catch (const Error& e) {
     fail("checkpoint '", path, "' was written before run specs (format 1), and its tasks can only be recovered from "
          "its ", config.data.dataset, " data set, which cannot be opened (", e.what(),

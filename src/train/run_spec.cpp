@@ -10,14 +10,19 @@
 namespace tessera::train {
 namespace {
 
-// Config keys that describe the network and the method (not the data, the run or the machine).
+// Config keys that describe the network and the method (not the data, the run or the machine): the
+// model section, the method's own sections, and how slide patches are found and read.
 // model.weights and model.init_from only initialise training: a finished run never reads them again.
-bool is_model_key(const std::string& key) {
-  for (const char* prefix : {"model.", "ips.", "patchgd.", "gd."}) {
-    if (key.rfind(prefix, 0) == 0) return key != "model.weights" && key != "model.init_from";
+bool is_model_key(const std::string& key, const methods::MethodInfo& method, const std::string& input) {
+  if (key.rfind("model.", 0) == 0) return key != "model.weights" && key != "model.init_from";
+  for (const auto& section : method.config_sections) {
+    if (key.rfind(section + ".", 0) == 0) return true;
   }
-  return key == "train.method" || key == "train.seed" || key == "slide.backend" || key == "slide.tissue" ||
-         key == "slide.min_tissue" || key == "slide.read_workers";
+  if (input == "slide" && (key == "slide.backend" || key == "slide.tissue" || key == "slide.min_tissue" ||
+                           key == "slide.read_workers")) {
+    return true;
+  }
+  return key == "train.method" || key == "train.seed";
 }
 
 std::string join_floats(const std::vector<float>& v) {
@@ -96,8 +101,9 @@ RunSpec make_run_spec(const Config& config, const std::vector<Task>& tasks, cons
   if (s.input.kind == "features") s.input.features = config.model.in_features;
   s.input.normalization = normalization;
   Config copy = config;  // fields() binds to the object it is called on
+  const auto& method = find_method(config.train.method);
   for (auto& f : copy.fields()) {
-    if (is_model_key(f.key)) s.options.emplace_back(f.key, f.get());
+    if (is_model_key(f.key, method, s.input.kind)) s.options.emplace_back(f.key, f.get());
   }
   return s;
 }

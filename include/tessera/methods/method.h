@@ -56,6 +56,7 @@ class Method {
 struct MethodInfo {
   std::string name;
   std::string summary;
+  std::vector<std::string> config_sections;  // its config sections besides model (e.g. "ips"): the run spec keeps these
   std::vector<std::string> inputs;   // input kinds it trains on: image | slide | features
   bool single_softmax_task = false;  // trains exactly one softmax task
   int64_t min_batch_size = 1;        // smallest batch a training step supports
