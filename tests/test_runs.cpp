@@ -312,6 +312,31 @@ TEST(RunSpec, WrittenToConfigAndCheckpointWithVersions) {
   EXPECT_EQ(opened.method->tasks().size(), 4u);
 }
 
+// train.time_limit stops a run after that many seconds of training steps, evaluates, checkpoints the
+// exact position; resuming with a larger limit continues from there.
+TEST(TimeLimit, StopsEvaluatesAndResumesWhereItStopped) {
+  testing::TempDir dir;
+  auto c = pair_config({"ips", "megapixel_mnist"}, dir);
+  c.data.train_size = 8;  // four steps per epoch
+  c.train.time_limit = 1e-6;  // passed by the first step
+  train::apply_runtime(c);
+  auto [train_set, test_set] = train::make_datasets(c);
+  auto method = train::make_method(c, train_set->tasks());
+  const auto record = train::Trainer(c, *method, train_set, test_set).fit(false);
+  EXPECT_EQ(record.value("stopped", ""), "time_limit");
+  EXPECT_TRUE(record.contains("test"));
+  const auto state = train::read_checkpoint_info(c.run_dir + "/checkpoint.pt").state;
+  EXPECT_EQ(state.step, 1);
+  EXPECT_EQ(state.batch_in_epoch, 1);
+  EXPECT_GT(state.train_seconds, 0);
+  // Resuming within the same limit does nothing; a larger one finishes the epoch from step 2.
+  EXPECT_EQ(train::Trainer(c, *method, train_set, test_set).fit(true).value("step", 0), 1);
+  c.train.time_limit = 0;
+  const auto done = train::Trainer(c, *method, train_set, test_set).fit(true);
+  EXPECT_EQ(done.value("step", 0), 4);
+  EXPECT_EQ(train::read_checkpoint_info(c.run_dir + "/checkpoint.pt").state.epoch, 1);
+}
+
 TEST(RunSpec, ResumingAFinishedRunSaysSoAndSucceeds) {
   testing::TempDir dir;
   const auto run = trained_ips_run(dir);

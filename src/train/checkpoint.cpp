@@ -49,6 +49,7 @@ void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::o
   archive.write("state.epoch", scalar(state.epoch));
   archive.write("state.step", scalar(state.step));
   archive.write("state.batch_in_epoch", scalar(state.batch_in_epoch));
+  archive.write("state.train_seconds", torch::tensor(state.train_seconds, torch::kDouble));
   archive.write("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
   archive.write("config", c10::IValue(config_yaml));
   archive.write("spec", c10::IValue(spec_json));
@@ -83,6 +84,8 @@ Checkpoint read_info(torch::serialize::InputArchive& archive, const std::string&
     c.state.epoch = read_int(archive, "state.epoch");
     c.state.step = read_int(archive, "state.step");
     c.state.batch_in_epoch = read_int(archive, "state.batch_in_epoch");
+    torch::Tensor seconds;
+    if (archive.try_read("state.train_seconds", seconds)) c.state.train_seconds = seconds.item<double>();
     c10::IValue text;
     archive.read("config", text);
     c.config_yaml = text.toStringRef();

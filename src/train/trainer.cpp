@@ -56,10 +56,19 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
                 run_.path(), t.epochs);
       return last_record(run_.file("metrics.jsonl"));
     }
+    if (t.time_limit > 0 && state_.train_seconds >= t.time_limit) {
+      log::info("{} already used its train.time_limit of {:.0f} s; nothing to resume (raise it to train longer)",
+                run_.path(), t.time_limit);
+      return last_record(run_.file("metrics.jsonl"));
+    }
     log::info("resumed from {} at epoch {}, step {}", checkpoint_path(), state_.epoch + 1, state_.step);
-  } else if (std::filesystem::exists(checkpoint_path())) {
-    log::warn("{} holds an earlier run; starting afresh (use --resume to continue it)", run_.path());
-    std::filesystem::remove(run_.file("metrics.jsonl"));
+  } else {
+    if (std::filesystem::exists(checkpoint_path())) {
+      log::warn("{} holds an earlier run; starting afresh (use --resume to continue it)", run_.path());
+      std::filesystem::remove(run_.file("metrics.jsonl"));
+    }
+    // A backbone trained by another run brings its training time along (it counts against time_limit).
+    if (!config_.model.init_from.empty()) state_.train_seconds = read_checkpoint_info(config_.model.init_from).state.train_seconds;
   }
   run_.write_text("config.yaml", config_with_spec_yaml(config_, spec_));
 
@@ -77,6 +86,8 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
     data::Loader loader(train_set_, order, t.batch_size, config_.data.workers, config_.data.prefetch);
     TaskMetrics metrics(method_.tasks());
     Progress progress(fmt::format("epoch {}/{}", state_.epoch + 1, t.epochs), loader.num_batches());
+    auto mark = std::chrono::steady_clock::now();
+    bool out_of_time = false;
     while (auto batch = loader.next()) {
       const double lr = schedule.at(state_.step + offset);
       for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
@@ -87,13 +98,18 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
       ++state_.step;
       ++state_.batch_in_epoch;
       ++steps_this_call;
+      const auto now = std::chrono::steady_clock::now();
+      state_.train_seconds += std::chrono::duration<double>(now - mark).count();
+      mark = now;
       progress.advance(1, fmt::format("loss {:.4f} lr {:.2e}", result.loss, lr));
       const bool stop = stop_after_steps > 0 && steps_this_call >= stop_after_steps;
       if ((t.checkpoint_every > 0 && state_.step % t.checkpoint_every == 0) || stop) save();
       if (stop) return metrics.summary();
+      if ((out_of_time = t.time_limit > 0 && state_.train_seconds >= t.time_limit)) break;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    state_.batch_in_epoch = 0;
+    const bool epoch_done = state_.batch_in_epoch >= steps_per_epoch;  // the time limit may fall on its last step
+    if (epoch_done) state_.batch_in_epoch = 0;
     const auto train_summary = metrics.summary();
     const auto mem = memory::snapshot();
     nlohmann::json record{{"epoch", state_.epoch + 1},
@@ -102,8 +118,10 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
                           {"train", train_summary},
                           {"seconds", seconds},
                           {"peak_tensor_bytes", mem.peak_tensor_bytes},
-                          {"peak_rss_bytes", mem.peak_rss_bytes}};
-    const bool eval_now = (state_.epoch + 1) % t.eval_every == 0 || state_.epoch + 1 == t.epochs;
+                          {"peak_rss_bytes", mem.peak_rss_bytes},
+                          {"train_seconds", state_.train_seconds}};
+    if (out_of_time) record["stopped"] = "time_limit";
+    const bool eval_now = (state_.epoch + 1) % t.eval_every == 0 || state_.epoch + 1 == t.epochs || out_of_time;
     if (test_set_ && test_set_->size() > 0 && eval_now) record["test"] = evaluate(test_set_);
     run_.append_metrics(record);
     progress.finish(fmt::format("train loss {:.4f}{} | {:.0f}s, peak tensors {}, peak RSS {}",
@@ -112,8 +130,12 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
                                 seconds, memory::format_bytes(mem.peak_tensor_bytes),
                                 memory::format_bytes(mem.peak_rss_bytes)));
     last = record;
-    ++state_.epoch;
+    if (epoch_done) ++state_.epoch;
     save();
+    if (out_of_time) {
+      log::info("stopped at train.time_limit ({:.0f} s of training); --resume with a larger limit continues", t.time_limit);
+      return last;
+    }
   }
   return last;
 }

@@ -110,6 +110,7 @@ struct TrainConfig {
   int64_t eval_every = 1;        // epochs between test-set evaluations (the last epoch always evaluates)
   std::string memory_budget;     // e.g. 4GiB; empty: no cap
   bool auto_batch = false;       // find the largest batch <= batch_size (and PatchGD q) that fits memory_budget
+  double time_limit = 0;         // seconds of training steps (a model.init_from run's included); 0: none
 };
 
 struct Config {

@@ -12,6 +12,7 @@ struct TrainState {
   int64_t epoch = 0;           // epoch to run next (or the one in progress)
   int64_t step = 0;            // optimiser steps taken overall (the schedule's counter)
   int64_t batch_in_epoch = 0;  // batches of `epoch` already consumed
+  double train_seconds = 0;    // time spent in training steps (train.time_limit), including a model.init_from run's
 };
 
 struct Checkpoint {
