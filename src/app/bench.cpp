@@ -9,6 +9,7 @@
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include <fmt/chrono.h>
@@ -132,10 +133,7 @@ void run_step_bench(const BenchIpsOptions& o) {
 }
 
 void run_patch_sweep(const BenchIpsOptions& o) {
-  std::vector<int64_t> counts;
-  std::stringstream ss(o.patches);
-  for (std::string item; std::getline(ss, item, ',');) counts.push_back(std::stoll(item));
-  TESSERA_CHECK(!counts.empty(), "--patches needs a comma-separated list of patch counts, e.g. 900,10000,100000");
+  const auto counts = parse_int_list(o.patches, "--patches (patch counts, e.g. 900,10000,100000)");
   auto ips = make_method(o, "lazy");
   torch::optim::AdamW opt(ips.module().parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0.1));
   const auto base = torch::rand({o.channels, 30 * o.patch, 30 * o.patch});
@@ -226,10 +224,7 @@ void run_patchgd_step_bench(const BenchPatchGdOptions& o) {
 
 // Peak tensor bytes of one training step of PatchGD and of GD per image size, at a fixed batch.
 void run_size_sweep(const BenchPatchGdOptions& o) {
-  std::vector<int64_t> sizes;
-  std::stringstream ss(o.sizes);
-  for (std::string item; std::getline(ss, item, ',');) sizes.push_back(std::stoll(item));
-  TESSERA_CHECK(!sizes.empty(), "--sizes needs a comma-separated list of image sides, e.g. 512,1024,2048,4096");
+  const auto sizes = parse_int_list(o.sizes, "--sizes (image sides, e.g. 512,1024,2048,4096)");
   const std::vector<Task> tasks{{"label", "softmax", o.classes}};
   if (!o.budget.empty()) memory::set_budget(memory::parse_bytes(o.budget));
   nlohmann::json rows = nlohmann::json::array();
@@ -273,6 +268,22 @@ void run_size_sweep(const BenchPatchGdOptions& o) {
 }
 
 }  // namespace
+
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what) {
+  std::vector<int64_t> out;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    size_t pos = 0;
+    try {
+      out.push_back(std::stoll(item, &pos));
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    TESSERA_CHECK(pos > 0 && pos == item.size(), what, " must be comma-separated integers, got '", text, "'");
+  }
+  TESSERA_CHECK(!out.empty(), what, " is empty");
+  return out;
+}
 
 nlohmann::json bench_provenance() {
   std::string cpu = "unknown";

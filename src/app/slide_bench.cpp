@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <thread>
 
 #include "tessera/app/bench.h"
 #include "tessera/core/error.h"
@@ -26,21 +25,6 @@ namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
 
 double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
-
-std::vector<int64_t> parse_list(const std::string& text, const std::string& what) {
-  std::vector<int64_t> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    try {
-      out.push_back(std::stoll(item));
-    } catch (const std::exception&) {
-      fail(what, " must be comma-separated integers, got '", text, "'");
-    }
-  }
-  TESSERA_CHECK(!out.empty(), what, " is empty");
-  return out;
-}
 
 std::vector<std::string> split_paths(const std::string& text) {
   std::vector<std::string> out;
@@ -62,7 +46,7 @@ void run_read_bench(const ReadBenchOptions& o) {
     const auto& l0 = reader->levels().front();
     const double ds = reader->levels()[o.level].downsample;
     const int64_t span = static_cast<int64_t>(o.patch * ds);
-    for (const int64_t threads : parse_list(o.threads, "--threads")) {
+    for (const int64_t threads : parse_int_list(o.threads, "--threads")) {
       // Fresh random positions per run (seeded), so each run pays for its own tile decoding.
       auto gen = at::make_generator<at::CPUGeneratorImpl>(1000 * threads + (backend == "vips"));
       const auto xs = torch::randint(0, l0.width - span, {o.patches}, gen, torch::kLong);
@@ -167,7 +151,7 @@ void run_feature_bag_bench(const FeatureBagBenchOptions& o) {
   std::cout << "| N per slide | B | M = I | D in | step s | s per slide | peak tensors | peak RSS | target |\n"
                "|---|---|---|---|---|---|---|---|---|\n";
   nlohmann::json rows = nlohmann::json::array();
-  for (const int64_t n : parse_list(o.rows, "--rows")) {
+  for (const int64_t n : parse_int_list(o.rows, "--rows")) {
     const auto path = synthetic_bag(o, n);
     data::Batch batch;
     for (int64_t b = 0; b < o.batch; ++b) batch.bags.push_back(std::make_shared<slides::FeatureBag>(path));

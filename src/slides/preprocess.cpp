@@ -9,7 +9,6 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <thread>
 
 #include "tessera/core/error.h"
 #include "tessera/core/run_dir.h"

@@ -5,7 +5,6 @@
 #include <cstring>
 #include <set>
 #include <filesystem>
-#include <thread>
 
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <vector>
 
 namespace tessera::app {
 
@@ -51,6 +52,9 @@ struct FeatureBagBenchOptions {
 };
 void bench_feature_bags(const FeatureBagBenchOptions& options);
 #endif
+
+// "900,10000" -> {900, 10000}; errors name the option (`what`).
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what);
 
 // Where a number came from: tessera version and commit, LibTorch version, CPU model, threads, compiler.
 nlohmann::json bench_provenance();
