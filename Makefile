@@ -30,15 +30,18 @@ demo: build data/mnist/t10k-labels-idx1-ubyte
 	$(TESSERA) predict --run $(DEMO_RUN) --image $(DEMO_RUN)/examples/test_00000.png --out $(DEMO_RUN)/predict
 	@echo "selection picture: $(DEMO_RUN)/predict/selection.png"
 
-# The whole-slide workflow on generated slides: make slides, preprocess, train IPS, predict with heatmaps.
+# The whole-slide workflow on generated slides: make slides (each positive slide has 3 digit "tumours"
+# covering at most 10 % of its tissue patches), preprocess, train IPS, measure where the attention goes
+# against the generator's ground truth, predict a positive test slide with heatmaps.
 $(SLIDES)/manifest.csv: | data/mnist/t10k-labels-idx1-ubyte
-	$(TESSERA) make-slides --out $(SLIDES) --count 16 --test-count 8 --width 6144 --height 4096 --digits 16 --digit-scale 6 --compression jpeg
+	$(TESSERA) make-slides --out $(SLIDES) --count 64 --test-count 16 --width 4096 --height 4096 --digits 3 --digit-scale 6 --compression jpeg
 
 slides-demo: build data/mnist/t10k-labels-idx1-ubyte $(SLIDES)/manifest.csv
 	$(TESSERA) slide-info $(SLIDES)/slide_001.tif
 	$(TESSERA) preprocess --manifest $(SLIDES)/manifest.csv --out $(SLIDES)/cache --patch 256
 	$(TESSERA) train --config configs/slides-demo.yaml --run.dir $(SLIDES_RUN)
-	$(TESSERA) predict --run $(SLIDES_RUN) --slide $(SLIDES)/slide_017.tif --tiff --out $(SLIDES_RUN)/predict
+	$(TESSERA) localization --run $(SLIDES_RUN) --out $(SLIDES_RUN)/localization.json
+	$(TESSERA) predict --run $(SLIDES_RUN) --slide $(SLIDES)/slide_065.tif --tiff --out $(SLIDES_RUN)/predict
 	@echo "heatmap: $(SLIDES_RUN)/predict/heatmap.png (tissue thumbnails: $(SLIDES)/cache/thumbnails/)"
 
 bench: build

@@ -36,7 +36,7 @@ void add_bench(CLI::App& app) {
   pgd->add_option("--q", p->q, "sampling fraction per inner iteration");
   pgd->add_option("--encoder", p->encoder, "resnet18 | resnet34 | resnet50 | mobilenet_v2");
   pgd->add_option("--latent", p->latent, "s, channels of the latent grid");
-  pgd->add_option("--head", p->head, "original | smaller | larger | smaller_feat | larger_feat");
+  pgd->add_option("--head", p->head, "pool | original | smaller | larger | smaller_feat | larger_feat");
   pgd->add_option("--classes", p->classes, "classes of the head");
   pgd->add_option("--steps", p->steps, "timed steps");
   pgd->add_option("--warmup", p->warmup, "untimed steps first");

@@ -54,6 +54,29 @@ void add_make_slides(CLI::App& app) {
   sub->callback([o] { std::cout << "manifest: " << app::make_slides(*o) << "\n"; });
 }
 
+void add_localization(CLI::App& app) {
+  auto* sub = app.add_subcommand("localization",
+                                 "how much of a slide run's top-M attention falls on make-slides' ground-truth tumours");
+  auto o = std::make_shared<app::LocalizationOptions>();
+  sub->add_option("--run", o->run, "IPS run trained on slides")->required();
+  sub->add_option("--truth", o->truth, "tumour boxes slide,x,y,size (default: tumours.csv beside the run's manifest)");
+  sub->add_option("--split", o->split, "manifest split to measure");
+  sub->add_option("--out", o->out, "also write the rows and summary as JSON");
+  sub->add_option("--threads", o->threads, "torch threads (0: all cores)");
+  sub->callback([o] {
+    const auto s = app::localize(*o);
+    std::cout << "| slide | label | p(positive) | tissue patches | tumour patches | tumour % | top-M on tumour | top-M attention on tumour |\n"
+              << "|---|---|---|---|---|---|---|---|\n";
+    for (const auto& r : s.slides) {
+      std::cout << fmt::format("| {} | {} | {:.3f} | {} | {} | {:.1f} | {} | {:.3f} |\n", r.slide, r.label, r.probability,
+                               r.patches, r.tumour_patches, 100 * r.tumour_fraction, r.top_tumour_patches, r.attention_on_tumour);
+    }
+    std::cout << fmt::format("mean share of the top-{} attention on tumour patches (slides with tumour): {:.3f}; largest tumour "
+                             "share of a slide's tissue patches: {:.1f} %\n",
+                             s.M, s.mean_attention_on_tumour, 100 * s.max_tumour_fraction);
+  });
+}
+
 void add_preprocess(CLI::App& app) {
   auto* sub = app.add_subcommand("preprocess",
                                  "tissue patch coordinates for every slide of a manifest (resumable, parallel, with summary)");
@@ -109,6 +132,7 @@ void add_extract_features(CLI::App& app) {
 void add_slide_commands(CLI::App& app) {
   add_slide_info(app);
   add_make_slides(app);
+  add_localization(app);
   add_preprocess(app);
   add_extract_features(app);
 }

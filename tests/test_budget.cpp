@@ -2,9 +2,11 @@
 // knobs and leaves the earlier checkpoint intact; the planner's batch fits and the next one does not.
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "helpers.h"
+#include "tessera/app/train.h"
 #include "tessera/core/memory.h"
 #include "tessera/train/experiment.h"
 #include "tessera/train/planner.h"
@@ -145,6 +147,52 @@ TEST(Budget, ImpossibleBudgetSaysWhatToDo) {
     message = e.what();
   }
   EXPECT_NE(message.find("raise the budget"), std::string::npos) << message;
+}
+
+// The budget is checked before the run directory is touched: an earlier run in it stays byte for byte.
+TEST(Budget, TooSmallForPatchGdsSmallestChunkFailsBeforeTraining) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = tiny_patchgd(dir.str(), dir.file("run"));
+  app::train(config, /*resume=*/false);
+  const std::vector<std::string> files{"checkpoint.pt", "config.yaml", "metrics.jsonl", "train.log"};
+  std::map<std::string, std::string> before;
+  for (const auto& f : files) before[f] = bytes_of(dir.file("run/" + f));
+  ASSERT_FALSE(before["checkpoint.pt"].empty());
+
+  BudgetGuard guard;
+  const auto expect_error = [&](const Config& c, const std::string& expected) {
+    std::string message;
+    try {
+      app::train(c, /*resume=*/false);
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    EXPECT_NE(message.find(expected), std::string::npos) << message;
+    for (const auto& f : files) EXPECT_EQ(bytes_of(dir.file("run/" + f)), before[f]) << f << " was written";
+  };
+  // Peaks of PatchGD's smallest step (batch 2, one patch per inner iteration) and of a large one.
+  train::apply_runtime(config);
+  auto train_set = train::make_datasets(config).first;
+  auto smallest = config;
+  smallest.train.batch_size = 2;
+  smallest.patchgd.q = 1.0 / 25;
+  auto large = config;
+  large.train.batch_size = 12;
+  large.patchgd.q = 1.0;
+  const int64_t baseline = memory::cpu_live_bytes();
+  const auto [fits_small, peak_small] = train::trial_step(smallest, train_set);
+  const auto [fits_large, peak_large] = train::trial_step(large, train_set);
+  ASSERT_TRUE(fits_small && fits_large);
+  ASSERT_GT(peak_large, peak_small);
+  train_set.reset();
+
+  // Below the smallest step: no configuration of PatchGD fits.
+  large.train.memory_budget = std::to_string(baseline + (peak_small - baseline) * 3 / 4);
+  expect_error(large, "even its smallest step, batch 2 with one patch per inner iteration (its smallest chunk), needs more");
+  // Between the two: the error points at the planner.
+  large.train.memory_budget = std::to_string(baseline + (peak_small - baseline + peak_large - baseline) / 2);
+  expect_error(large, "pass --train.auto_batch true to find what fits");
 }
 
 }  // namespace

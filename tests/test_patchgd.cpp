@@ -186,6 +186,75 @@ TEST(PatchGd, PredictIsTheHeadOnTheEvalModeGridOfAllPatches) {
 // GD-extended as the registry builds it from a config: PatchGD's parameters exactly (the same names
 // and shapes as the PatchGD network of the same config), and its logits are the head on the whole-image
 // feature map pooled to the patch grid and projected per cell.
+TEST(PatchGdHead, PoolIsALinearMapOfTheGridMean) {
+  models::PatchGdHeadOptions h;
+  h.latent = kLatent;
+  h.rows = 3;
+  h.cols = 2;
+  h.classes = kClasses;
+  models::apply_head_variant(h, "pool");
+  models::PatchGdHead head(h);
+  EXPECT_TRUE(head->blocks->is_empty());
+  const auto z = torch::randn({4, kLatent, 3, 2});
+  const auto expected = torch::linear(z.mean({2, 3}), head->fc->weight, head->fc->bias);
+  EXPECT_TRUE(torch::allclose(head->forward(z), expected, 1e-5, 1e-6));
+  // The grid order does not matter: permuting the patches leaves the logits unchanged.
+  const auto shuffled = z.flatten(2).index_select(2, torch::randperm(6)).view_as(z);
+  EXPECT_TRUE(torch::allclose(head->forward(shuffled), expected, 1e-5, 1e-6));
+  // A reference variant after pool is a block head again.
+  models::apply_head_variant(h, "smaller");
+  EXPECT_FALSE(h.pool);
+  EXPECT_FALSE(models::PatchGdHead(h)->blocks->is_empty());
+}
+
+TEST(PatchGdHead, NormNoneHasNoBatchNormAndIsPerSample) {
+  models::PatchGdHeadOptions h;
+  h.latent = kLatent;
+  h.rows = h.cols = 4;
+  h.classes = kClasses;
+  h.width = 8;
+  h.dropout = 0;
+  h.norm = "none";
+  models::PatchGdHead head(h);
+  for (const auto& m : head->modules()) EXPECT_FALSE(m->as<torch::nn::BatchNorm2d>());
+  head->train();
+  const auto z = torch::randn({3, kLatent, 4, 4});
+  // Without batch statistics a sample's logits do not depend on the rest of the batch, even in train mode.
+  EXPECT_TRUE(torch::allclose(head->forward(z).slice(0, 0, 1), head->forward(z.slice(0, 0, 1)), 1e-5, 1e-6));
+  h.norm = "group";
+  EXPECT_THROW(models::PatchGdHead{h}, Error);
+}
+
+TEST(Backbone, FrozenBatchNormIgnoresTrainModeAndTheBatch) {
+  torch::manual_seed(3);
+  models::BackboneOptions b;
+  b.arch = "resnet18";
+  b.in_channels = 1;
+  b.width = 8;
+  b.out_features = 5;
+  b.freeze_bn = true;
+  auto frozen = models::make_backbone(b);
+  // Running statistics that differ from the identity, so eval mode is visible in the outputs.
+  for (const auto& m : frozen->modules()) {
+    if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+      bn->running_mean.uniform_(-0.1, 0.1);
+      bn->running_var.uniform_(0.5, 2.0);
+    }
+  }
+  const auto before = frozen->named_buffers().find("bn1.running_mean")->clone();
+  frozen->train();
+  EXPECT_TRUE(frozen->is_training());
+  const auto x = torch::randn({4, 1, 64, 64});
+  const auto y = frozen->forward(x);
+  EXPECT_TRUE(torch::allclose(y.slice(0, 0, 1), frozen->forward(x.slice(0, 0, 1)), 1e-4, 1e-5));
+  EXPECT_TRUE(torch::equal(*frozen->named_buffers().find("bn1.running_mean"), before)) << "statistics must not move";
+  y.sum().backward();
+  EXPECT_TRUE(frozen->named_parameters().find("bn1.weight")->grad().defined()) << "the affine part still trains";
+
+  frozen->freeze_batchnorm(false);  // back to ordinary BatchNorm: batch statistics in train mode
+  EXPECT_FALSE(torch::allclose(frozen->forward(x).slice(0, 0, 1), frozen->forward(x.slice(0, 0, 1)), 1e-4, 1e-5));
+}
+
 TEST(FullImage, GdExtendedIsPatchGdsNetworkOnThePooledWholeImageFeatureMap) {
   Config c;
   c.data.dataset = "csv";

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "helpers.h"
+#include "tessera/app/slide_workflows.h"
 #include "tessera/core/memory.h"
 #include "tessera/methods/ips.h"
 #include "tessera/slides/h5.h"
@@ -158,6 +159,16 @@ TEST(FeatureBagIps, StreamedProjectorGradientsEqualAutograd) {
 const auto run = testing::run_cli;
 using testing::read_text;
 
+TEST(SlideWorkflow, TumourPatchesAreThoseOverlappingABox) {
+  // Four 100-px patches in a row at x = 0, 100, 200, 300; boxes (x, y, size).
+  const auto coords = torch::tensor({0, 0, 100, 0, 200, 0, 300, 0}, torch::kLong).view({4, 2});
+  const auto boxes = torch::tensor({150, 50, 30, 299, 99, 1}, torch::kLong).view({2, 3});
+  const auto flags = app::tumour_patches(coords, 100, boxes);
+  EXPECT_TRUE(torch::equal(flags, torch::tensor({false, true, true, false})));  // 299..299 touches x in [200, 300)
+  EXPECT_FALSE(app::tumour_patches(coords, 100, torch::zeros({0, 3}, torch::kLong)).any().item<bool>());
+  EXPECT_FALSE(app::tumour_patches(coords, 100, torch::tensor({400, 0, 50}, torch::kLong).view({1, 3})).any().item<bool>());
+}
+
 TEST(SlideWorkflow, MakePreprocessTrainPredictAndFeatureBags) {
   testing::TempDir dir;
   fs::create_directories(dir.file("mnist"));
@@ -184,6 +195,28 @@ TEST(SlideWorkflow, MakePreprocessTrainPredictAndFeatureBags) {
   EXPECT_EQ(std::count(scores.begin(), scores.end(), '\n'), prediction["patches"].get<int64_t>() + 1);
   const auto overlay = slides::open_slide(dir.file("pred/heatmap.tif"));
   EXPECT_EQ(overlay->levels()[0].width, 1024);
+
+  // Ground truth: three digit boxes per positive slide; localization measures the run against it.
+  const auto truth = read_text(slides_dir + "/tumours.csv");
+  EXPECT_EQ(truth.rfind("slide,x,y,size,digit\n", 0), 0u) << truth;
+  EXPECT_EQ(std::count(truth.begin(), truth.end(), '\n'), 1 + 3 * 3) << truth;  // slides 1, 3 and 5
+  ASSERT_EQ(run("localization --run " + dir.file("run") + " --out " + dir.file("loc.json"), log), 0) << read_text(log);
+  const auto loc = nlohmann::json::parse(read_text(dir.file("loc.json")));
+  ASSERT_EQ(loc["slides"].size(), 2u);  // the test split: slides 4 (negative) and 5 (positive)
+  for (const auto& row : loc["slides"]) {
+    const bool positive = row["label"].get<int64_t>() == 1;
+    EXPECT_EQ(row["tumour_patches"].get<int64_t>() > 0, positive) << row.dump();
+    EXPECT_LE(row["top_tumour_patches"].get<int64_t>(), std::min<int64_t>(4, row["tumour_patches"].get<int64_t>()));
+    EXPECT_GE(row["attention_on_tumour"].get<double>(), 0.0);
+    EXPECT_LE(row["attention_on_tumour"].get<double>(), 1.0 + 1e-9);
+    if (!positive) EXPECT_EQ(row["attention_on_tumour"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(loc["M"].get<int64_t>(), 4);
+  EXPECT_NE(run("localization --run " + dir.file("run") + " --truth " + dir.file("none.csv"), log), 0);
+  EXPECT_NE(read_text(log).find("none.csv' not found"), std::string::npos) << read_text(log);
+  // No tumours at all is a set without a positive slide: make-slides refuses it.
+  EXPECT_NE(run("make-slides --out " + dir.file("empty") + " --count 2 --test-count 0 --digits 0 --mnist-dir " + dir.file("mnist"), log), 0);
+  EXPECT_NE(read_text(log).find("--digits must be at least 1"), std::string::npos) << read_text(log);
 
   // Feature bags from the same slides, then IPS with the projector on them.
   ASSERT_EQ(run("extract-features --manifest " + slides_dir + "/manifest.csv --out " + dir.file("bags") +

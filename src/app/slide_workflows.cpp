@@ -6,7 +6,10 @@
 
 #include <filesystem>
 #include <future>
+#include <map>
+#include <nlohmann/json.hpp>
 
+#include "tessera/core/csv.h"
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/run_dir.h"
@@ -25,10 +28,14 @@ namespace fs = std::filesystem;
 
 std::string make_slides(const MakeSlidesOptions& o) {
   TESSERA_CHECK(!o.out.empty(), "make-slides needs --out");
+  TESSERA_CHECK(o.digits > 0, "make-slides: --digits must be at least 1 (positive slides are the ones with digit 'tumours'), got ",
+                o.digits);
+  TESSERA_CHECK(o.count >= 2, "make-slides: --count must be at least 2 (one negative and one positive training slide), got ",
+                o.count);
   fs::create_directories(o.out);
-  std::shared_ptr<data::MnistDigits> digits;
-  if (o.digits > 0) digits = std::make_shared<data::MnistDigits>(data::load_mnist(o.mnist_dir, "test"));
+  const auto digits = std::make_shared<data::MnistDigits>(data::load_mnist(o.mnist_dir, "test"));
   std::string manifest = "slide,label,split\n";
+  std::string tumours = "slide,x,y,size,digit\n";
   const int64_t total = o.count + o.test_count;
   for (int64_t i = 0; i < total; ++i) {
     auto s = o.slide;
@@ -36,13 +43,132 @@ std::string make_slides(const MakeSlidesOptions& o) {
     const int64_t label = i % 2;
     s.digits = label ? o.digits : 0;
     const std::string name = fmt::format("slide_{:03d}.tif", i);
-    slides::write_synthetic_slide((fs::path(o.out) / name).string(), s, digits.get());
+    for (const auto& box : slides::write_synthetic_slide((fs::path(o.out) / name).string(), s, digits.get())) {
+      tumours += fmt::format("{},{},{},{},{}\n", name, box.x, box.y, box.size, box.digit);
+    }
     manifest += fmt::format("{},{},{}\n", name, label, i < o.count ? "train" : "test");
     log::info("wrote {} ({}x{}, label {})", name, s.width, s.height, label);
   }
+  write_file_atomic((fs::path(o.out) / kTumourFile).string(), tumours);
   const auto path = (fs::path(o.out) / "manifest.csv").string();
   write_file_atomic(path, manifest);
   return path;
+}
+
+torch::Tensor tumour_patches(const torch::Tensor& coords, int64_t footprint, const torch::Tensor& boxes) {
+  TESSERA_CHECK(coords.dim() == 2 && coords.size(1) == 2, "patch coordinates must be (N, 2), got ", coords.sizes());
+  if (boxes.numel() == 0) return torch::zeros({coords.size(0)}, torch::kBool);
+  const auto x = coords.select(1, 0).unsqueeze(1), y = coords.select(1, 1).unsqueeze(1);  // (N, 1)
+  const auto bx = boxes.select(1, 0).unsqueeze(0), by = boxes.select(1, 1).unsqueeze(0), side = boxes.select(1, 2).unsqueeze(0);
+  const auto overlaps = (x < bx + side) & (bx < x + footprint) & (y < by + side) & (by < y + footprint);  // (N, boxes)
+  return overlaps.any(1);
+}
+
+namespace {
+
+// slide file name -> (boxes, 3) int64 x, y, size.
+std::map<std::string, torch::Tensor> read_tumours(const std::string& path) {
+  const auto table = read_csv(path, "tumour truth");
+  std::map<std::string, std::vector<int64_t>> flat;
+  const auto column = [&](const std::string& name) {
+    const int c = table.column(name);
+    TESSERA_CHECK(c >= 0, "tumour truth '", path, "' has no '", name, "' column; expected slide,x,y,size (tessera make-slides writes it)");
+    return static_cast<size_t>(c);
+  };
+  const size_t cs = column("slide"), cx = column("x"), cy = column("y"), csize = column("size");
+  for (size_t r = 0; r < table.rows.size(); ++r) {
+    const auto& row = table.rows[r];
+    auto& v = flat[fs::path(row.at(cs)).filename().string()];
+    for (size_t c : {cx, cy, csize}) {
+      try {
+        size_t used = 0;
+        v.push_back(std::stoll(row.at(c), &used));
+        TESSERA_CHECK(used == row.at(c).size(), "");
+      } catch (const std::exception&) {
+        fail("tumour truth '", path, "' line ", table.lines[r], ": '", table.header[c], "' must be an integer, got '", row.at(c), "'");
+      }
+    }
+  }
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [slide, v] : flat) out[slide] = torch::tensor(v, torch::kLong).view({-1, 3});
+  return out;
+}
+
+}  // namespace
+
+LocalizationSummary localize(const LocalizationOptions& o) {
+  runtime::set_threads(o.threads);
+  auto run = train::open_run(o.run);
+  auto* ips = dynamic_cast<methods::Ips*>(run.method.get());
+  TESSERA_CHECK(ips && run.spec.input.kind == "slide", "localization needs an IPS run trained on slide patches; '", o.run,
+                "' is a ", run.spec.method, " run on ", run.spec.input.kind, " inputs");
+  TESSERA_CHECK(run.spec.tasks.size() == 1, "localization reads one slide-level label; run '", o.run, "' has ",
+                run.spec.tasks.size(), " tasks");
+  auto options = slides::slide_data_options(run.config, o.split);  // the data paths: the run's config
+  options.tasks = run.spec.tasks;
+  const std::string truth = o.truth.empty() ? (fs::path(options.manifest).parent_path() / kTumourFile).string() : o.truth;
+  TESSERA_CHECK(fs::exists(truth), "tumour truth '", truth, "' not found; pass --truth (tessera make-slides writes ", kTumourFile, ")");
+  const auto tumours = read_tumours(truth);
+  slides::SlideDataset set(options);
+  TESSERA_CHECK(set.size() > 0, "the manifest of run '", o.run, "' has no '", o.split, "' slides");
+
+  LocalizationSummary summary;
+  summary.M = ips->options().M;
+  int64_t with_tumour = 0;
+  const auto& task = run.spec.tasks[0];
+  for (int64_t i = 0; i < set.size(); ++i) {
+    const auto& entry = set.entry(i);
+    const auto bag = std::dynamic_pointer_cast<const slides::SlideBag>(set.bag(i));
+    TESSERA_ASSERT(bag, "slide data sets give slide bags");
+    SlideLocalization row;
+    row.slide = fs::path(entry.path).filename().string();
+    row.label = entry.labels.count(task.name) ? entry.labels.at(task.name) : -1;
+    const auto found = tumours.find(row.slide);
+    const auto flags = tumour_patches(bag->grid().coords, bag->grid().footprint,
+                                      found == tumours.end() ? torch::zeros({0, 3}, torch::kLong) : found->second);
+    row.patches = bag->size();
+    row.tumour_patches = flags.sum().item<int64_t>();
+    row.tumour_fraction = static_cast<double>(row.tumour_patches) / static_cast<double>(std::max<int64_t>(1, row.patches));
+    data::Batch batch;
+    batch.bags = {bag};
+    batch.indices = {i};
+    const auto probs = ips->predict(batch).at(task.name)[0];
+    row.probability = task.activation == "sigmoid" ? probs[0].item<double>() : probs[probs.size(0) - 1].item<double>();
+    const auto scores = ips->score_all(bag);
+    const auto top = std::get<1>(scores.topk(std::min<int64_t>(summary.M, scores.size(0))));
+    const auto top_scores = scores.index_select(0, top);
+    const auto top_flags = flags.index_select(0, top);
+    row.top_tumour_patches = top_flags.sum().item<int64_t>();
+    row.attention_on_tumour = (top_scores * top_flags.to(torch::kFloat32)).sum().item<double>() / top_scores.sum().item<double>();
+    if (row.tumour_patches > 0) {
+      summary.mean_attention_on_tumour += row.attention_on_tumour;
+      ++with_tumour;
+    }
+    summary.max_tumour_fraction = std::max(summary.max_tumour_fraction, row.tumour_fraction);
+    log::info("{}: label {}, p {:.3f}, {} tissue patches, {} tumour ({:.1f} %), top-{} attention on tumour {:.3f}", row.slide,
+              row.label, row.probability, row.patches, row.tumour_patches, 100 * row.tumour_fraction, summary.M,
+              row.attention_on_tumour);
+    summary.slides.push_back(row);
+  }
+  TESSERA_CHECK(with_tumour > 0, "no '", o.split, "' slide of run '", o.run, "' has a tumour in '", truth,
+                "'; localization needs positive slides");
+  summary.mean_attention_on_tumour /= static_cast<double>(with_tumour);
+  if (!o.out.empty()) {
+    nlohmann::json j;
+    j["run"] = o.run;
+    j["truth"] = truth;
+    j["split"] = o.split;
+    j["M"] = summary.M;
+    j["mean_attention_on_tumour"] = summary.mean_attention_on_tumour;
+    j["max_tumour_fraction"] = summary.max_tumour_fraction;
+    for (const auto& r : summary.slides) {
+      j["slides"].push_back({{"slide", r.slide}, {"label", r.label}, {"probability", r.probability}, {"patches", r.patches},
+                             {"tumour_patches", r.tumour_patches}, {"top_tumour_patches", r.top_tumour_patches},
+                             {"tumour_fraction", r.tumour_fraction}, {"attention_on_tumour", r.attention_on_tumour}});
+    }
+    write_file_atomic(o.out, j.dump(2) + "\n");
+  }
+  return summary;
 }
 
 namespace {

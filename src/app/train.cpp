@@ -3,9 +3,12 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <optional>
+
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/run_dir.h"
+#include "tessera/core/runtime.h"
 #include "tessera/train/experiment.h"
 #include "tessera/train/planner.h"
 #include "tessera/train/registry.h"
@@ -15,17 +18,25 @@ namespace tessera::app {
 
 nlohmann::json train(Config config, bool resume) {
   train::apply_runtime(config);
-  RunDir run(config.run_dir);
-  log::set_file(run.file("train.log"));
   auto [train_set, test_set] = train::make_datasets(config);
   TESSERA_CHECK(train_set, "data set ", config.data.dataset, " has no training split; check the data settings");
+  // The budget is settled before the run directory is touched, so a budget that cannot work leaves an
+  // earlier run as it was.
+  std::optional<train::BatchPlan> plan;
   if (config.train.auto_batch && !resume) {
-    const auto plan = train::plan_batch(config, train_set, /*max_batch=*/config.train.batch_size);
-    config.train.batch_size = plan.batch_size;
-    config.patchgd.q = plan.q;
-    run.write_text("plan.json", plan.to_json(config).dump(2) + "\n");
-    log::info("plan: batch size {}{} fits {} (trials in {})", plan.batch_size,
-              train::find_method(config.train.method).plans_sampling_fraction ? fmt::format(", q {:.4f}", plan.q) : "",
+    plan = train::plan_batch(config, train_set, /*max_batch=*/config.train.batch_size);
+    config.train.batch_size = plan->batch_size;
+    config.patchgd.q = plan->q;
+  } else if (!resume) {
+    train::check_budget(config, train_set);
+  }
+  runtime::seed_everything(config.train.seed);  // trials drew random numbers; the run starts as without them
+  RunDir run(config.run_dir);
+  log::set_file(run.file("train.log"));
+  if (plan) {
+    run.write_text("plan.json", plan->to_json(config).dump(2) + "\n");
+    log::info("plan: batch size {}{} fits {} (trials in {})", plan->batch_size,
+              train::find_method(config.train.method).plans_sampling_fraction ? fmt::format(", q {:.4f}", plan->q) : "",
               config.train.memory_budget, run.file("plan.json"));
   }
   auto method = train::make_method(config, train_set->tasks());

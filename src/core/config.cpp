@@ -80,7 +80,7 @@ bool one_of(const std::string& v, std::initializer_list<const char*> options) {
 std::vector<Config::Field> Config::fields() {
   return {
       field("run.dir", &run_dir, "run directory: config, metrics, checkpoint, pictures"),
-      field("data.dataset", &data.dataset, "data set: megapixel_mnist | ultramnist | ultramnist28 | csv | slides | feature_bags"),
+      field("data.dataset", &data.dataset, "data set: megapixel_mnist | ultramnist | ultramnist28 | scattered_mnist | csv | slides | feature_bags"),
       field("data.manifest", &data.manifest, "slides, feature_bags: CSV with slide,label[,split] columns"),
       field("data.mnist_dir", &data.mnist_dir, "folder with the MNIST IDX files (scripts/get-mnist.sh)"),
       field("data.height", &data.height, "image height in pixels (generated sets: canvas; csv: every image's height)"),
@@ -96,6 +96,7 @@ std::vector<Config::Field> Config::fields() {
       field("data.stride", &data.stride, "patch grid step in pixels (IPS; PatchGD uses the patch side)"),
       field("data.channels", &data.channels, "ultramnist, csv: image channels, 1 (grey) or 3 (RGB)"),
       field("data.max_scale", &data.max_scale, "ultramnist: largest digit scale (0: the benchmark's)"),
+      field("data.digit_size", &data.digit_size, "scattered_mnist: the digit's side in pixels"),
       field("data.train_csv", &data.train_csv, "csv: training rows path,label (paths relative to the CSV)"),
       field("data.test_csv", &data.test_csv, "csv: test rows path,label"),
       field("data.classes", &data.classes, "csv: number of classes (0: largest label + 1)"),
@@ -120,6 +121,8 @@ std::vector<Config::Field> Config::fields() {
       field("model.dropout", &model.dropout, "IPS dropout after attention output and MLP"),
       field("model.attn_dropout", &model.attn_dropout, "IPS dropout on attention weights"),
       field("model.pos_enc", &model.pos_enc, "IPS: add sinusoidal encodings of patch indices"),
+      field("model.freeze_bn", &model.freeze_bn,
+            "keep the encoder's BatchNorm in eval mode: fixed statistics (from model.weights / init_from, else identity)"),
       field("slide.backend", &slide.backend, "slide reader: auto | openslide | vips"),
       field("slide.level", &slide.level, "pyramid level patches are read at"),
       field("slide.mpp", &slide.mpp, "read patches at this resolution in um/px instead (0: use slide.level)"),
@@ -138,9 +141,11 @@ std::vector<Config::Field> Config::fields() {
       field("patchgd.zeta", &patchgd.zeta, "inner iterations per batch (0: ceil(1/q))"),
       field("patchgd.eps", &patchgd.eps, "inner iterations per optimiser step (0: zeta)"),
       field("patchgd.latent", &patchgd.latent, "channels s of the latent grid Z"),
-      field("patchgd.head", &patchgd.head, "head variant: original | smaller | larger | smaller_feat | larger_feat"),
+      field("patchgd.head", &patchgd.head, "head variant: pool (ours) | original (reference) | smaller | larger | smaller_feat | larger_feat"),
       field("patchgd.fill_mode", &patchgd.fill_mode, "BatchNorm mode of the no-gradient fill: train (reference) | eval"),
       field("patchgd.fill_chunk", &patchgd.fill_chunk, "positions per fill chunk (0: k)"),
+      field("patchgd.head_norm", &patchgd.head_norm, "normalisation in the head's blocks: batch (reference) | none"),
+      field("patchgd.head_dropout", &patchgd.head_dropout, "Dropout2d after each head block (reference: 0.2)"),
       field("gd.image_size", &gd.image_size, "full-image baselines: downscale to this side first (0: native)"),
       field("train.method", &train.method, "ips | patchgd | gd | gd_extended"),
       field("train.epochs", &train.epochs, "epochs to train"),
@@ -243,8 +248,12 @@ void Config::validate() const {
   TESSERA_CHECK(patchgd.q > 0 && patchgd.q <= 1, "patchgd.q must be in (0, 1], got ", patchgd.q);
   TESSERA_CHECK(patchgd.zeta >= 0 && patchgd.eps >= 0 && patchgd.fill_chunk >= 0 && patchgd.latent > 0,
                 "patchgd.zeta, eps and fill_chunk must be >= 0 (0: default) and patchgd.latent > 0");
-  TESSERA_CHECK(one_of(patchgd.head, {"original", "smaller", "larger", "smaller_feat", "larger_feat"}),
-                "patchgd.head '", patchgd.head, "' is not one of original, smaller, larger, smaller_feat, larger_feat");
+  TESSERA_CHECK(one_of(patchgd.head, {"pool", "original", "smaller", "larger", "smaller_feat", "larger_feat"}),
+                "patchgd.head '", patchgd.head, "' is not one of pool, original, smaller, larger, smaller_feat, larger_feat");
+  TESSERA_CHECK(one_of(patchgd.head_norm, {"batch", "none"}), "patchgd.head_norm must be batch or none, got '",
+                patchgd.head_norm, "'");
+  TESSERA_CHECK(patchgd.head_dropout >= 0 && patchgd.head_dropout < 1, "patchgd.head_dropout must be in [0, 1), got ",
+                patchgd.head_dropout);
   TESSERA_CHECK(one_of(patchgd.fill_mode, {"train", "eval"}), "patchgd.fill_mode must be train or eval");
   TESSERA_CHECK(gd.image_size >= 0, "gd.image_size must be >= 0 (0: native size)");
   TESSERA_CHECK(one_of(train.schedule, {"cosine", "linear"}), "train.schedule must be cosine or linear");

@@ -21,6 +21,7 @@ models::PatchGdNet make_patchgd_net(const Config& c, const std::vector<Task>& ta
   b.width = c.model.width;
   b.width_mult = c.model.width_mult;
   b.out_features = with_head ? c.patchgd.latent : tasks[0].outputs;
+  b.freeze_bn = c.model.freeze_bn;
   auto backbone = models::make_backbone(b);
   models::PatchGdHead head{nullptr};
   if (with_head) {
@@ -31,6 +32,8 @@ models::PatchGdNet make_patchgd_net(const Config& c, const std::vector<Task>& ta
     h.cols = grid.cols;
     h.classes = tasks[0].outputs;
     models::apply_head_variant(h, c.patchgd.head);
+    h.norm = c.patchgd.head_norm;
+    h.dropout = c.patchgd.head_dropout;
     head = models::PatchGdHead(h);
   }
   return models::PatchGdNet(backbone, head);

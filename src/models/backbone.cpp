@@ -22,6 +22,19 @@ void BackboneImpl::use_channels_last() {
   }
 }
 
+void BackboneImpl::freeze_batchnorm(bool on) {
+  frozen_bn_ = on;
+  train(is_training());
+}
+
+void BackboneImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (!frozen_bn_) return;
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (m->as<torch::nn::BatchNorm2d>() || m->as<torch::nn::BatchNorm1d>()) m->eval();
+  }
+}
+
 torch::Tensor to_channels_last(const torch::Tensor& x) {
   if (x.dim() != 4 || x.suggest_memory_format() == at::MemoryFormat::ChannelsLast) return x;
   return torch::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast)).copy_(x);
@@ -33,7 +46,9 @@ BackbonePtr make_backbone(const BackboneOptions& o) {
     m.in_channels = o.in_channels;
     m.width_mult = o.width_mult;
     m.num_outputs = o.out_features;
-    return std::make_shared<MobileNetV2Impl>(m);
+    auto net = std::make_shared<MobileNetV2Impl>(m);
+    net->freeze_batchnorm(o.freeze_bn);
+    return net;
   }
   TESSERA_CHECK(o.arch == "resnet18" || o.arch == "resnet34" || o.arch == "resnet50", "unknown backbone '", o.arch,
                 "'; use resnet18, resnet34, resnet50 or mobilenet_v2");
@@ -44,7 +59,9 @@ BackbonePtr make_backbone(const BackboneOptions& o) {
   r.width = o.width;
   r.num_outputs = o.out_features;
   r.recompute_stem = o.recompute_stem;
-  return std::make_shared<ResNetImpl>(r);
+  auto net = std::make_shared<ResNetImpl>(r);
+  net->freeze_batchnorm(o.freeze_bn);
+  return net;
 }
 
 int64_t load_backbone_weights(BackboneImpl& backbone, const std::string& path) {

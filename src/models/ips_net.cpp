@@ -24,6 +24,7 @@ IpsNetOptions ips_net_options(const ModelConfig& c, const std::vector<Task>& tas
   o.aggregator.attn_dropout = c.attn_dropout;
   o.tasks = tasks;
   o.pos_enc = c.pos_enc;
+  o.freeze_bn = c.freeze_bn;
   return o;
 }
 
@@ -34,6 +35,7 @@ IpsNetImpl::IpsNetImpl(IpsNetOptions options) : options_(std::move(options)) {
   } else {
     encoder = register_module("encoder", ResNet(options_.encoder));
     encoder->use_channels_last();
+    encoder->freeze_batchnorm(options_.freeze_bn);
   }
   options_.aggregator.dim = dim();
   options_.aggregator.tokens = static_cast<int64_t>(options_.tasks.size());

@@ -205,7 +205,8 @@ torch::Tensor ResNetImpl::features(const torch::Tensor& input) {
   const bool channels_last = layers.front()->parameters().front().is_contiguous(at::MemoryFormat::ChannelsLast);
   const auto in = channels_last ? to_channels_last(input) : input;
   torch::Tensor x;
-  if (options_.recompute_stem && is_training() && torch::GradMode::is_enabled()) {
+  // bn1, not the module: a frozen BatchNorm stays in eval mode while the ResNet trains.
+  if (options_.recompute_stem && bn1->is_training() && torch::GradMode::is_enabled()) {
     const auto& o = bn1->options;
     bn1->num_batches_tracked += 1;
     x = RecomputedStem::apply(in, conv1->weight, bn1->weight, bn1->bias, bn1->running_mean, bn1->running_var,

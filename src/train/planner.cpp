@@ -124,4 +124,26 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
   return plan;
 }
 
+void check_budget(const Config& config, const data::DatasetPtr& train_set) {
+  if (memory::budget() <= 0) return;
+  const auto [fits, peak] = trial_step(config, train_set);
+  if (fits) return;
+  const auto& method = find_method(config.train.method);
+  Config smallest = config;
+  smallest.train.batch_size = std::min(config.train.batch_size, method.min_batch_size);
+  std::string what = fmt::format("batch {}", smallest.train.batch_size);
+  if (method.plans_sampling_fraction) {
+    const int64_t n = data::PatchGrid::fit(config.data.height, config.data.width, config.data.patch, config.data.patch).count();
+    smallest.patchgd.q = 1.0 / static_cast<double>(n);
+    what += " with one patch per inner iteration (its smallest chunk)";
+  }
+  TESSERA_CHECK(trial_step(smallest, train_set).first, "train.memory_budget ", config.train.memory_budget, " is too small for ",
+                config.train.method, ": even its smallest step, ", what, ", needs more; raise the budget or use a smaller "
+                "backbone or data.patch");
+  fail("train.memory_budget ", config.train.memory_budget, " does not fit a ", config.train.method, " step at batch ",
+       config.train.batch_size, method.plans_sampling_fraction ? fmt::format(", q {}", config.patchgd.q) : "",
+       " (the trial reached ", memory::format_bytes(peak), "); lower ", method.memory_knobs,
+       ", or pass --train.auto_batch true to find what fits");
+}
+
 }  // namespace tessera::train

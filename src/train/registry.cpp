@@ -5,6 +5,7 @@
 #include "tessera/core/error.h"
 #include "tessera/data/csv_images.h"
 #include "tessera/data/megapixel_mnist.h"
+#include "tessera/data/scattered_mnist.h"
 #include "tessera/data/ultramnist.h"
 #include "tessera/methods/full_image.h"
 #include "tessera/methods/ips.h"
@@ -46,6 +47,7 @@ const std::vector<data::DatasetInfo>& dataset_registry() {
   static const std::vector<data::DatasetInfo> table = {
       data::megapixel_mnist_dataset(),
       data::ultramnist_dataset(),
+      data::scattered_mnist_dataset(),
       data::ultramnist28_dataset(),
       data::csv_dataset(),
 #ifdef TESSERA_WITH_SLIDES

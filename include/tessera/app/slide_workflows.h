@@ -1,6 +1,8 @@
 // Whole-slide workflows: synthetic slide sets for trying the pipeline, and feature extraction into
 // HDF5 bags with a frozen encoder (resumable).
 #pragma once
+#include <torch/types.h>
+
 #include <string>
 #include <vector>
 
@@ -17,8 +19,44 @@ struct MakeSlidesOptions {
   slides::SyntheticSlideOptions slide;
 };
 
-// Writes the slides and the manifest (slide,label,split), atomically; returns the manifest's path.
+// The ground truth make-slides writes beside the manifest: one row per digit "tumour",
+// slide,x,y,size,digit with the level-0 top-left corner and side of the digit's square.
+inline constexpr const char* kTumourFile = "tumours.csv";
+
+// Writes the slides, the manifest (slide,label,split) and tumours.csv, atomically; returns the
+// manifest's path.
 std::string make_slides(const MakeSlidesOptions& options);
+
+// Where a slide run's attention goes, against make-slides' ground truth: per slide of the run's
+// manifest split, the tissue patches that overlap a tumour box and the fraction of the top-M
+// attention mass (M = the run's ips.M, attention = ips score_all) that falls on them.
+struct LocalizationOptions {
+  std::string run;    // an IPS run trained on slides
+  std::string truth;  // tumours.csv (slide,x,y,size[,digit]); empty: beside the run's manifest
+  std::string split = "test";
+  std::string out;    // JSON of the per-slide rows and the summary; empty: none
+  int64_t threads = 0;
+};
+
+struct SlideLocalization {
+  std::string slide;
+  int64_t label = 0, patches = 0, tumour_patches = 0, top_tumour_patches = 0;
+  double probability = 0;          // the model's positive-class probability
+  double tumour_fraction = 0;      // tumour_patches / patches
+  double attention_on_tumour = 0;  // share of the top-M attention mass on tumour patches
+};
+
+struct LocalizationSummary {
+  std::vector<SlideLocalization> slides;
+  int64_t M = 0;
+  double mean_attention_on_tumour = 0;  // over slides with tumour
+  double max_tumour_fraction = 0;
+};
+
+LocalizationSummary localize(const LocalizationOptions& options);
+// Tumour flags (N) bool of patches with level-0 top-left coords (N, 2) (x, y) and side `footprint`:
+// a patch is tumour when it overlaps any box (x, y, size) by at least one pixel.
+torch::Tensor tumour_patches(const torch::Tensor& coords, int64_t footprint, const torch::Tensor& boxes);
 
 struct ExtractFeaturesOptions {
   std::string manifest, out, cache_dir;  // cache_dir empty: <manifest folder>/tessera-cache

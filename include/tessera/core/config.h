@@ -12,7 +12,7 @@ class Node;
 namespace tessera {
 
 struct DataConfig {
-  std::string dataset = "megapixel_mnist";  // megapixel_mnist | ultramnist | ultramnist28 | csv | slides | feature_bags
+  std::string dataset = "megapixel_mnist";  // megapixel_mnist | ultramnist | ultramnist28 | scattered_mnist | csv | slides | feature_bags
   std::string manifest;   // slides, feature_bags: CSV with slide,label[,split] (split train / test)
   std::string mnist_dir = "data/mnist";  // IDX files (scripts/get-mnist.sh makes them)
   int64_t height = 1500;
@@ -28,6 +28,7 @@ struct DataConfig {
   int64_t stride = 50;
   int64_t channels = 1;     // ultramnist: grey (1) or grey replicated to RGB (3)
   int64_t max_scale = 0;    // ultramnist: largest digit scale r (0: the benchmark's 9, or 75 for ultramnist28)
+  int64_t digit_size = 28;  // scattered_mnist: the digit's side in pixels
   std::string train_csv;    // csv: rows "path,label" (header line), paths relative to the CSV
   std::string test_csv;
   int64_t classes = 0;      // csv: number of classes (0: max label + 1)
@@ -55,6 +56,7 @@ struct ModelConfig {
   double dropout = 0.1;
   double attn_dropout = 0.1;
   bool pos_enc = true;
+  bool freeze_bn = false;  // encoder BatchNorm always in eval mode (fixed statistics)
 };
 
 // Whole-slide images (data.dataset slides | feature_bags) listed in data.manifest.
@@ -83,9 +85,11 @@ struct PatchGdConfig {
   int64_t zeta = 0;         // inner iterations per batch; 0: ceil(1/q)
   int64_t eps = 0;          // inner iterations per optimiser step; 0: zeta
   int64_t latent = 256;     // s, channels of the latent grid
-  std::string head = "original";     // original | smaller | larger | smaller_feat | larger_feat (the reference's)
+  std::string head = "original";     // pool (ours) | original | smaller | larger | smaller_feat | larger_feat (the reference's)
   std::string fill_mode = "train";   // train | eval (BatchNorm mode of the no-gradient fill)
   int64_t fill_chunk = 0;   // positions per fill chunk; 0: k
+  std::string head_norm = "batch";  // batch (the reference's) | none
+  double head_dropout = 0.2;        // Dropout2d after every head block (the reference's 0.2)
 };
 
 struct GdConfig {

@@ -19,9 +19,17 @@ class BackboneImpl : public torch::nn::Module {
   // Stores 4-D weights channels_last (faster convolutions on CPU and GPU); inputs follow. Loading a
   // state dict afterwards keeps the layout (it copies into the existing tensors).
   void use_channels_last();
+  // Frozen BatchNorm: every BatchNorm layer stays in eval mode (running statistics, never updated)
+  // whatever train() says, so a sample's features never depend on the other samples of its batch.
+  void freeze_batchnorm(bool on);
+  bool batchnorm_frozen() const { return frozen_bn_; }
+  void train(bool on = true) override;
 
   // project(global average pool(features(x))): one vector per image.
   virtual torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  bool frozen_bn_ = false;
 };
 using BackbonePtr = std::shared_ptr<BackboneImpl>;
 
@@ -33,6 +41,7 @@ struct BackboneOptions {
   double width_mult = 1.0;    // MobileNetV2 width multiplier
   int64_t out_features = 0;   // > 0: final Linear(F, out_features) named as torchvision's (fc / classifier.1)
   bool recompute_stem = true; // ResNet: trade one stem forward for the stem's saved activations
+  bool freeze_bn = false;     // BatchNorm layers always in eval mode (BackboneImpl::freeze_batchnorm)
 };
 
 // x with channels_last strides (also for one channel, where contiguous() keeps NCHW strides and every

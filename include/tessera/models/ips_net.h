@@ -28,6 +28,7 @@ struct IpsNetOptions {
   CrossAttentionOptions aggregator;  // dim and tokens are filled from the encoder and the tasks
   std::vector<Task> tasks;
   bool pos_enc = true;
+  bool freeze_bn = false;  // the encoder's BatchNorm stays in eval mode
 };
 
 IpsNetOptions ips_net_options(const ModelConfig& config, const std::vector<Task>& tasks);

@@ -22,14 +22,18 @@ struct PatchGdHeadOptions {
   int64_t same_blocks = 1;       // stride-1 blocks first ...
   int64_t reductions = 3;        // ... then stride-2 blocks
   double dropout = 0.2;
+  std::string norm = "batch";    // batch (the reference's BatchNorm2d) | none
+  bool pool = false;             // no blocks: Linear(s, classes) on Z averaged over the grid
 };
 
 // The reference's head variants (same blocks, reductions, width): original (1, 3, 256), smaller
-// (0, 3, 256), larger (1, 4, 256), smaller_feat (1, 3, 128), larger_feat (1, 3, 512).
+// (0, 3, 256), larger (1, 4, 256), smaller_feat (1, 3, 128), larger_feat (1, 3, 512); and ours, pool:
+// the mean of Z over the grid, then Linear(s, classes), which makes PatchGD's model the plain GD
+// model with a patch-sized receptive field (docs/results.md: it generalises where the others do not).
 void apply_head_variant(PatchGdHeadOptions& options, const std::string& variant);
 
 // Blocks of Conv2d(3x3) -> ReLU -> BatchNorm2d -> Dropout2d (BatchNorm after the activation, as in the
-// reference), then flatten and Linear(width * rows' * cols', classes). No pooling. Z[b, :, row, col]
+// reference; norm none leaves it out), then flatten and Linear(width * rows' * cols', classes). No pooling. Z[b, :, row, col]
 // holds the patch at (row, col); the reference's head reads Z transposed (see import_patchgd).
 class PatchGdHeadImpl : public torch::nn::Module {
  public:

@@ -25,4 +25,9 @@ std::pair<bool, int64_t> trial_step(const Config& config, const data::DatasetPtr
 // budget and the knobs.
 BatchPlan plan_batch(const Config& config, const data::DatasetPtr& train_set, int64_t max_batch);
 
+// Before a run writes anything: one trial step of config under its memory budget (none: no check).
+// When it does not fit, the error says whether the method's smallest step (its minimum batch, and for
+// PatchGD one patch per inner iteration) would, and which knobs to turn.
+void check_budget(const Config& config, const data::DatasetPtr& train_set);
+
 }  // namespace tessera::train
