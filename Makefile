@@ -7,7 +7,7 @@ DEMO_RUN ?= runs/demo
 SLIDES ?= data/slides
 SLIDES_RUN ?= runs/slides-demo
 
-.PHONY: deps build test demo slides-demo bench clean
+.PHONY: deps build test demo slides-demo patchgd-demo bench clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -43,6 +43,10 @@ slides-demo: build data/mnist/t10k-labels-idx1-ubyte $(SLIDES)/manifest.csv
 	$(TESSERA) localization --run $(SLIDES_RUN) --out $(SLIDES_RUN)/localization.json
 	$(TESSERA) predict --run $(SLIDES_RUN) --slide $(SLIDES)/slide_065.tif --tiff --out $(SLIDES_RUN)/predict
 	@echo "heatmap: $(SLIDES_RUN)/predict/heatmap.png (tissue thumbnails: $(SLIDES)/cache/thumbnails/)"
+
+# PatchGD at full resolution vs GD downscaled to fit, same memory budget, same training time.
+patchgd-demo: build data/mnist/t10k-labels-idx1-ubyte
+	TESSERA=$(TESSERA) bash scripts/patchgd-demo.sh
 
 bench: build
 	$(TESSERA) bench ips --threads 2 --json $(BUILD)/bench-ips.json

@@ -27,6 +27,7 @@ nlohmann::json train(Config config, bool resume) {
     plan = train::plan_batch(config, train_set, /*max_batch=*/config.train.batch_size);
     config.train.batch_size = plan->batch_size;
     config.patchgd.q = plan->q;
+    config.gd.image_size = plan->image_size;
   } else if (!resume) {
     train::check_budget(config, train_set);
   }
@@ -35,8 +36,10 @@ nlohmann::json train(Config config, bool resume) {
   log::set_file(run.file("train.log"));
   if (plan) {
     run.write_text("plan.json", plan->to_json(config).dump(2) + "\n");
-    log::info("plan: batch size {}{} fits {} (trials in {})", plan->batch_size,
-              train::find_method(config.train.method).plans_sampling_fraction ? fmt::format(", q {:.4f}", plan->q) : "",
+    const auto& info = train::find_method(config.train.method);
+    log::info("plan: batch size {}{}{} fits {} (trials in {})", plan->batch_size,
+              info.plans_sampling_fraction ? fmt::format(", q {:.4f}", plan->q) : "",
+              info.plans_image_size && plan->image_size > 0 ? fmt::format(", images downscaled to {} px", plan->image_size) : "",
               config.train.memory_budget, run.file("plan.json"));
   }
   auto method = train::make_method(config, train_set->tasks());

@@ -69,6 +69,7 @@ MethodInfo full_image_method(bool extended) {
   m.single_softmax_task = true;
   m.min_batch_size = extended ? 2 : 1;
   m.memory_knobs = "train.batch_size or gd.image_size (downscaling)";
+  m.plans_image_size = true;
   m.make = [](const Config& c, const std::vector<Task>& tasks) -> std::unique_ptr<Method> {
     return FullImage::from_config(c, tasks);
   };

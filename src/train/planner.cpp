@@ -21,6 +21,7 @@ nlohmann::json BatchPlan::to_json(const Config& config) const {
                    {"batch_size", batch_size},
                    {"trials", trials}};
   if (find_method(config.train.method).plans_sampling_fraction) j["q"] = q;
+  if (find_method(config.train.method).plans_image_size) j["image_size"] = image_size;
   return j;
 }
 
@@ -74,15 +75,17 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
   } restore{budget};
   memory::set_budget(budget * 95 / 100);
   plan.q = config.patchgd.q;
+  plan.image_size = config.gd.image_size;
+  const auto& method = find_method(config.train.method);
   const auto fits = [&](int64_t b) {
     config.train.batch_size = b;
     config.patchgd.q = plan.q;
+    config.gd.image_size = plan.image_size;
     const auto [ok, peak] = trial_step(config, train_set);
-    plan.trials.push_back({{"batch_size", b}, {"q", plan.q}, {"fits", ok}, {"peak_tensor_bytes", peak}});
-    log::info("plan: batch {}{} {} (peak tensors {})", b,
-              find_method(config.train.method).plans_sampling_fraction ? fmt::format(", q {:.4f}", plan.q) : "",
-              ok ? "fits" : "does not fit",
-              memory::format_bytes(peak));
+    plan.trials.push_back({{"batch_size", b}, {"q", plan.q}, {"image_size", plan.image_size}, {"fits", ok}, {"peak_tensor_bytes", peak}});
+    log::info("plan: batch {}{}{} {} (peak tensors {})", b, method.plans_sampling_fraction ? fmt::format(", q {:.4f}", plan.q) : "",
+              method.plans_image_size && plan.image_size > 0 ? fmt::format(", image {} px", plan.image_size) : "",
+              ok ? "fits" : "does not fit", memory::format_bytes(peak));
     return ok;
   };
   const int64_t lo_limit = [&] {
@@ -97,16 +100,23 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
   max_batch = std::min(max_batch, train_set->size());
   TESSERA_CHECK(max_batch >= lo_limit, "the training set is too small to plan a batch");
   if (!fits(lo_limit)) {
-    const bool can_sample_less = find_method(config.train.method).plans_sampling_fraction;
+    const bool can_sample_less = method.plans_sampling_fraction, can_downscale = method.plans_image_size;
     const int64_t n = data::PatchGrid::fit(config.data.height, config.data.width, config.data.patch, config.data.patch).count();
+    constexpr int64_t kSmallestSide = 16;
     bool found = false;
     while (can_sample_less && plan.q * n > 1.0 + 1e-9) {
       plan.q = std::max(1.0 / static_cast<double>(n), plan.q / 2);
       if ((found = fits(lo_limit))) break;
     }
+    int64_t side = plan.image_size > 0 ? plan.image_size : std::max(config.data.height, config.data.width);
+    while (can_downscale && side / 2 >= kSmallestSide) {
+      plan.image_size = side /= 2;
+      if ((found = fits(lo_limit))) break;
+    }
     TESSERA_CHECK(found, "no batch fits train.memory_budget ", config.train.memory_budget, ": even batch ", lo_limit,
-                  can_sample_less ? " at one patch per inner iteration" : "", " needs more; raise the budget or lower ",
-                  find_method(config.train.method).memory_knobs);
+                  can_sample_less ? " at one patch per inner iteration" : "",
+                  can_downscale ? fmt::format(" on images downscaled to {} px", side) : "",
+                  " needs more; raise the budget or lower ", method.memory_knobs);
   }
   // Doubling, then bisection between the last batch that fitted and the first that did not.
   int64_t good = lo_limit, bad = -1;

@@ -63,6 +63,7 @@ struct MethodInfo {
   std::string memory_knobs;          // settings that shrink a step's memory, for budget errors
   std::string picture;               // what predict draws: "selection" | "patch grid" | "" (none)
   bool plans_sampling_fraction = false;  // the planner may lower patchgd.q when no batch fits
+  bool plans_image_size = false;         // the planner may downscale the image (gd.image_size) when no batch fits
   bool any_image_size = false;           // predicts images of any size (not only the training size)
   // Step k runs at the schedule's LR of k + 1, as the IPS reference calls its schedule (its first step
   // is not at LR 0); the PatchGD reference starts at 0.

@@ -12,6 +12,7 @@ namespace tessera::train {
 struct BatchPlan {
   int64_t batch_size = 0;
   double q = 0;  // PatchGD sampling fraction (unchanged for other methods)
+  int64_t image_size = 0;  // full-image baselines: gd.image_size (0: native; unchanged for other methods)
   nlohmann::json trials = nlohmann::json::array();  // {batch_size, q, fits, peak_tensor_bytes}
   nlohmann::json to_json(const Config& config) const;
 };
@@ -21,7 +22,8 @@ struct BatchPlan {
 std::pair<bool, int64_t> trial_step(const Config& config, const data::DatasetPtr& train_set);
 
 // Largest batch in [method minimum, max_batch] whose step fits the budget. If even the minimum does
-// not fit, PatchGD halves q (down to one patch per iteration) first; otherwise throws, naming the
+// not fit, PatchGD halves q (down to one patch per iteration) and the full-image baselines halve the
+// image side (down to 16 px), as the paper's GD rows downscale to fit; otherwise throws, naming the
 // budget and the knobs.
 BatchPlan plan_batch(const Config& config, const data::DatasetPtr& train_set, int64_t max_batch);
 
