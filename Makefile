@@ -34,7 +34,7 @@ demo: build data/mnist/t10k-labels-idx1-ubyte
 # covering at most 10 % of its tissue patches), preprocess, train IPS, measure where the attention goes
 # against the generator's ground truth, predict a positive test slide with heatmaps.
 $(SLIDES)/manifest.csv: | data/mnist/t10k-labels-idx1-ubyte
-	$(TESSERA) make-slides --out $(SLIDES) --count 64 --test-count 16 --width 4096 --height 4096 --digits 3 --digit-scale 6 --compression jpeg
+	$(TESSERA) make-slides --out $(SLIDES) --count 64 --test-count 16 --width 4096 --height 4096 --digits 3 --digit-scale 5 --tissue-size 0.45 --compression jpeg
 
 slides-demo: build data/mnist/t10k-labels-idx1-ubyte $(SLIDES)/manifest.csv
 	$(TESSERA) slide-info $(SLIDES)/slide_001.tif

@@ -93,4 +93,21 @@ std::pair<DatasetPtr, DatasetPtr> mnist_generated_splits(
           splits.test ? split("test", d.test_size, d.test_seed) : nullptr};
 }
 
+namespace {
+constexpr float kMnistMean = 0.1307f, kMnistStd = 0.3081f;
+}
+
+Normalization mnist_normalization(int64_t channels) {
+  const auto n = static_cast<size_t>(channels);
+  return {std::vector<float>(n, kMnistMean), std::vector<float>(n, kMnistStd)};
+}
+
+Sample mnist_canvas_sample(torch::Tensor picture, int64_t channels, const std::string& task, int64_t label) {
+  auto image = picture.sub_(kMnistMean).div_(kMnistStd);
+  Sample s;
+  s.image = channels == 3 ? image.expand({3, -1, -1}).contiguous() : image;
+  s.labels[task] = torch::tensor(label);
+  return s;
+}
+
 }  // namespace tessera::data

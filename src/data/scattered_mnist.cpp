@@ -7,9 +7,6 @@
 #include "tessera/data/random.h"
 
 namespace tessera::data {
-namespace {
-constexpr float kMean = 0.1307f, kStd = 0.3081f;  // MNIST's
-}
 
 ScatteredMnist::ScatteredMnist(std::shared_ptr<const MnistDigits> digits, ScatteredMnistOptions options)
     : digits_(std::move(digits)), options_(options) {
@@ -49,17 +46,10 @@ torch::Tensor ScatteredMnist::picture(int64_t index) const {
   return canvas;
 }
 
-Normalization ScatteredMnist::normalization() const {
-  const auto n = static_cast<size_t>(options_.channels);
-  return {std::vector<float>(n, kMean), std::vector<float>(n, kStd)};
-}
+Normalization ScatteredMnist::normalization() const { return mnist_normalization(options_.channels); }
 
 Sample ScatteredMnist::get(int64_t index) const {
-  auto image = picture(index).sub_(kMean).div_(kStd);
-  Sample s;
-  s.image = options_.channels == 3 ? image.expand({3, -1, -1}).contiguous() : image;
-  s.labels["digit"] = torch::tensor(label(index));
-  return s;
+  return mnist_canvas_sample(picture(index), options_.channels, "digit", label(index));
 }
 
 DatasetInfo scattered_mnist_dataset() {
@@ -78,9 +68,7 @@ DatasetInfo scattered_mnist_dataset() {
     });
   };
   info.describe = [](const Config& c) {
-    const auto n = static_cast<size_t>(c.data.channels);
-    return std::make_pair(std::vector<Task>{{"digit", "softmax", 10}},
-                          Normalization{std::vector<float>(n, kMean), std::vector<float>(n, kStd)});
+    return std::make_pair(std::vector<Task>{{"digit", "softmax", 10}}, mnist_normalization(c.data.channels));
   };
   info.validate = [](const Config& c) {
     TESSERA_CHECK(c.data.height == c.data.width, "scattered_mnist canvases are square; set data.height = data.width");

@@ -11,7 +11,6 @@
 namespace tessera::data {
 namespace {
 
-constexpr float kMean = 0.1307f, kStd = 0.3081f;  // MNIST's, as the PatchGD reference normalises
 constexpr int64_t kDigit = 28;
 constexpr int64_t kMaxPlacementTries = 100000;
 
@@ -162,17 +161,10 @@ torch::Tensor UltraMnist::picture(int64_t index) const {
   return canvas.unsqueeze(0);
 }
 
-Normalization UltraMnist::normalization() const {
-  const auto n = static_cast<size_t>(options_.channels);
-  return {std::vector<float>(n, kMean), std::vector<float>(n, kStd)};
-}
+Normalization UltraMnist::normalization() const { return mnist_normalization(options_.channels); }
 
 Sample UltraMnist::get(int64_t index) const {
-  auto image = picture(index).sub_(kMean).div_(kStd);
-  Sample s;
-  s.image = options_.channels == 3 ? image.expand({3, -1, -1}).contiguous() : image;
-  s.labels["sum"] = torch::tensor(label(index));
-  return s;
+  return mnist_canvas_sample(picture(index), options_.channels, "sum", label(index));
 }
 
 
@@ -196,9 +188,7 @@ DatasetInfo ultramnist_info(const std::string& variant) {
     });
   };
   info.describe = [variant](const Config& c) {
-    const auto n = static_cast<size_t>(c.data.channels);
-    return std::make_pair(std::vector<Task>{{"sum", "softmax", variant == "28" ? 28 : 10}},
-                          Normalization{std::vector<float>(n, kMean), std::vector<float>(n, kStd)});
+    return std::make_pair(std::vector<Task>{{"sum", "softmax", variant == "28" ? 28 : 10}}, mnist_normalization(c.data.channels));
   };
   info.validate = [](const Config& c) {
     TESSERA_CHECK(c.data.height == c.data.width, "UltraMNIST canvases are square; set data.height = data.width");

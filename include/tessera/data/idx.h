@@ -21,6 +21,12 @@ struct MnistDigits {
   std::array<std::vector<int64_t>, 10> by_class;  // sample indices of each digit
 };
 
+// MNIST's per-channel mean and std (as the PatchGD reference normalises), for `channels` channels.
+Normalization mnist_normalization(int64_t channels);
+// A canvas of MNIST digits as a sample: picture (1, H, W) in [0, 1] normalised with MNIST's statistics,
+// replicated to 3 channels when channels = 3, with one class label for `task`.
+Sample mnist_canvas_sample(torch::Tensor picture, int64_t channels, const std::string& task, int64_t label);
+
 // split: "train" (train-*-ubyte) or "test" (t10k-*-ubyte) in dir.
 MnistDigits load_mnist(const std::string& dir, const std::string& split);
 
