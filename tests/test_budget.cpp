@@ -131,6 +131,29 @@ TEST(Budget, PlannerLowersPatchGdSamplingWhenTheSmallestBatchDoesNotFit) {
   EXPECT_GE(plan.batch_size, 2);
 }
 
+TEST(Budget, PlannerDownscalesGdWhenNotEvenOneImageFits) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = tiny_patchgd(dir.str(), dir.file("run"));
+  config.train.method = "gd";
+  train::apply_runtime(config);
+  auto train_set = train::make_datasets(config).first;
+  BudgetGuard guard;
+  const int64_t baseline = memory::cpu_live_bytes();
+  config.train.batch_size = 1;
+  const auto [fits_native, peak_native] = train::trial_step(config, train_set);
+  config.gd.image_size = 70;  // the planner's first halving of the 140-px canvas
+  const auto [fits_half, peak_half] = train::trial_step(config, train_set);
+  ASSERT_TRUE(fits_native && fits_half);
+  ASSERT_GT(peak_native, peak_half);
+  config.gd.image_size = 0;
+  memory::set_budget((baseline + (peak_native - baseline + peak_half - baseline) / 2) * 100 / 95);
+  const auto plan = train::plan_batch(config, train_set, /*max_batch=*/8);
+  EXPECT_EQ(plan.image_size, 70);
+  EXPECT_GE(plan.batch_size, 1);
+  EXPECT_EQ(plan.to_json(config)["image_size"], 70);
+}
+
 TEST(Budget, ImpossibleBudgetSaysWhatToDo) {
   testing::TempDir dir;
   testing::write_fake_mnist(dir.str());
