@@ -3,6 +3,8 @@
 // fetched and no script runs.
 #include <nlohmann/json.hpp>
 
+#include <set>
+
 #include "helpers.h"
 #include "tessera/app/report.h"
 #include "tessera/train/experiment.h"
@@ -77,6 +79,23 @@ TEST(Report, SvgChartHandlesFlatAndEmptySeries) {
   EXPECT_EQ(flat.find("nan"), std::string::npos);
   EXPECT_NE(app::svg_line_chart("loss", "epoch", {}).find("no data"), std::string::npos);
   EXPECT_NE(app::svg_line_chart("a<b", "epoch", {}).find("a&lt;b"), std::string::npos);
+}
+
+TEST(Report, LegendEntriesNeverOverlap) {
+  std::vector<app::ChartSeries> series;
+  for (const std::string name : {"gd train", "gd test", "patchgd train", "patchgd test", "ips train"}) {
+    series.push_back({name, {{1, 1.0}, {2, 0.5}}});
+  }
+  const auto svg = app::svg_line_chart("accuracy", "epoch", series);
+  // Each legend label sits in a <text> right after its colour swatch; their positions must differ.
+  std::set<std::string> positions;
+  for (const auto& s : series) {
+    const auto at = svg.find(">" + s.label + "</text>");
+    ASSERT_NE(at, std::string::npos) << s.label;
+    const auto start = svg.rfind("<text x=", at);
+    positions.insert(svg.substr(start, svg.find(" font-size", start) - start));
+  }
+  EXPECT_EQ(positions.size(), series.size()) << svg;
 }
 
 TEST(Report, MissingRunSaysSo) {

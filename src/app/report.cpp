@@ -134,8 +134,10 @@ std::string run_pictures(const std::string& run_dir, int64_t count, const std::s
       }
 #endif
       else {
-        return "<p class=\"note\">No pictures: " + run.spec.method + " on " + run.spec.input.kind +
-               " inputs has none to draw (feature bags hold no pixels; pass predict --bag with --slide).</p>\n";
+        const std::string why = run.spec.input.kind == "features"
+                                    ? "feature bags hold no pixels; predict --bag with --slide draws a heatmap"
+                                    : run.spec.method + " scores no patches, so it has nothing to draw";
+        return "<p class=\"note\">No pictures: " + why + ".</p>\n";
       }
     }
     return "<div class=\"pictures\">\n" + html + "</div>\n";
@@ -156,7 +158,10 @@ std::string describe_input(const train::InputSpec& in) {
 }  // namespace
 
 std::string svg_line_chart(const std::string& title, const std::string& x_label, const std::vector<ChartSeries>& series) {
-  constexpr double W = 460, H = 250, left = 58, right = 12, top = 28, bottom = 52;
+  // Three legend entries per row below the axis label; the plot shrinks as legend rows are added.
+  const int64_t legend_rows = std::max<int64_t>(1, (static_cast<int64_t>(series.size()) + 2) / 3);
+  const double W = 460, H = 250 + 12.0 * static_cast<double>(legend_rows - 1), left = 58, right = 12, top = 28,
+               bottom = 40 + 12.0 * static_cast<double>(legend_rows);
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   for (const auto& s : series) {
     for (const auto& [x, y] : s.points) {
@@ -198,7 +203,8 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
       }
       svg += "\n";
     }
-    const double lx = left + static_cast<double>(i % 3) * pw / 3, ly = H - 8 - static_cast<double>(i / 3) * 0;
+    const double lx = left + static_cast<double>(i % 3) * pw / 3,
+                 ly = H - 8 - static_cast<double>(legend_rows - 1 - static_cast<int64_t>(i / 3)) * 12;
     svg += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"10\" height=\"3\" fill=\"{}\"/><text x=\"{:.1f}\" y=\"{:.1f}\" "
                        "font-size=\"10\">{}</text>\n",
                        lx, ly - 4, colour, lx + 13, ly, escape(series[i].label.substr(0, 28)));

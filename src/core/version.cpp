@@ -2,11 +2,10 @@
 
 #include <torch/version.h>
 
+#include "tessera_commit.h"  // generated at build time (cmake/commit.cmake)
+
 #ifndef TESSERA_VERSION
 #define TESSERA_VERSION "unknown"
-#endif
-#ifndef TESSERA_COMMIT
-#define TESSERA_COMMIT "unknown"
 #endif
 
 namespace tessera {

@@ -6,7 +6,7 @@
 namespace tessera {
 
 std::string version();          // e.g. "0.2.0"
-std::string commit();           // short git hash at configure time, or "unknown"
+std::string commit();           // git describe of the checkout at build time ("-dirty" with local changes), or "unknown"
 std::string libtorch_version(); // e.g. "1.13.1"
 // "tessera 0.2.0 (commit abc1234, LibTorch 1.13.1)"
 std::string version_line();
