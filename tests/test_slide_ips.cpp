@@ -209,7 +209,9 @@ TEST(SlideWorkflow, MakePreprocessTrainPredictAndFeatureBags) {
     EXPECT_LE(row["top_tumour_patches"].get<int64_t>(), std::min<int64_t>(4, row["tumour_patches"].get<int64_t>()));
     EXPECT_GE(row["attention_on_tumour"].get<double>(), 0.0);
     EXPECT_LE(row["attention_on_tumour"].get<double>(), 1.0 + 1e-9);
-    if (!positive) EXPECT_EQ(row["attention_on_tumour"].get<double>(), 0.0);
+    if (!positive) {
+      EXPECT_EQ(row["attention_on_tumour"].get<double>(), 0.0);
+    }
   }
   EXPECT_EQ(loc["M"].get<int64_t>(), 4);
   EXPECT_NE(run("localization --run " + dir.file("run") + " --truth " + dir.file("none.csv"), log), 0);
