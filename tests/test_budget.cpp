@@ -38,6 +38,9 @@ std::string bytes_of(const std::string& path) {
   return ss.str();
 }
 
+// Live bytes halfway between two trial peaks measured above `baseline` live bytes.
+int64_t between(int64_t baseline, int64_t peak_a, int64_t peak_b) { return baseline + (peak_a - baseline + peak_b - baseline) / 2; }
+
 struct BudgetGuard {
   ~BudgetGuard() { memory::set_budget(0); }
 };
@@ -93,7 +96,7 @@ TEST(Budget, PlannerPicksTheLargestBatchThatFits) {
   ASSERT_TRUE(fits2 && fits12);
   ASSERT_GT(peak12, peak2);
   // The planner plans against 95 % of the budget; aim that between the two trials.
-  const int64_t budget = (baseline + (peak2 - baseline + peak12 - baseline) / 2) * 100 / 95;
+  const int64_t budget = between(baseline, peak2, peak12) * 100 / 95;
   memory::set_budget(budget);
 
   const auto plan = train::plan_batch(config, train_set, /*max_batch=*/16);
@@ -124,7 +127,7 @@ TEST(Budget, PlannerLowersPatchGdSamplingWhenTheSmallestBatchDoesNotFit) {
   const auto [fits_eighth, peak_eighth] = train::trial_step(config, train_set);
   ASSERT_TRUE(fits_all && fits_eighth);
   ASSERT_GT(peak_all, peak_eighth);
-  memory::set_budget((baseline + (peak_all - baseline + peak_eighth - baseline) / 2) * 100 / 95);
+  memory::set_budget(between(baseline, peak_all, peak_eighth) * 100 / 95);
   config.patchgd.q = 1.0;
   const auto plan = train::plan_batch(config, train_set, 16);
   EXPECT_LT(plan.q, 1.0);
@@ -147,7 +150,7 @@ TEST(Budget, PlannerDownscalesGdWhenNotEvenOneImageFits) {
   ASSERT_TRUE(fits_native && fits_half);
   ASSERT_GT(peak_native, peak_half);
   config.gd.image_size = 0;
-  memory::set_budget((baseline + (peak_native - baseline + peak_half - baseline) / 2) * 100 / 95);
+  memory::set_budget(between(baseline, peak_native, peak_half) * 100 / 95);
   const auto plan = train::plan_batch(config, train_set, /*max_batch=*/8);
   EXPECT_EQ(plan.image_size, 70);
   EXPECT_GE(plan.batch_size, 1);
@@ -214,7 +217,7 @@ TEST(Budget, TooSmallForPatchGdsSmallestChunkFailsBeforeTraining) {
   large.train.memory_budget = std::to_string(baseline + (peak_small - baseline) * 3 / 4);
   expect_error(large, "even its smallest step, batch 2 with one patch per inner iteration (its smallest chunk), needs more");
   // Between the two: the error points at the planner.
-  large.train.memory_budget = std::to_string(baseline + (peak_small - baseline + peak_large - baseline) / 2);
+  large.train.memory_budget = std::to_string(between(baseline, peak_small, peak_large));
   expect_error(large, "pass --train.auto_batch true to find what fits");
 }
 

@@ -117,6 +117,12 @@ TEST(Config, YamlRoundTripAndOverrides) {
 namespace tessera {
 namespace {
 
+TEST(Csv, IntegerFieldsAreWholeNumbersOrNothing) {
+  EXPECT_EQ(parse_integer("42"), 42);
+  EXPECT_EQ(parse_integer("-7"), -7);
+  for (const std::string bad : {"", "4x", "x4", "1.5", "99999999999999999999"}) EXPECT_FALSE(parse_integer(bad)) << bad;
+}
+
 TEST(Csv, QuotedFieldsCrlfAndBlankLines) {
   testing::TempDir dir;
   write_file_atomic(dir.file("a.csv"), "path,label,note\r\n\"my scans/a,1.png\",2,\"say \"\"hi\"\"\"\r\n\r\nb.png,0,\"two\nlines\"\nc.png,1,\n");

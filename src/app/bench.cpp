@@ -15,6 +15,7 @@
 #include <fmt/chrono.h>
 
 #include "tessera/app/bench.h"
+#include "tessera/core/csv.h"
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/memory.h"
@@ -273,13 +274,9 @@ std::vector<int64_t> parse_int_list(const std::string& text, const std::string& 
   std::vector<int64_t> out;
   std::stringstream in(text);
   for (std::string item; std::getline(in, item, ',');) {
-    size_t pos = 0;
-    try {
-      out.push_back(std::stoll(item, &pos));
-    } catch (const std::exception&) {
-      pos = 0;
-    }
-    TESSERA_CHECK(pos > 0 && pos == item.size(), what, " must be comma-separated integers, got '", text, "'");
+    const auto value = parse_integer(item);
+    TESSERA_CHECK(value, what, " must be comma-separated integers, got '", text, "'");
+    out.push_back(*value);
   }
   TESSERA_CHECK(!out.empty(), what, " is empty");
   return out;

@@ -80,13 +80,10 @@ std::map<std::string, torch::Tensor> read_tumours(const std::string& path) {
     const auto& row = table.rows[r];
     auto& v = flat[fs::path(row.at(cs)).filename().string()];
     for (size_t c : {cx, cy, csize}) {
-      try {
-        size_t used = 0;
-        v.push_back(std::stoll(row.at(c), &used));
-        TESSERA_CHECK(used == row.at(c).size(), "");
-      } catch (const std::exception&) {
-        fail("tumour truth '", path, "' line ", table.lines[r], ": '", table.header[c], "' must be an integer, got '", row.at(c), "'");
-      }
+      const auto value = parse_integer(row.at(c));
+      TESSERA_CHECK(value, "tumour truth '", path, "' line ", table.lines[r], ": '", table.header[c],
+                    "' must be an integer, got '", row.at(c), "'");
+      v.push_back(*value);
     }
   }
   std::map<std::string, torch::Tensor> out;

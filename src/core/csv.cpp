@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 #include <iterator>
+#include <string>
 
 #include "tessera/core/error.h"
 
@@ -73,6 +74,18 @@ CsvTable read_csv(const std::string& path, const std::string& what) {
   table.rows.assign(std::make_move_iterator(records.begin() + 1), std::make_move_iterator(records.end()));
   table.lines.assign(starts.begin() + 1, starts.end());
   return table;
+}
+
+std::optional<int64_t> parse_integer(const std::string& text) {
+  size_t used = 0;
+  int64_t value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used == 0 || used != text.size()) return std::nullopt;
+  return value;
 }
 
 }  // namespace tessera

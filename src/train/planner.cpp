@@ -12,6 +12,10 @@
 #include "tessera/train/registry.h"
 
 namespace tessera::train {
+namespace {
+// Patches in PatchGD's grid of the training image (non-overlapping, stride = patch).
+int64_t patch_count(const Config& c) { return data::PatchGrid::fit(c.data.height, c.data.width, c.data.patch, c.data.patch).count(); }
+}  // namespace
 
 nlohmann::json BatchPlan::to_json(const Config& config) const {
   nlohmann::json j{{"method", config.train.method},
@@ -101,7 +105,7 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
   TESSERA_CHECK(max_batch >= lo_limit, "the training set is too small to plan a batch");
   if (!fits(lo_limit)) {
     const bool can_sample_less = method.plans_sampling_fraction, can_downscale = method.plans_image_size;
-    const int64_t n = data::PatchGrid::fit(config.data.height, config.data.width, config.data.patch, config.data.patch).count();
+    const int64_t n = patch_count(config);
     constexpr int64_t kSmallestSide = 16;
     bool found = false;
     while (can_sample_less && plan.q * n > 1.0 + 1e-9) {
@@ -143,7 +147,7 @@ void check_budget(const Config& config, const data::DatasetPtr& train_set) {
   smallest.train.batch_size = std::min(config.train.batch_size, method.min_batch_size);
   std::string what = fmt::format("batch {}", smallest.train.batch_size);
   if (method.plans_sampling_fraction) {
-    const int64_t n = data::PatchGrid::fit(config.data.height, config.data.width, config.data.patch, config.data.patch).count();
+    const int64_t n = patch_count(config);
     smallest.patchgd.q = 1.0 / static_cast<double>(n);
     what += " with one patch per inner iteration (its smallest chunk)";
   }

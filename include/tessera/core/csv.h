@@ -3,6 +3,7 @@
 // skipped. The one CSV reader of the library (manifests, image lists).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,5 +20,8 @@ struct CsvTable {
 // what names the file's role in errors ("slide manifest", "image list"). Errors: the file cannot be
 // opened, has no header, or has an unterminated quoted field.
 CsvTable read_csv(const std::string& path, const std::string& what);
+// A field (or option) that must be exactly one integer: nothing when it is empty, has other
+// characters around the number, or is out of range. Callers say what was expected where.
+std::optional<int64_t> parse_integer(const std::string& text);
 
 }  // namespace tessera
