@@ -7,6 +7,7 @@
 
 #include "tessera/app/export_data.h"
 #include "tessera/app/import.h"
+#include "tessera/app/launch.h"
 #include "tessera/app/predict.h"
 #include "tessera/app/report.h"
 #include "tessera/app/train.h"
@@ -67,6 +68,25 @@ void add_train(CLI::App& app) {
                                memory::format_bytes(last["peak_rss_bytes"].get<int64_t>()));
     }
     std::cout << "run directory: " << config.run_dir << "\n";
+  });
+}
+
+void add_launch(CLI::App& app) {
+  auto* sub = app.add_subcommand("launch", "run a command (e.g. train) as several data-parallel ranks on this node");
+  auto o = std::make_shared<app::LaunchOptions>();
+  auto command = std::make_shared<std::vector<std::string>>();
+  sub->add_option("--nproc-per-node", o->nproc_per_node, "ranks on this node (e.g. one per GPU)")->capture_default_str();
+  sub->add_option("--nnodes", o->nnodes, "nodes in the run")->capture_default_str();
+  sub->add_option("--node-rank", o->node_rank, "this node's index in [0, nnodes)")->capture_default_str();
+  sub->add_option("--master-addr", o->master_addr, "address of node 0 (rank 0 serves the rendezvous store)")
+      ->capture_default_str();
+  sub->add_option("--master-port", o->master_port, "port on node 0 (0: a free one; multi-node runs must set it)")
+      ->capture_default_str();
+  sub->add_option("--grace", o->grace_seconds, "seconds the other ranks get to exit after one fails")->capture_default_str();
+  sub->add_option("command", *command, "the tessera command and its options, after '--'")->required();
+  sub->callback([o, command] {
+    const int code = app::launch(*o, *command);
+    if (code != 0) std::exit(code);
   });
 }
 

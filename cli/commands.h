@@ -26,6 +26,7 @@ void add_import(CLI::App& app);  // import-ips, import-patchgd
 void add_export_data(CLI::App& app);
 void add_report(CLI::App& app);
 void add_prepare_images(CLI::App& app);
+void add_launch(CLI::App& app);
 void add_bench(CLI::App& app);
 
 #ifdef TESSERA_WITH_SLIDES

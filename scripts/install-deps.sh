@@ -6,7 +6,7 @@ set -euo pipefail
 # single-threaded reference BLAS (24x slower on IPS's feature projector here).
 packages=(
   build-essential cmake pkg-config ccache git
-  libtorch-dev libopenblas0-pthread libvips-dev libopenslide-dev libhdf5-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
+  libtorch-dev libgloo-dev libopenblas0-pthread libvips-dev libopenslide-dev libhdf5-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev googletest
   python3-torch python3-torchvision   # reference outputs for the parity tests
   chromium                            # renders tessera report pages in a test

@@ -5,6 +5,7 @@
 
 #include <optional>
 
+#include "tessera/core/distributed.h"
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/run_dir.h"
@@ -17,6 +18,8 @@
 namespace tessera::app {
 
 nlohmann::json train(Config config, bool resume) {
+  // Joins the data-parallel group when launched by torchrun, SLURM or tessera launch (else a no-op).
+  dist::init_from_env(config.train.dist_timeout);
   train::apply_runtime(config);
   auto [train_set, test_set] = train::make_datasets(config);
   TESSERA_CHECK(train_set, "data set ", config.data.dataset, " has no training split; check the data settings");
@@ -25,6 +28,13 @@ nlohmann::json train(Config config, bool resume) {
   std::optional<train::BatchPlan> plan;
   if (config.train.auto_batch && !resume) {
     plan = train::plan_batch(config, train_set, /*max_batch=*/config.train.batch_size);
+    // Ranks plan alone (the budget is per rank) and follow rank 0's plan, so all take the same steps.
+    std::vector<torch::Tensor> chosen{torch::tensor({static_cast<double>(plan->batch_size), plan->q,
+                                                     static_cast<double>(plan->image_size)}, torch::kDouble)};
+    dist::broadcast(chosen, "batch plan broadcast");
+    plan->batch_size = static_cast<int64_t>(chosen[0][0].item<double>());
+    plan->q = chosen[0][1].item<double>();
+    plan->image_size = static_cast<int64_t>(chosen[0][2].item<double>());
     config.train.batch_size = plan->batch_size;
     config.patchgd.q = plan->q;
     config.gd.image_size = plan->image_size;
@@ -33,8 +43,8 @@ nlohmann::json train(Config config, bool resume) {
   }
   runtime::seed_everything(config.train.seed);  // trials drew random numbers; the run starts as without them
   RunDir run(config.run_dir);
-  log::set_file(run.file("train.log"));
-  if (plan) {
+  if (dist::is_main()) log::set_file(run.file("train.log"));  // rank 0 keeps the run's records
+  if (plan && dist::is_main()) {
     run.write_text("plan.json", plan->to_json(config).dump(2) + "\n");
     const auto& info = train::find_method(config.train.method);
     log::info("plan: batch size {}{}{} fits {} (trials in {})", plan->batch_size,
@@ -44,10 +54,11 @@ nlohmann::json train(Config config, bool resume) {
   }
   auto method = train::make_method(config, train_set->tasks());
   const bool images = train::find_dataset(config.data.dataset).input == "image";
-  log::info("training {} on {} {}, batch {}, {} threads", method->name(), train_set->size(),
+  log::info("training {} on {} {}, batch {}{}, {} threads{}", method->name(), train_set->size(),
             images ? fmt::format("{}x{} {} images", config.data.height, config.data.width, config.data.dataset)
                    : config.data.dataset + " bags",
-            config.train.batch_size, torch::get_num_threads());
+            config.train.batch_size, dist::world_size() > 1 ? fmt::format(" per rank x {} ranks", dist::world_size()) : "",
+            torch::get_num_threads(), config.train.precision == "fp32" ? "" : ", " + config.train.precision);
   train::Trainer trainer(config, *method, train_set, test_set);
   return trainer.fit(resume);
 }

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "tessera/core/error.h"
+#include "tessera/core/precision.h"
 
 namespace tessera {
 namespace {
@@ -166,6 +167,9 @@ std::vector<Config::Field> Config::fields() {
       field("train.auto_batch", &train.auto_batch, "find the largest batch (and PatchGD q) within the budget"),
       field("train.time_limit", &train.time_limit,
             "stop after this many seconds of training steps, a model.init_from run's included (0: none)"),
+      field("train.precision", &train.precision, "fp32 | bf16 | fp16 (autocast; fp16 adds dynamic loss scaling)"),
+      field("train.dist_timeout", &train.dist_timeout,
+            "data-parallel runs: seconds a rank waits for the others before failing"),
   };
 }
 
@@ -272,6 +276,8 @@ void Config::validate() const {
   TESSERA_CHECK(train.threads >= 0, "train.threads must be >= 0 (0 = all cores)");
   TESSERA_CHECK(train.time_limit >= 0, "train.time_limit must be >= 0 seconds (0: no limit)");
   TESSERA_CHECK(one_of(train.device, {"cpu", "cuda"}), "train.device must be cpu or cuda");
+  parse_precision(train.precision);
+  TESSERA_CHECK(train.dist_timeout > 0, "train.dist_timeout must be positive (seconds)");
 }
 
 }  // namespace tessera

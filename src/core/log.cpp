@@ -39,6 +39,10 @@ void set_file(const std::string& path) {
   logger()->flush_on(spdlog::level::info);
 }
 
+void set_tag(const std::string& tag) {
+  logger()->set_pattern("%^[%H:%M:%S %l]%$ " + tag + " %v");
+}
+
 void write(Level level, const std::string& message) { logger()->log(to_spdlog(level), message); }
 
 }  // namespace tessera::log

@@ -4,12 +4,13 @@
 
 #include <cstdio>
 
+#include "tessera/core/distributed.h"
 #include "tessera/core/log.h"
 
 namespace tessera {
 
 Progress::Progress(std::string label, int64_t total)
-    : label_(std::move(label)), total_(total), tty_(isatty(fileno(stderr)) != 0),
+    : label_(std::move(label)), total_(total), tty_(isatty(fileno(stderr)) != 0 && dist::is_main()),
       start_(std::chrono::steady_clock::now()) {}
 
 std::string Progress::line(const std::string& status) const {

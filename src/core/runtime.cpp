@@ -4,13 +4,17 @@
 
 #include <thread>
 
+#include "tessera/core/distributed.h"
 #include "tessera/core/error.h"
 
 namespace tessera::runtime {
 
 void set_threads(int64_t threads) {
   TESSERA_CHECK(threads >= 0, "thread count must be >= 0 (0 = all cores), got ", threads);
-  if (threads == 0) threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  // 0: the cores, shared among this node's data-parallel ranks.
+  if (threads == 0) {
+    threads = std::max<int64_t>(1, std::thread::hardware_concurrency() / std::max<int64_t>(1, dist::launch_env().local_world_size));
+  }
   torch::set_num_threads(static_cast<int>(threads));
 }
 
@@ -25,7 +29,8 @@ torch::Device device_from_name(const std::string& name) {
   TESSERA_CHECK(name == "cuda", "unknown device '", name, "'; use cpu or cuda");
   TESSERA_CHECK(torch::cuda::is_available(),
                 "device cuda requested but no CUDA device is available in this build; use --train.device cpu");
-  return torch::kCUDA;
+  // A data-parallel rank uses its node-local GPU.
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(dist::launch_env().local_rank % torch::cuda::device_count()));
 }
 
 }  // namespace tessera::runtime

@@ -80,4 +80,14 @@ std::vector<int64_t> epoch_order(int64_t n, int64_t seed, int64_t epoch, bool sh
   return order;
 }
 
+std::vector<int64_t> epoch_shard(int64_t n, int64_t seed, int64_t epoch, int64_t start, int64_t rank, int64_t world) {
+  TESSERA_ASSERT(world >= 1 && rank >= 0 && rank < world && n > 0, "bad shard request");
+  const auto order = epoch_order(n, seed, epoch, /*shuffle=*/true);
+  std::vector<int64_t> rest(order.begin() + std::min(n, std::max<int64_t>(0, start)), order.end());
+  for (int64_t i = 0; rest.size() % static_cast<size_t>(world) != 0; ++i) rest.push_back(order[i % n]);
+  std::vector<int64_t> shard;
+  for (size_t i = static_cast<size_t>(rank); i < rest.size(); i += static_cast<size_t>(world)) shard.push_back(rest[i]);
+  return shard;
+}
+
 }  // namespace tessera::data

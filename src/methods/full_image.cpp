@@ -38,6 +38,7 @@ torch::Tensor FullImage::logits(const torch::Tensor& input) {
 }
 
 StepResult FullImage::train_step(data::Batch batch, StepContext& context) {
+  const auto precision_scope = autocast();
   const auto images = batch.images.to(device_);
   batch.images = torch::Tensor();
   const auto& task = tasks_[0];
@@ -49,14 +50,15 @@ StepResult FullImage::train_step(data::Batch batch, StepContext& context) {
   context.step();
   StepResult result;
   result.loss = loss.item<double>();
-  result.outputs[task.name] = torch::softmax(out.detach(), 1).to(torch::kCPU);
+  result.outputs[task.name] = torch::softmax(out.detach(), 1, torch::kFloat).to(torch::kCPU);
   return result;
 }
 
 TaskTensors FullImage::predict(const data::Batch& batch) {
+  const auto precision_scope = autocast();
   c10::InferenceMode guard;
   net_->eval();
-  return {{tasks_[0].name, torch::softmax(logits(batch.images.to(device_)), 1).to(torch::kCPU)}};
+  return {{tasks_[0].name, torch::softmax(logits(batch.images.to(device_)), 1, torch::kFloat).to(torch::kCPU)}};
 }
 
 namespace {

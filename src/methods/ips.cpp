@@ -117,6 +117,7 @@ torch::Tensor Ips::select_group(const std::vector<data::PatchBagPtr>& group, con
 
 Selection Ips::select(const std::vector<data::PatchBagPtr>& bags, const ScoreObserver& observer,
                       c10::optional<at::Generator> shuffle_gen) {
+  const auto precision_scope = autocast();
   TESSERA_CHECK(!bags.empty(), "IPS selection needs at least one image");
   for (size_t b = 0; b < bags.size(); ++b) {
     TESSERA_CHECK(bags[b]->size() > 0, "image ", b, " of the batch has zero patches; check the patch size and the image");
@@ -246,9 +247,13 @@ torch::Tensor Ips::embed(const Selection& s) {
   return pos.defined() ? emb + pos : emb;
 }
 
-TaskTensors Ips::forward(const Selection& s) { return net_->aggregate(embed(s), s.mask); }
+TaskTensors Ips::forward(const Selection& s) {
+  const auto precision_scope = autocast();
+  return net_->aggregate(embed(s), s.mask);
+}
 
 torch::Tensor Ips::final_scores(const Selection& s) {
+  const auto precision_scope = autocast();
   c10::InferenceMode inference;
   const bool was_training = net_->is_training();
   net_->eval();
@@ -258,6 +263,7 @@ torch::Tensor Ips::final_scores(const Selection& s) {
 }
 
 torch::Tensor Ips::score_all(const data::PatchBagPtr& bag) {
+  const auto precision_scope = autocast();
   c10::InferenceMode inference;
   const auto encoder = net_->frozen_encoder();
   const int64_t N = bag->size(), I = options_.I;
@@ -274,10 +280,11 @@ torch::Tensor Ips::score_all(const data::PatchBagPtr& bag) {
     if (pos.defined()) emb = emb + pos;
     parts.push_back(net_->aggregator->logits(emb).squeeze(0).flatten(0, 1).to(torch::kCPU));  // (H*T, k)
   }
-  return torch::softmax(torch::cat(parts, 1), 1).mean(0);
+  return torch::softmax(torch::cat(parts, 1), 1, torch::kFloat).mean(0);
 }
 
 StepResult Ips::train_step(data::Batch batch, StepContext& context) {
+  const auto precision_scope = autocast();
   net_->train();
   const auto selection = select(bags(batch));
   batch.images = torch::Tensor();  // only the M winners are needed from here on
@@ -301,6 +308,7 @@ torch::nn::Module& Ips::encoder() {
 }
 
 Method::PatchScores Ips::patch_scores(const data::Batch& batch) {
+  const auto precision_scope = autocast();
   net_->eval();
   const auto one = data::Batch{batch.images.defined() ? batch.images.slice(0, 0, 1) : torch::Tensor(),
                                batch.bags.empty() ? std::vector<data::PatchBagPtr>{} : std::vector<data::PatchBagPtr>{batch.bags.front()},
@@ -345,6 +353,7 @@ MethodInfo ips_method() {
 }
 
 TaskTensors Ips::predict(const data::Batch& batch) {
+  const auto precision_scope = autocast();
   net_->eval();
   // Evaluation shuffles (if at all) from a generator seeded by the batch, never the global RNG.
   auto gen = at::make_generator<at::CPUGeneratorImpl>(

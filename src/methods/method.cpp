@@ -19,7 +19,7 @@ torch::Tensor multitask_loss(const TaskTensors& outputs, const TaskTensors& labe
   torch::Tensor total;
   for (const auto& task : tasks) {
     TESSERA_CHECK(outputs.count(task.name) && labels.count(task.name), "no output or label for task '", task.name, "'");
-    const auto& p = outputs.at(task.name);
+    const auto p = outputs.at(task.name).to(torch::kFloat);  // losses stay fp32 under autocast
     const auto y = labels.at(task.name).to(p.device());
     torch::Tensor loss;
     if (task.activation == "softmax") {
@@ -38,7 +38,7 @@ torch::Tensor checked_cross_entropy(const torch::Tensor& logits, const torch::Te
   const int64_t classes = logits.size(1);
   TESSERA_CHECK(labels.numel() == 0 || (labels.min().item<int64_t>() >= 0 && labels.max().item<int64_t>() < classes),
                 method, ": a label is outside [0, ", classes, "); check the data set's class count");
-  auto loss = torch::cross_entropy_loss(logits, labels.to(logits.device(), torch::kLong));
+  auto loss = torch::cross_entropy_loss(logits.to(torch::kFloat), labels.to(logits.device(), torch::kLong));
   check_finite_loss(loss, method);
   return loss;
 }

@@ -90,7 +90,7 @@ torch::Tensor PatchGd::fill(const torch::Tensor& images, const data::PatchGrid& 
     const auto idx = order.slice(0, begin, std::min(n, begin + chunk));
     const auto patches = data::extract_patches_batch(images, grid, idx);  // (B, k, C, p, p)
     const auto feats = net_->backbone->forward(patches.flatten(0, 1)).view({B, idx.size(0), s});
-    z.index_copy_(2, idx, feats.transpose(1, 2));
+    z.index_copy_(2, idx, feats.transpose(1, 2).to(z.scalar_type()));  // the grid stays fp32 under autocast
   }
   return z.view({B, s, grid.rows, grid.cols});
 }
@@ -99,7 +99,8 @@ torch::Tensor PatchGd::reencode(torch::Tensor& z, const torch::Tensor& images, c
                                 const torch::Tensor& idx) {
   const int64_t B = images.size(0), s = z.size(1);
   const auto patches = data::extract_patches_batch(images, grid, idx);
-  const auto feats = net_->backbone->forward(patches.flatten(0, 1)).view({B, idx.size(0), s}).transpose(1, 2);
+  const auto feats =
+      net_->backbone->forward(patches.flatten(0, 1)).view({B, idx.size(0), s}).transpose(1, 2).to(z.scalar_type());
   const auto flat = z.view({B, s, grid.count()});
   // Out of place: the result depends on the backbone only through the k written positions.
   auto with_chunk = flat.detach().index_copy(2, idx, feats);
@@ -111,6 +112,7 @@ torch::Tensor PatchGd::reencode(torch::Tensor& z, const torch::Tensor& images, c
 }
 
 StepResult PatchGd::train_step(data::Batch batch, StepContext& context) {
+  const auto precision_scope = autocast();
   const auto images = batch.images.to(device_);
   batch.images = torch::Tensor();
   const auto& task = tasks_[0];
@@ -133,7 +135,12 @@ StepResult PatchGd::train_step(data::Batch batch, StepContext& context) {
     const auto idx = order.slice(0, it * p.k, std::min(p.n, (it + 1) * p.k));
     logits = net_->head->forward(reencode(z, images, g, idx));
     const auto loss = checked_cross_entropy(logits, labels, "PatchGD");
-    context.backward(loss / static_cast<double>(p.eps));
+    const bool step_follows = (it + 1) % p.eps == 0 || it + 1 == p.iterations;
+    if (step_follows) {
+      context.backward(loss / static_cast<double>(p.eps));
+    } else {
+      context.accumulate(loss / static_cast<double>(p.eps));
+    }
     result.loss = loss.item<double>();
     pending = true;
     if ((it + 1) % p.eps == 0) {
@@ -145,11 +152,12 @@ StepResult PatchGd::train_step(data::Batch batch, StepContext& context) {
   }
   // The reference never steps when the chunks run out before eps iterations; we do.
   if (pending) context.step();
-  result.outputs[task.name] = torch::softmax(logits.detach(), 1).to(torch::kCPU);
+  result.outputs[task.name] = torch::softmax(logits.detach(), 1, torch::kFloat).to(torch::kCPU);
   return result;
 }
 
 TaskTensors PatchGd::predict(const data::Batch& batch) {
+  const auto precision_scope = autocast();
   c10::InferenceMode guard;
   net_->eval();
   const auto images = batch.images.to(device_);
@@ -157,10 +165,11 @@ TaskTensors PatchGd::predict(const data::Batch& batch) {
   const auto p = plan(g);
   const auto z = fill(images, g, torch::arange(p.n, torch::TensorOptions().dtype(torch::kLong).device(device_)),
                       options_.fill_chunk > 0 ? options_.fill_chunk : p.k);
-  return {{tasks_[0].name, torch::softmax(net_->head->forward(z), 1).to(torch::kCPU)}};
+  return {{tasks_[0].name, torch::softmax(net_->head->forward(z), 1, torch::kFloat).to(torch::kCPU)}};
 }
 
 Method::PatchScores PatchGd::patch_scores(const data::Batch& batch) {
+  const auto precision_scope = autocast();
   c10::InferenceMode guard;
   net_->eval();
   const auto image = batch.images.slice(0, 0, 1).to(device_);
@@ -168,7 +177,7 @@ Method::PatchScores PatchGd::patch_scores(const data::Batch& batch) {
   const auto p = plan(g);
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(device_);
   const auto z = fill(image, g, torch::arange(p.n, long_opts), options_.fill_chunk > 0 ? options_.fill_chunk : p.k);
-  const auto all_probs = torch::softmax(net_->head->forward(z), 1);
+  const auto all_probs = torch::softmax(net_->head->forward(z), 1, torch::kFloat);
   const auto probs = all_probs[0];
   const int64_t predicted = probs.argmax().item<int64_t>();
   const auto flat = z.flatten(2);                       // (1, s, n)
@@ -181,7 +190,7 @@ Method::PatchScores PatchGd::patch_scores(const data::Batch& batch) {
     const auto cells = torch::arange(begin, begin + k, long_opts);
     occluded.index_put_({torch::arange(k, long_opts), torch::indexing::Slice(), cells},
                         baseline.squeeze(2).expand({k, -1}));
-    const auto p_occluded = torch::softmax(net_->head->forward(occluded.view({k, z.size(1), g.rows, g.cols})), 1);
+    const auto p_occluded = torch::softmax(net_->head->forward(occluded.view({k, z.size(1), g.rows, g.cols})), 1, torch::kFloat);
     drops.push_back(probs[predicted] - p_occluded.select(1, predicted));
   }
   const auto cell = torch::arange(p.n, torch::kLong);

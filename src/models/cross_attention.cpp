@@ -45,7 +45,7 @@ torch::Tensor CrossAttentionImpl::logits(const torch::Tensor& x) {
 torch::Tensor CrossAttentionImpl::attention(const torch::Tensor& x, const torch::Tensor& pad_mask) {
   auto l = logits(x);
   if (pad_mask.defined()) l = l.masked_fill(pad_mask.view({x.size(0), 1, 1, x.size(1)}), -INFINITY);
-  return torch::softmax(l, -1);
+  return torch::softmax(l, -1, torch::kFloat);  // fp32 under autocast
 }
 
 torch::Tensor CrossAttentionImpl::scores(const torch::Tensor& x, const torch::Tensor& pad_mask) {

@@ -70,7 +70,8 @@ TaskTensors IpsNetImpl::aggregate(const torch::Tensor& emb, const torch::Tensor&
   for (size_t t = 0; t < options_.tasks.size(); ++t) {
     const auto& task = options_.tasks[t];
     const auto logits = heads[task.name]->as<torch::nn::Linear>()->forward(tokens.select(1, t));
-    out[task.name] = task.activation == "softmax" ? torch::softmax(logits, -1) : torch::sigmoid(logits);
+    out[task.name] = task.activation == "softmax" ? torch::softmax(logits, -1, torch::kFloat)
+                                                     : torch::sigmoid(logits.to(torch::kFloat));
   }
   return out;
 }

@@ -50,6 +50,11 @@ void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::o
   archive.write("state.step", scalar(state.step));
   archive.write("state.batch_in_epoch", scalar(state.batch_in_epoch));
   archive.write("state.train_seconds", torch::tensor(state.train_seconds, torch::kDouble));
+  archive.write("state.samples_in_epoch", scalar(state.samples_in_epoch));
+  archive.write("state.world_size", scalar(state.world_size));
+  archive.write("state.loss_scale", torch::tensor(state.loss_scale, torch::kDouble));
+  archive.write("state.scale_growth_tracker", scalar(state.scale_growth_tracker));
+  archive.write("state.skipped_steps", scalar(state.skipped_steps));
   archive.write("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
   archive.write("config", c10::IValue(config_yaml));
   archive.write("spec", c10::IValue(spec_json));
@@ -86,6 +91,18 @@ Checkpoint read_info(torch::serialize::InputArchive& archive, const std::string&
     c.state.batch_in_epoch = read_int(archive, "state.batch_in_epoch");
     torch::Tensor seconds;
     if (archive.try_read("state.train_seconds", seconds)) c.state.train_seconds = seconds.item<double>();
+    // Fields added later: absent in older checkpoints. (A fresh tensor each: reading into a defined one
+    // converts to its dtype.)
+    const auto optional = [&](const std::string& key) {
+      torch::Tensor t;
+      return archive.try_read(key, t) ? c10::optional<torch::Tensor>(t) : c10::nullopt;
+    };
+    const auto samples = optional("state.samples_in_epoch");
+    c.state.samples_in_epoch = samples ? samples->item<int64_t>() : -1;
+    if (const auto t = optional("state.world_size")) c.state.world_size = t->item<int64_t>();
+    if (const auto t = optional("state.loss_scale")) c.state.loss_scale = t->item<double>();
+    if (const auto t = optional("state.scale_growth_tracker")) c.state.scale_growth_tracker = t->item<int64_t>();
+    if (const auto t = optional("state.skipped_steps")) c.state.skipped_steps = t->item<int64_t>();
     c10::IValue text;
     archive.read("config", text);
     c.config_yaml = text.toStringRef();

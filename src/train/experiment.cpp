@@ -60,6 +60,7 @@ std::string checkpoint_file(const std::string& run_or_checkpoint) {
 
 std::unique_ptr<methods::Method> make_method(const Config& config, const std::vector<Task>& tasks) {
   auto method = find_method(config.train.method).make(config, tasks);
+  method->set_precision(parse_precision(config.train.precision));
   if (!config.model.weights.empty()) {
     auto& encoder = method->encoder();
     if (auto* backbone = dynamic_cast<models::BackboneImpl*>(&encoder)) {

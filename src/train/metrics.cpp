@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "tessera/core/distributed.h"
 #include "tessera/core/error.h"
 
 namespace tessera::train {
@@ -15,6 +16,22 @@ void TaskMetrics::add(const TaskTensors& outputs, const TaskTensors& labels, dou
   }
   loss_sum_ += loss * static_cast<double>(count);
   count_ += count;
+}
+
+void TaskMetrics::all_gather() {
+  if (dist::world_size() == 1) return;
+  for (const auto& t : tasks_) {
+    for (auto* m : {&outputs_, &labels_}) {
+      auto& parts = (*m)[t.name];
+      auto local = parts.empty() ? torch::Tensor() : torch::cat(parts);
+      TESSERA_CHECK(local.defined(), "rank ", dist::rank(), " has no samples to evaluate; use a data set with at least as many samples as ranks");
+      parts = {dist::all_gather_rows(local, "metrics gather")};
+    }
+  }
+  std::vector<torch::Tensor> totals{torch::tensor({loss_sum_, static_cast<double>(count_)}, torch::kDouble)};
+  dist::all_reduce_sum(totals, "metrics gather");
+  loss_sum_ = totals[0][0].item<double>();
+  count_ = static_cast<int64_t>(totals[0][1].item<double>());
 }
 
 nlohmann::json TaskMetrics::summary() const {

@@ -1,14 +1,17 @@
 #include "tessera/train/trainer.h"
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 
+#include "tessera/core/distributed.h"
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/memory.h"
+#include "tessera/core/precision.h"
 #include "tessera/core/progress.h"
 #include "tessera/data/loader.h"
 #include "tessera/methods/step_context.h"
@@ -26,14 +29,44 @@ Trainer::Trainer(Config config, methods::Method& method, data::DatasetPtr train_
   optimizer_ = std::make_unique<torch::optim::AdamW>(
       method_.module().parameters(),
       torch::optim::AdamWOptions(config_.train.lr).weight_decay(config_.train.weight_decay));
+  if (parse_precision(config_.train.precision) == Precision::fp16) {
+    scaler_ = std::make_unique<methods::LossScaler>();
+    if (!torch::cuda::is_available() && !cpu_autocast_supports(Precision::fp16)) {
+      log::warn("fp16 autocast needs a GPU with this LibTorch ({}); on the CPU the maths stays fp32 and only the "
+                "loss scaler runs (use bf16 on CPUs)", TORCH_VERSION);
+    }
+  }
+  if (dist::world_size() > 1) {
+    // Every rank starts from rank 0's weights and buffers, whatever its initialisation did.
+    std::vector<torch::Tensor> tensors;
+    for (const auto& p : method_.module().parameters()) tensors.push_back(p.detach());
+    for (const auto& b : method_.module().buffers()) tensors.push_back(b.detach());
+    dist::broadcast(tensors, "initial weights broadcast");
+    reducer_ = std::make_unique<methods::GradientReducer>(method_.module().parameters());
+  }
 }
 
 void Trainer::save() {
+  if (!dist::is_main()) return;
+  state_.world_size = dist::world_size();
+  if (scaler_) {
+    state_.loss_scale = scaler_->scale_value();
+    state_.scale_growth_tracker = scaler_->growth_tracker();
+    state_.skipped_steps = scaler_->skipped_steps();
+  }
   save_checkpoint(checkpoint_path(), method_.module(), optimizer_.get(), state_, config_.to_yaml(),
                   to_json(spec_).dump());
 }
 
 namespace {
+
+// Ranks stop together: one rank leaving the loop while others wait in a collective would hang them.
+bool out_of_time_on_any_rank(bool mine) {
+  std::vector<torch::Tensor> flag{torch::tensor({mine ? 1.0f : 0.0f})};
+  dist::all_reduce_sum(flag, "time limit agreement");
+  return flag[0].item<float>() > 0;
+}
+
 // The last line of metrics.jsonl, or null.
 nlohmann::json last_record(const std::string& path) {
   std::ifstream in(path);
@@ -51,6 +84,14 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
     TESSERA_CHECK(std::filesystem::exists(checkpoint_path()), "--resume given but '", checkpoint_path(),
                   "' does not exist; start without --resume");
     state_ = load_checkpoint(checkpoint_path(), method_.module(), optimizer_.get()).state;
+    if (state_.samples_in_epoch < 0) state_.samples_in_epoch = state_.batch_in_epoch * t.batch_size;  // older files
+    if (scaler_ && state_.loss_scale > 0) {
+      scaler_->restore(state_.loss_scale, state_.scale_growth_tracker, state_.skipped_steps);
+    }
+    if (state_.world_size != dist::world_size()) {
+      log::info("the checkpoint was written by {} rank(s), this run has {}: the epoch is re-sharded from its "
+                "sample {}", state_.world_size, dist::world_size(), state_.samples_in_epoch);
+    }
     if (state_.epoch >= t.epochs) {
       log::info("{} already finished its {} epochs; nothing to resume (raise train.epochs to train longer)",
                 run_.path(), t.epochs);
@@ -62,41 +103,51 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
       return last_record(run_.file("metrics.jsonl"));
     }
     log::info("resumed from {} at epoch {}, step {}", checkpoint_path(), state_.epoch + 1, state_.step);
-  } else {
+  } else if (dist::is_main()) {
     if (std::filesystem::exists(checkpoint_path())) {
       log::warn("{} holds an earlier run; starting afresh (use --resume to continue it)", run_.path());
       std::filesystem::remove(run_.file("metrics.jsonl"));
     }
     // A backbone trained by another run brings its training time along (it counts against time_limit).
-    if (!config_.model.init_from.empty()) state_.train_seconds = read_checkpoint_info(config_.model.init_from).state.train_seconds;
   }
-  run_.write_text("config.yaml", config_with_spec_yaml(config_, spec_));
+  // A backbone trained by another run brings its training time along (it counts against time_limit).
+  if (!resume && !config_.model.init_from.empty()) {
+    state_.train_seconds = read_checkpoint_info(config_.model.init_from).state.train_seconds;
+  }
+  if (dist::is_main()) run_.write_text("config.yaml", config_with_spec_yaml(config_, spec_));
 
-  const int64_t steps_per_epoch = (train_set_->size() + t.batch_size - 1) / t.batch_size;
+  // The schedule is keyed on global samples: a step is batch_size x world_size samples.
+  const int64_t world = dist::world_size(), size = train_set_->size();
+  const int64_t global_batch = t.batch_size * world;
+  const int64_t steps_per_epoch = (size + global_batch - 1) / global_batch;
   const LrSchedule schedule{t.schedule,       t.lr, t.warmup_epochs, t.epochs, steps_per_epoch, t.min_lr_factor,
                             t.decay_epochs};
   const int64_t offset = find_method(method_.name()).schedule_from_one ? 1 : 0;
+  const auto schedule_step = [&] {
+    return state_.epoch * steps_per_epoch + (state_.samples_in_epoch + global_batch - 1) / global_batch + offset;
+  };
   nlohmann::json last;
   int64_t steps_this_call = 0;
   while (state_.epoch < t.epochs) {
     memory::reset_peaks();
     const auto start = std::chrono::steady_clock::now();
-    auto order = data::epoch_order(train_set_->size(), t.seed, state_.epoch, /*shuffle=*/true);
-    order.erase(order.begin(), order.begin() + std::min<int64_t>(order.size(), state_.batch_in_epoch * t.batch_size));
-    data::Loader loader(train_set_, order, t.batch_size, config_.data.workers, config_.data.prefetch);
+    data::Loader loader(train_set_,
+                        data::epoch_shard(size, t.seed, state_.epoch, state_.samples_in_epoch, dist::rank(), world),
+                        t.batch_size, config_.data.workers, config_.data.prefetch);
     TaskMetrics metrics(method_.tasks());
     Progress progress(fmt::format("epoch {}/{}", state_.epoch + 1, t.epochs), loader.num_batches());
     auto mark = std::chrono::steady_clock::now();
     bool out_of_time = false;
     while (auto batch = loader.next()) {
-      const double lr = schedule.at(state_.step + offset);
+      const double lr = schedule.at(schedule_step());
       for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
       const auto labels = batch->labels;
-      const int64_t size = batch->size();
+      const int64_t size_of_step = batch->size();
       const auto result = train_step(std::move(*batch));
-      metrics.add(result.outputs, labels, result.loss, size);
+      metrics.add(result.outputs, labels, result.loss, size_of_step);
       ++state_.step;
       ++state_.batch_in_epoch;
+      state_.samples_in_epoch = std::min(size, state_.samples_in_epoch + size_of_step * world);
       ++steps_this_call;
       const auto now = std::chrono::steady_clock::now();
       state_.train_seconds += std::chrono::duration<double>(now - mark).count();
@@ -105,25 +156,34 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
       const bool stop = stop_after_steps > 0 && steps_this_call >= stop_after_steps;
       if ((t.checkpoint_every > 0 && state_.step % t.checkpoint_every == 0) || stop) save();
       if (stop) return metrics.summary();
-      if ((out_of_time = t.time_limit > 0 && state_.train_seconds >= t.time_limit)) break;
+      if ((out_of_time = t.time_limit > 0 && out_of_time_on_any_rank(state_.train_seconds >= t.time_limit))) break;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const bool epoch_done = state_.batch_in_epoch >= steps_per_epoch;  // the time limit may fall on its last step
-    if (epoch_done) state_.batch_in_epoch = 0;
+    const bool epoch_done = state_.samples_in_epoch >= size;  // the time limit may fall on its last step
+    if (epoch_done) state_.batch_in_epoch = state_.samples_in_epoch = 0;
+    metrics.all_gather();
     const auto train_summary = metrics.summary();
     const auto mem = memory::snapshot();
     nlohmann::json record{{"epoch", state_.epoch + 1},
                           {"step", state_.step},
-                          {"lr", schedule.at(state_.step + offset)},
+                          {"lr", schedule.at(schedule_step())},
                           {"train", train_summary},
                           {"seconds", seconds},
                           {"peak_tensor_bytes", mem.peak_tensor_bytes},
                           {"peak_rss_bytes", mem.peak_rss_bytes},
                           {"train_seconds", state_.train_seconds}};
     if (out_of_time) record["stopped"] = "time_limit";
+    if (world > 1) {
+      record["world_size"] = world;
+      record["allreduce_seconds"] = reducer_->communication_seconds();
+    }
+    if (scaler_) {
+      record["loss_scale"] = scaler_->scale_value();
+      record["skipped_steps"] = scaler_->skipped_steps();
+    }
     const bool eval_now = (state_.epoch + 1) % t.eval_every == 0 || state_.epoch + 1 == t.epochs || out_of_time;
     if (test_set_ && test_set_->size() > 0 && eval_now) record["test"] = evaluate(test_set_);
-    run_.append_metrics(record);
+    if (dist::is_main()) run_.append_metrics(record);
     progress.finish(fmt::format("train loss {:.4f}{} | {:.0f}s, peak tensors {}, peak RSS {}",
                                 train_summary["loss"].get<double>(),
                                 record.contains("test") ? fmt::format(", test {}", record["test"].dump()) : "",
@@ -142,7 +202,7 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
 
 methods::StepResult Trainer::train_step(data::Batch batch) {
   try {
-    methods::StepContext context(*optimizer_);
+    methods::StepContext context(*optimizer_, scaler_.get(), reducer_.get());
     return method_.train_step(std::move(batch), context);
   } catch (const memory::BudgetExceeded& e) {
     // The last checkpoint on disk is untouched: nothing is saved after a failed step.
@@ -169,13 +229,16 @@ nlohmann::json Trainer::evaluate(const data::DatasetPtr& dataset) {
 nlohmann::json evaluate(methods::Method& method, const data::DatasetPtr& dataset, int64_t batch_size, int64_t workers,
                         int64_t prefetch) {
   TESSERA_CHECK(dataset && dataset->size() > 0, "the evaluation set is empty; set data.test_size > 0");
-  data::Loader loader(dataset, data::epoch_order(dataset->size(), 0, 0, false), batch_size, workers, prefetch);
+  std::vector<int64_t> shard;  // every world_size-th sample, no padding: each sample counts once
+  for (int64_t i = dist::rank(); i < dataset->size(); i += dist::world_size()) shard.push_back(i);
+  data::Loader loader(dataset, shard, batch_size, workers, prefetch);
   TaskMetrics metrics(method.tasks());
   while (auto batch = loader.next()) {
     const auto outputs = method.predict(*batch);
     metrics.add(outputs, batch->labels, methods::multitask_loss(outputs, batch->labels, method.tasks()).item<double>(),
                 batch->size());
   }
+  metrics.all_gather();
   return metrics.summary();
 }
 

@@ -115,6 +115,8 @@ struct TrainConfig {
   std::string memory_budget;     // e.g. 4GiB; empty: no cap
   bool auto_batch = false;       // find the largest batch <= batch_size (and PatchGD q) that fits memory_budget
   double time_limit = 0;         // seconds of training steps (a model.init_from run's included); 0: none
+  std::string precision = "fp32";  // fp32 | bf16 | fp16 (autocast; fp16 with dynamic loss scaling)
+  double dist_timeout = 300;       // data-parallel: seconds a collective waits for the other ranks
 };
 
 struct Config {

@@ -10,6 +10,7 @@ enum class Level { debug, info, warn, error };
 
 void set_level(Level level);
 void set_file(const std::string& path);  // also write to this file (the run directory's log)
+void set_tag(const std::string& tag);    // printed before every message, e.g. "[rank 1]" in data-parallel runs
 void write(Level level, const std::string& message);
 
 template <typename... Args>

@@ -44,4 +44,10 @@ class Loader {
 // Order of one epoch: a permutation of [0, n) seeded by (seed, epoch), or identity if !shuffle.
 std::vector<int64_t> epoch_order(int64_t n, int64_t seed, int64_t epoch, bool shuffle);
 
+// One data-parallel rank's samples of a shuffled epoch from global sample `start` on: the epoch's order
+// from there, padded with its first samples to a multiple of `world` (as DistributedSampler pads), every
+// world-th taken from `rank`. A step of B per rank then covers the next B x world samples of the order,
+// so a run resumes from its global position with any number of ranks.
+std::vector<int64_t> epoch_shard(int64_t n, int64_t seed, int64_t epoch, int64_t start, int64_t rank, int64_t world);
+
 }  // namespace tessera::data

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "tessera/core/precision.h"
 #include "tessera/core/task.h"
 #include "tessera/data/dataset.h"
 
@@ -50,6 +51,18 @@ class Method {
     bool outline = true;               // outline the patches (a selection) or fill them (a full grid)
   };
   virtual PatchScores patch_scores(const data::Batch& batch) { return {}; }
+
+  // train.precision: every forward pass of the method (gradient and no-gradient) runs under autocast
+  // in this precision; the step context scales fp16 losses.
+  void set_precision(Precision p) { precision_ = p; }
+  Precision precision() const { return precision_; }
+
+ protected:
+  // Opened at the top of every public entry point that runs the model (nesting is harmless).
+  AutocastGuard autocast() const { return AutocastGuard(precision_); }
+
+ private:
+  Precision precision_ = Precision::fp32;
 };
 
 // A method as the registry lists it (train/registry.h): its capabilities and its factory.

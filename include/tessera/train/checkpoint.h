@@ -13,6 +13,14 @@ struct TrainState {
   int64_t step = 0;            // optimiser steps taken overall (the schedule's counter)
   int64_t batch_in_epoch = 0;  // batches of `epoch` already consumed
   double train_seconds = 0;    // time spent in training steps (train.time_limit), including a model.init_from run's
+  // Samples of `epoch` consumed over all ranks: a data-parallel run resumes from here with any world
+  // size. -1 in checkpoints older than this field (then batch_in_epoch x batch size).
+  int64_t samples_in_epoch = 0;
+  int64_t world_size = 1;      // ranks of the run that wrote the checkpoint
+  // fp16 dynamic loss scaling (train.precision fp16); loss_scale 0 when the run has no scaler.
+  double loss_scale = 0;
+  int64_t scale_growth_tracker = 0;
+  int64_t skipped_steps = 0;
 };
 
 struct Checkpoint {

@@ -15,7 +15,9 @@ class TaskMetrics {
  public:
   explicit TaskMetrics(std::vector<Task> tasks);
   void add(const TaskTensors& outputs, const TaskTensors& labels, double loss, int64_t count);
-  nlohmann::json summary() const;  // {"loss": .., "<task>": {"accuracy"|"exact_match"|"auc": ..}}
+  nlohmann::json summary() const;
+  // Data-parallel runs: every rank's outputs, labels and losses, so summary() covers them all.
+  void all_gather();  // {"loss": .., "<task>": {"accuracy"|"exact_match"|"auc": ..}}
 
  private:
   std::vector<Task> tasks_;

@@ -1,5 +1,7 @@
 // The training loop shared by every method: epochs over a shuffled data set, the LR schedule, metrics
-// to metrics.jsonl, memory per epoch, evaluation, and checkpoints that resume exactly.
+// to metrics.jsonl, memory per epoch, evaluation, and checkpoints that resume exactly. Data-parallel:
+// each rank trains on its shard of every epoch (DistributedSampler's layout), gradients are averaged in
+// the step context, and rank 0 alone writes metrics, configs and checkpoints.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <torch/optim/adamw.h>
@@ -9,13 +11,16 @@
 #include "tessera/core/config.h"
 #include "tessera/core/run_dir.h"
 #include "tessera/data/dataset.h"
+#include "tessera/methods/gradient_reducer.h"
+#include "tessera/methods/loss_scaler.h"
 #include "tessera/methods/method.h"
 #include "tessera/train/checkpoint.h"
 #include "tessera/train/run_spec.h"
 
 namespace tessera::train {
 
-// Evaluation of a method on a data set (eval mode, deterministic order): loss and per-task metrics.
+// Evaluation of a method on a data set (eval mode, deterministic order): loss and per-task metrics. In a
+// data-parallel run each rank evaluates every world_size-th sample and the metrics cover them all.
 nlohmann::json evaluate(methods::Method& method, const data::DatasetPtr& dataset, int64_t batch_size, int64_t workers,
                         int64_t prefetch);
 
@@ -42,6 +47,8 @@ class Trainer {
   data::DatasetPtr train_set_, test_set_;
   RunDir run_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<methods::LossScaler> scaler_;         // fp16 only
+  std::unique_ptr<methods::GradientReducer> reducer_;   // data-parallel runs only
   TrainState state_;
 };
 
