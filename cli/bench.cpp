@@ -24,6 +24,8 @@ void add_bench(CLI::App& app) {
   sub->add_option("--warmup", o->warmup, "untimed steps first");
   sub->add_option("--threads", o->threads, "torch threads (0 = all cores)");
   sub->add_option("--patches", o->patches, "sweep: comma-separated patch counts, lazy loading, B = 1");
+  sub->add_option("--precision", o->precision, "fp32 | bf16 | fp16 (autocast)");
+  sub->add_option("--device", o->device, "cpu | cuda");
   sub->add_option("--json", o->json, "also write the results as JSON to this file");
   sub->callback([o] { app::bench_ips(*o); });
 
@@ -44,6 +46,8 @@ void add_bench(CLI::App& app) {
   pgd->add_option("--sizes", p->sizes, "sweep: comma-separated image sides, PatchGD vs GD peak tensor memory");
   pgd->add_option("--k", p->k, "sweep: fixed patches per inner iteration (q = k / n) instead of a fixed q");
   pgd->add_option("--budget", p->budget, "sweep: memory budget that stops a step early (e.g. 12GiB)");
+  pgd->add_option("--precision", p->precision, "fp32 | bf16 | fp16 (autocast)");
+  pgd->add_option("--device", p->device, "cpu | cuda");
   pgd->add_option("--json", p->json, "also write the results as JSON to this file");
   pgd->callback([p] { app::bench_patchgd(*p); });
 #ifdef TESSERA_WITH_SLIDES

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "tessera/core/distributed.h"
 #include "tessera/app/slide_workflows.h"
 #include "tessera/slides/preprocess.h"
 #include "tessera/slides/reader.h"
@@ -90,6 +91,7 @@ void add_preprocess(CLI::App& app) {
   sub->add_flag("--skip-errors", o->skip_errors, "record bad slides in the summary and go on");
   sub->callback([o] {
     const auto summary = slides::preprocess_slides(*o);
+    if (!dist::is_main()) return;  // rank 0 speaks for a data-parallel launch
     std::cout << fmt::format("{} slides done, {} already done (skipped), {} failed; summary in {}\n",
                              summary.count("done"), summary.count("cached"), summary.count("failed"),
                              (fs::path(o->out_dir) / "summary.json").string());
@@ -119,8 +121,10 @@ void add_extract_features(CLI::App& app) {
   sub->add_option("--read-workers", o->read_workers, "threads reading patches");
   sub->add_option("--threads", o->threads, "torch threads (0: all cores)");
   sub->add_flag("--skip-errors", o->skip_errors, "record bad slides and go on");
+  sub->add_option("--precision", o->precision, "fp32 | bf16 | fp16: autocast precision of the encoder");
   sub->callback([o] {
     const auto summary = app::extract_features(*o);
+    if (!dist::is_main()) return;
     std::cout << fmt::format("{} bags written, {} already there, {} failed; in {}\n", summary.written, summary.existing,
                              summary.failed.size(), o->out);
     for (const auto& f : summary.failed) std::cout << "  failed " << f << "\n";

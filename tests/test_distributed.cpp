@@ -210,6 +210,12 @@ TEST(DataParallel, AKilledRankEndsTheOtherAndOneProcessResumes) {
   const auto ckpt = dir.file("run/checkpoint.pt");
   for (int i = 0; i < 1200 && !(fs::exists(ckpt) && train::read_checkpoint_info(ckpt).state.step >= 3); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    int status = 0;
+    if (waitpid(r0, &status, WNOHANG) == r0) {
+      kill(r1, SIGKILL);
+      waitpid(r1, nullptr, 0);
+      FAIL() << "rank 0 ended early: " << testing::read_text(dir.file("rank0.log"));
+    }
   }
   ASSERT_TRUE(fs::exists(ckpt)) << testing::read_text(dir.file("rank0.log"));
   kill(r1, SIGKILL);

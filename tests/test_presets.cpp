@@ -96,6 +96,7 @@ std::map<std::string, Settings> panda_rows() {
     if (!r.patch.empty()) s["data.patch"] = r.patch;
     if (!r.q.empty()) s["patchgd.q"] = r.q;
     if (r.size == "512") s["model.weights"] = "weights/resnet50-imagenet.pth";
+    if (r.file.find("-fp16") != std::string::npos) s["train.precision"] = "fp16";  // the paper's fp16 rows
     if (r.file == "panda-2048-gd" || r.file == "panda-2048-gd-fp16") s["model.init_from"] = "runs/panda-512-gd/checkpoint.pt";
     if (r.file == "panda-4096-gd-fp16") s["model.init_from"] = "runs/panda-2048-gd-fp16/checkpoint.pt";
     if (r.file == "panda-2048-patchgd-p128" || r.file == "panda-2048-patchgd-fp16-p128") {

@@ -2,6 +2,7 @@
 // mpp selection, concurrent reads, tissue detection, HDF5 bags (ours and the CLAM layout), resumable
 // preprocessing and bad slides.
 #include <hdf5.h>
+#include <nlohmann/json.hpp>
 
 #include <thread>
 
@@ -304,6 +305,53 @@ TEST(BadSlides, ClearErrorsOrRecordedAndSkipped) {
   const auto summary = slides::preprocess_slides(p);
   EXPECT_EQ(summary.count("failed"), 4);
   EXPECT_EQ(summary.count("done") + summary.count("cached"), 1);
+}
+
+}  // namespace
+}  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// Preprocessing and feature extraction launched as two ranks split the slides, write one summary of all
+// of them, and stay resumable: a second launch finds every slide done.
+TEST(ShardedSlides, TwoRanksPreprocessAndExtractEverySlideOnce) {
+  testing::TempDir dir;
+  std::vector<std::pair<std::string, int>> rows;
+  for (int i = 0; i < 5; ++i) {
+    const auto name = "s" + std::to_string(i) + ".tif";
+    write_slide(dir, name, small_slide(10 + i));
+    rows.push_back({name, i % 2});
+  }
+  const auto manifest = write_manifest(dir, rows);
+  const auto cache = dir.file("cache");
+  const auto log = dir.file("log.txt");
+  const std::string preprocess = "launch --nproc-per-node 2 -- preprocess --manifest " + manifest + " --out " + cache +
+                                 " --patch 128 --workers 1 --thumbnail 0";
+  ASSERT_EQ(testing::run_cli(preprocess, log), 0) << testing::read_text(log);
+  const auto text = testing::read_text(log);
+  EXPECT_NE(text.find("5 slides done, 0 already done"), std::string::npos) << text;
+  EXPECT_EQ(text.find("slides done", text.find("slides done") + 1), std::string::npos) << "one summary line: " << text;
+  const auto summary = nlohmann::json::parse(testing::read_text(cache + "/summary.json"));
+  EXPECT_EQ(summary["done"], 5);
+  ASSERT_EQ(summary["slides"].size(), 5u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(summary["slides"][i]["id"], "s" + std::to_string(i)) << "manifest order";
+  ASSERT_EQ(testing::run_cli(preprocess, log), 0) << testing::read_text(log);
+  EXPECT_NE(testing::read_text(log).find("0 slides done, 5 already done"), std::string::npos) << testing::read_text(log);
+
+  const std::string extract = "launch --nproc-per-node 2 -- extract-features --manifest " + manifest + " --cache-dir " +
+                              cache + " --out " + dir.file("bags") +
+                              " --patch 128 --encoder resnet18 --stages 2 --width 8 --batch 16 --threads 1 --precision bf16";
+  ASSERT_EQ(testing::run_cli(extract, log), 0) << testing::read_text(log);
+  EXPECT_NE(testing::read_text(log).find("5 bags written, 0 already there, 0 failed"), std::string::npos)
+      << testing::read_text(log);
+  for (int i = 0; i < 5; ++i) {
+    const auto bag = dir.file("bags/s" + std::to_string(i) + ".h5");
+    ASSERT_TRUE(fs::exists(bag));
+    EXPECT_EQ(slides::read_coords(bag).count(), summary["slides"][i]["patches"].get<int64_t>());
+  }
+  ASSERT_EQ(testing::run_cli(extract, log), 0);
+  EXPECT_NE(testing::read_text(log).find("0 bags written, 5 already there"), std::string::npos) << testing::read_text(log);
 }
 
 }  // namespace

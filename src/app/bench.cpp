@@ -23,7 +23,10 @@
 #include "tessera/core/runtime.h"
 #include "tessera/core/version.h"
 #include "tessera/core/config.h"
+#include "tessera/core/precision.h"
 #include "tessera/methods/ips.h"
+#include "tessera/methods/loss_scaler.h"
+#include "tessera/methods/step_context.h"
 #include "tessera/train/experiment.h"
 #include "tessera/train/registry.h"
 
@@ -59,7 +62,9 @@ methods::Ips make_method(const BenchIpsOptions& o, const std::string& loading) {
   ips.I = o.I;
   ips.loading = loading;
   ips.patch = ips.stride = o.patch;
-  return methods::Ips(models::IpsNet(net), ips, torch::kCPU);
+  methods::Ips method(models::IpsNet(net), ips, runtime::device_from_name(o.device));
+  method.set_precision(parse_precision(o.precision));
+  return method;
 }
 
 TaskTensors random_labels(int64_t B) {
@@ -76,17 +81,16 @@ struct StepTime {
 // One training step (selection + gradient pass + AdamW step) as Ips::train_step runs it: the bags are
 // the only reference to the images and are dropped once the winners are gathered.
 StepTime timed_step(methods::Ips& ips, std::vector<data::PatchBagPtr> bags, const TaskTensors& labels,
-                    torch::optim::Optimizer& opt) {
+                    methods::StepContext& context) {
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
   ips.module().train();
   const auto sel = ips.select(bags);
   bags.clear();
   const auto selected = clock::now();
-  opt.zero_grad();
-  const auto loss = methods::multitask_loss(ips.forward(sel), labels, ips.tasks());
-  loss.backward();
-  opt.step();
+  context.zero_grad();
+  context.backward(methods::multitask_loss(ips.forward(sel), labels, ips.tasks()));
+  context.step();
   return {std::chrono::duration<double>(clock::now() - start).count(),
           std::chrono::duration<double>(selected - start).count()};
 }
@@ -94,7 +98,10 @@ StepTime timed_step(methods::Ips& ips, std::vector<data::PatchBagPtr> bags, cons
 void run_step_bench(const BenchIpsOptions& o) {
   auto ips = make_method(o, o.loading);
   torch::optim::AdamW opt(ips.module().parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0.1));
-  const auto labels = random_labels(o.batch);
+  methods::LossScaler scaler;
+  methods::StepContext context(opt, o.precision == "fp16" ? &scaler : nullptr);
+  auto labels = random_labels(o.batch);
+  for (auto& [task, y] : labels) y = y.to(ips.device());
   const int64_t N = data::PatchGrid::fit(o.height, o.width, o.patch, o.patch).count();
   std::vector<double> times, selection_times;
   for (int64_t s = 0; s < o.warmup + o.steps; ++s) {
@@ -103,7 +110,7 @@ void run_step_bench(const BenchIpsOptions& o) {
     auto bags = ips.bags(batch);
     batch.images = torch::Tensor();
     if (s == o.warmup) memory::reset_peaks();
-    const auto t = timed_step(ips, std::move(bags), labels, opt);
+    const auto t = timed_step(ips, std::move(bags), labels, context);
     std::cerr << fmt::format("step {}/{}: {:.2f} s (selection {:.2f} s){}\n", s + 1, o.warmup + o.steps, t.total,
                              t.selection, s < o.warmup ? " (warm-up)" : "");
     if (s >= o.warmup) times.push_back(t.total), selection_times.push_back(t.selection);
@@ -115,11 +122,11 @@ void run_step_bench(const BenchIpsOptions& o) {
   const double step_median = median(times), selection_median = median(selection_times);
   const auto mem = memory::snapshot();
   std::cout << fmt::format(
-      "| method | B | N | patch | M | I | encoder | loading | threads | step s (median of {}) | selection s | peak tensors | peak RSS |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-      "| ips | {} | {} | {} | {} | {} | {} w{} s{} | {} | {} | {:.2f} | {:.2f} | {} | {} |\n",
-      times.size(), o.batch, N, o.patch, o.M, o.I, o.encoder, o.width_factor, o.stages, o.loading,
-      torch::get_num_threads(), step_median, selection_median, memory::format_bytes(mem.peak_tensor_bytes),
+      "| method | B | N | patch | M | I | encoder | loading | precision | device | threads | step s (median of {}) | selection s | peak tensors | peak RSS |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+      "| ips | {} | {} | {} | {} | {} | {} w{} s{} | {} | {} | {} | {} | {:.2f} | {:.2f} | {} | {} |\n",
+      times.size(), o.batch, N, o.patch, o.M, o.I, o.encoder, o.width_factor, o.stages, o.loading, o.precision,
+      o.device, torch::get_num_threads(), step_median, selection_median, memory::format_bytes(mem.peak_tensor_bytes),
       memory::format_bytes(mem.peak_rss_bytes));
   if (!o.json.empty()) {
     nlohmann::json j{{"method", "ips"}, {"step_seconds_median", step_median},
@@ -128,7 +135,8 @@ void run_step_bench(const BenchIpsOptions& o) {
                      {"settings", {{"batch", o.batch}, {"height", o.height}, {"width", o.width}, {"N", N},
                                    {"patch", o.patch}, {"M", o.M}, {"I", o.I}, {"encoder", o.encoder},
                                    {"encoder_width", o.width_factor}, {"stages", o.stages}, {"loading", o.loading},
-                                   {"threads", torch::get_num_threads()}, {"dtype", "float32"}}}};
+                                   {"threads", torch::get_num_threads()}, {"precision", o.precision},
+                                   {"device", o.device}}}};
     write_bench_json(o.json, j);
   }
 }
@@ -137,16 +145,17 @@ void run_patch_sweep(const BenchIpsOptions& o) {
   const auto counts = parse_int_list(o.patches, "--patches (patch counts, e.g. 900,10000,100000)");
   auto ips = make_method(o, "lazy");
   torch::optim::AdamW opt(ips.module().parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0.1));
+  methods::StepContext context(opt);
   const auto base = torch::rand({o.channels, 30 * o.patch, 30 * o.patch});
   const auto grid = data::PatchGrid::fit(base.size(1), base.size(2), o.patch, o.patch);
   const auto labels = random_labels(1);
-  timed_step(ips, {std::make_shared<RepeatingBag>(base, grid, counts.front())}, labels, opt);  // warm-up
+  timed_step(ips, {std::make_shared<RepeatingBag>(base, grid, counts.front())}, labels, context);  // warm-up
   nlohmann::json rows = nlohmann::json::array();
   std::cout << fmt::format("| N | step s | peak tensors | peak tensors / first | peak RSS |\n|---|---|---|---|---|\n");
   int64_t first = 0;
   for (int64_t n : counts) {
     memory::reset_peaks();
-    const double t = timed_step(ips, {std::make_shared<RepeatingBag>(base, grid, n)}, labels, opt).total;
+    const double t = timed_step(ips, {std::make_shared<RepeatingBag>(base, grid, n)}, labels, context).total;
     const auto mem = memory::snapshot();
     const auto peak = mem.peak_tensor_bytes;
     if (!first) first = peak;
@@ -177,6 +186,8 @@ Config patchgd_bench_config(const BenchPatchGdOptions& o, const std::string& met
   c.patchgd.q = o.q;
   c.patchgd.latent = o.latent;
   c.patchgd.head = o.head;
+  c.train.precision = o.precision;
+  c.train.device = o.device;
   train::validate_model(c);
   return c;
 }
@@ -192,12 +203,14 @@ void run_patchgd_step_bench(const BenchPatchGdOptions& o) {
   const std::vector<Task> tasks{{"label", "softmax", o.classes}};
   auto method = train::make_method(patchgd_bench_config(o, "patchgd", o.size, o.batch), tasks);
   torch::optim::AdamW opt(method->module().parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0));
+  methods::LossScaler scaler;
+  methods::StepContext context(opt, o.precision == "fp16" ? &scaler : nullptr);
   std::vector<double> times;
   for (int64_t s = 0; s < o.warmup + o.steps; ++s) {
     auto batch = random_batch(o.batch, o.channels, o.size, o.classes);
     if (s == o.warmup) memory::reset_peaks();
     const auto start = std::chrono::steady_clock::now();
-    method->train_step(std::move(batch), opt);
+    method->train_step(std::move(batch), context);
     const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::cerr << fmt::format("step {}/{}: {:.2f} s{}\n", s + 1, o.warmup + o.steps, t, s < o.warmup ? " (warm-up)" : "");
     if (s >= o.warmup) times.push_back(t);
@@ -208,17 +221,19 @@ void run_patchgd_step_bench(const BenchPatchGdOptions& o) {
   const auto mem = memory::snapshot();
   const int64_t n = data::PatchGrid::fit(o.size, o.size, o.patch, o.patch).count();
   std::cout << fmt::format(
-      "| method | B | image | patch | n | q | backbone | s | threads | step s (median of {}) | peak tensors | peak RSS |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-      "| patchgd | {} | {}x{}x{} | {} | {} | {} | {} | {} | {} | {:.2f} | {} | {} |\n",
-      times.size(), o.batch, o.channels, o.size, o.size, o.patch, n, o.q, o.encoder, o.latent, torch::get_num_threads(),
+      "| method | B | image | patch | n | q | backbone | s | precision | device | threads | step s (median of {}) | peak tensors | peak RSS |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+      "| patchgd | {} | {}x{}x{} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2f} | {} | {} |\n",
+      times.size(), o.batch, o.channels, o.size, o.size, o.patch, n, o.q, o.encoder, o.latent, o.precision, o.device,
+      torch::get_num_threads(),
       median, memory::format_bytes(mem.peak_tensor_bytes), memory::format_bytes(mem.peak_rss_bytes));
   if (!o.json.empty()) {
     nlohmann::json j{{"method", "patchgd"}, {"step_seconds_median", median}, {"step_seconds", times},
                      {"peak_tensor_bytes", mem.peak_tensor_bytes}, {"peak_rss_bytes", mem.peak_rss_bytes},
                      {"settings", {{"batch", o.batch}, {"size", o.size}, {"channels", o.channels}, {"patch", o.patch},
                                    {"n", n}, {"q", o.q}, {"backbone", o.encoder}, {"latent", o.latent},
-                                   {"classes", o.classes}, {"threads", torch::get_num_threads()}, {"dtype", "float32"}}}};
+                                   {"classes", o.classes}, {"threads", torch::get_num_threads()},
+                                   {"precision", o.precision}, {"device", o.device}}}};
     write_bench_json(o.json, j);
   }
 }

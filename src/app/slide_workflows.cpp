@@ -10,8 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "tessera/core/csv.h"
+#include "tessera/core/distributed.h"
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
+#include "tessera/core/precision.h"
 #include "tessera/core/run_dir.h"
 #include "tessera/core/runtime.h"
 #include "tessera/data/csv_images.h"
@@ -186,7 +188,8 @@ void extract_one(const ExtractFeaturesOptions& o, const slides::ManifestEntry& e
     const auto patches = pending.get();
     if (end < N) pending = std::async(std::launch::async, [&, end] { return bag->range(end, std::min(end + o.batch, N)); });
     c10::InferenceMode inference;
-    writer.write(begin, encoder.forward(patches.contiguous(at::MemoryFormat::ChannelsLast)));
+    AutocastGuard precision(parse_precision(o.precision));
+    writer.write(begin, encoder.forward(patches.contiguous(at::MemoryFormat::ChannelsLast)).to(torch::kFloat));
   }
   writer.finish();
 }
@@ -228,6 +231,7 @@ models::ResNet load_encoder(ExtractFeaturesOptions& o) {
 }  // namespace
 
 ExtractSummary extract_features(ExtractFeaturesOptions o) {
+  dist::init_from_env(o.dist_timeout);
   runtime::set_threads(o.threads);
   if (o.cache_dir.empty()) o.cache_dir = (fs::path(o.manifest).parent_path() / "tessera-cache").string();
   auto net = load_encoder(o);
@@ -239,7 +243,10 @@ ExtractSummary extract_features(ExtractFeaturesOptions o) {
   }();
   fs::create_directories(o.out);
   ExtractSummary summary;
-  for (const auto& e : slides::read_manifest(o.manifest)) {
+  const auto entries = slides::read_manifest(o.manifest);
+  std::string error;
+  for (size_t i = dist::rank(); i < entries.size() && error.empty(); i += dist::world_size()) {
+    const auto& e = entries[i];
     const auto path = (fs::path(o.out) / (e.id + ".h5")).string();
     if (fs::exists(path)) {
       ++summary.existing;
@@ -250,11 +257,23 @@ ExtractSummary extract_features(ExtractFeaturesOptions o) {
       ++summary.written;
       log::info("extracted {}", path);
     } catch (const Error& err) {
-      if (!o.skip_errors) fail("slide '", e.id, "' (", e.path, "): ", err.what(), " (pass --skip-errors to go on)");
+      if (!o.skip_errors) error = fmt::format("slide '{}' ({}): {} (pass --skip-errors to go on)", e.id, e.path, err.what());
       summary.failed.push_back(e.id + ": " + err.what());
     }
   }
-  return summary;
+  // One summary of every rank's slides (each rank stops at its first error; the others finish theirs).
+  nlohmann::json mine{{"written", summary.written}, {"existing", summary.existing}, {"failed", summary.failed},
+                      {"error", error}};
+  ExtractSummary all;
+  for (const auto& text : dist::all_gather_text(mine.dump(), "extract-features summary gather")) {
+    const auto j = nlohmann::json::parse(text);
+    all.written += j["written"].get<int64_t>();
+    all.existing += j["existing"].get<int64_t>();
+    for (const auto& f : j["failed"]) all.failed.push_back(f.get<std::string>());
+    if (error.empty()) error = j["error"].get<std::string>();
+  }
+  TESSERA_CHECK(error.empty(), error);
+  return all;
 }
 
 }  // namespace tessera::app

@@ -29,12 +29,12 @@ nlohmann::json train(Config config, bool resume) {
   if (config.train.auto_batch && !resume) {
     plan = train::plan_batch(config, train_set, /*max_batch=*/config.train.batch_size);
     // Ranks plan alone (the budget is per rank) and follow rank 0's plan, so all take the same steps.
-    std::vector<torch::Tensor> chosen{torch::tensor({static_cast<double>(plan->batch_size), plan->q,
-                                                     static_cast<double>(plan->image_size)}, torch::kDouble)};
-    dist::broadcast(chosen, "batch plan broadcast");
-    plan->batch_size = static_cast<int64_t>(chosen[0][0].item<double>());
-    plan->q = chosen[0][1].item<double>();
-    plan->image_size = static_cast<int64_t>(chosen[0][2].item<double>());
+    auto chosen = torch::tensor({static_cast<double>(plan->batch_size), plan->q, static_cast<double>(plan->image_size)},
+                                torch::kDouble);
+    dist::broadcast({chosen}, "batch plan broadcast");
+    plan->batch_size = static_cast<int64_t>(chosen[0].item<double>());
+    plan->q = chosen[1].item<double>();
+    plan->image_size = static_cast<int64_t>(chosen[2].item<double>());
     config.train.batch_size = plan->batch_size;
     config.patchgd.q = plan->q;
     config.gd.image_size = plan->image_size;

@@ -3,7 +3,9 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <map>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "tessera/core/error.h"
@@ -194,13 +196,13 @@ void init_from_env(double timeout_seconds) { init(launch_env(), timeout_seconds)
 int64_t rank() { return group().rank; }
 int64_t world_size() { return group().world; }
 
-void all_reduce_sum(std::vector<torch::Tensor>& tensors, const std::string& what) {
-  all_reduce_sum_async(tensors, what)();
-}
+void all_reduce_sum(torch::Tensor& tensor, const std::string& what) { all_reduce_sum_async(tensor, what)(); }
 
-std::function<void()> all_reduce_sum_async(std::vector<torch::Tensor>& tensors, const std::string& what) {
+std::function<void()> all_reduce_sum_async(torch::Tensor& tensor, const std::string& what) {
   if (world_size() == 1) return [] {};
+  TESSERA_ASSERT(tensor.is_contiguous(), "all-reduce of a non-contiguous tensor");
 #ifdef TESSERA_WITH_GLOO
+  std::vector<torch::Tensor> tensors{tensor};
   auto work = guarded(what, [&] { return group().pg->allreduce(tensors); });
   return [work, what] { guarded(what, [&] { return work->wait(); }); };
 #else
@@ -208,10 +210,25 @@ std::function<void()> all_reduce_sum_async(std::vector<torch::Tensor>& tensors, 
 #endif
 }
 
-void broadcast(std::vector<torch::Tensor>& tensors, const std::string& what) {
+void broadcast(const std::vector<torch::Tensor>& tensors, const std::string& what) {
   if (world_size() == 1) return;
 #ifdef TESSERA_WITH_GLOO
-  guarded(what, [&] { return group().pg->broadcast(tensors)->wait(); });
+  std::map<c10::ScalarType, std::vector<torch::Tensor>> by_dtype;
+  for (const auto& t : tensors) by_dtype[t.scalar_type()].push_back(t);
+  torch::NoGradGuard no_grad;
+  for (auto& [dtype, group_tensors] : by_dtype) {
+    std::vector<torch::Tensor> flat;
+    for (const auto& t : group_tensors) flat.push_back(t.reshape(-1));
+    std::vector<torch::Tensor> message{torch::cat(flat)};
+    guarded(what, [&] { return group().pg->broadcast(message)->wait(); });
+    int64_t offset = 0;
+    for (auto& t : group_tensors) {
+      t.copy_(message[0].slice(0, offset, offset + t.numel()).view_as(t));
+      offset += t.numel();
+    }
+  }
+#else
+  (void)tensors;
 #endif
 }
 
@@ -243,8 +260,24 @@ torch::Tensor all_gather_rows(const torch::Tensor& rows, const std::string& what
 void barrier(const std::string& what) {
   if (world_size() == 1) return;
   // An all-reduce of one number: Gloo's barrier has no timeout of its own in every version.
-  std::vector<torch::Tensor> one{torch::ones({1})};
+  auto one = torch::ones({1});
   all_reduce_sum(one, what);
+}
+
+std::vector<std::string> all_gather_text(const std::string& text, const std::string& what) {
+  if (world_size() == 1) return {text};
+  auto bytes = torch::empty({static_cast<int64_t>(text.size()) + 1}, torch::kUInt8);  // + 1: a terminator
+  std::memcpy(bytes.data_ptr<uint8_t>(), text.c_str(), text.size() + 1);
+  const auto all = all_gather_rows(bytes, what);
+  std::vector<std::string> texts;
+  const auto* p = all.data_ptr<uint8_t>();
+  for (int64_t begin = 0, i = 0; i < all.size(0); ++i) {
+    if (p[i] == 0) {
+      texts.emplace_back(reinterpret_cast<const char*>(p + begin), static_cast<size_t>(i - begin));
+      begin = i + 1;
+    }
+  }
+  return texts;
 }
 
 void report_failure(const std::string& message) {

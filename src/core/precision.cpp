@@ -107,11 +107,17 @@ AutocastGuard::AutocastGuard(Precision p)
 #else
   (void)set_cuda;
 #endif
+  // No weight-cast cache: a cast made in a no-gradient pass (IPS selection, PatchGD's fill) and reused in
+  // the gradient pass would carry no gradient to the fp32 weight. Re-casting the weights costs little.
+  at::autocast::set_autocast_cache_enabled(false);
   at::autocast::increment_nesting();
 }
 
 AutocastGuard::~AutocastGuard() {
-  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  if (at::autocast::decrement_nesting() == 0) {
+    at::autocast::clear_cache();
+    at::autocast::set_autocast_cache_enabled(true);
+  }
   set_cpu(cpu_enabled_, cpu_dtype_);
 #ifdef TESSERA_WITH_CUDA
   set_cuda(cuda_enabled_, cuda_dtype_);

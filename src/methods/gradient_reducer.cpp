@@ -72,8 +72,7 @@ void GradientReducer::on_gradient(int64_t i, const torch::Tensor& grad) {
 }
 
 void GradientReducer::launch(Bucket& b) {
-  std::vector<torch::Tensor> tensors{b.flat};
-  b.wait = dist::all_reduce_sum_async(tensors, "gradient all-reduce");
+  b.wait = dist::all_reduce_sum_async(b.flat, "gradient all-reduce");
 }
 
 // Buckets start in index order on every rank (collectives must match), each once all its gradients are in.
@@ -106,11 +105,10 @@ void GradientReducer::finish() {
     ++b.ready;
   }
   launch_ready();
-  std::vector<torch::Tensor> flags{torch::tensor(had_grad)};
-  dist::all_reduce_sum(flags, "gradient all-reduce");
+  auto any_grad = torch::tensor(had_grad);
+  dist::all_reduce_sum(any_grad, "gradient all-reduce");
   for (auto& b : buckets_) b.wait();
   const double world = static_cast<double>(dist::world_size());
-  const auto any_grad = flags[0];
   for (auto& b : buckets_) {
     b.flat.div_(world);
     for (const auto i : b.params) {

@@ -1,6 +1,5 @@
 #include "tessera/methods/step_context.h"
 
-#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include "tessera/core/error.h"
@@ -51,8 +50,6 @@ void StepContext::step() {
   const bool finite = !scaler_ || scaler_->unscale(optimizer_params(optimizer_));
   if (finite) {
     optimizer_.step();
-    // Autocast caches low-precision copies of the weights for its region; they are stale now.
-    at::autocast::clear_cache();
   } else {
     ++skipped_;
   }

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <mutex>
 
+#include "tessera/core/distributed.h"
 #include "tessera/core/error.h"
 #include "tessera/core/run_dir.h"
 #include "tessera/core/thread_pool.h"
@@ -110,7 +111,30 @@ void write_summary(const fs::path& dir, const PreprocessSummary& summary) {
 
 }  // namespace
 
+namespace {
+
+// Every rank's outcomes merged into `summary` (each rank filled only its own slides).
+void gather_outcomes(PreprocessSummary& summary) {
+  nlohmann::json mine = nlohmann::json::array();
+  for (size_t i = 0; i < summary.slides.size(); ++i) {
+    const auto& s = summary.slides[i];
+    if (s.status.empty()) continue;
+    mine.push_back({{"i", i}, {"id", s.id}, {"slide", s.path}, {"status", s.status}, {"patches", s.patches},
+                    {"seconds", s.seconds}, {"reason", s.reason}});
+  }
+  for (const auto& text : dist::all_gather_text(mine.dump(), "preprocess summary gather")) {
+    for (const auto& s : nlohmann::json::parse(text)) {
+      summary.slides[s["i"].get<size_t>()] = {s["id"].get<std::string>(),     s["slide"].get<std::string>(),
+                                               s["status"].get<std::string>(), s["patches"].get<int64_t>(),
+                                               s["reason"].get<std::string>(), s["seconds"].get<double>()};
+    }
+  }
+}
+
+}  // namespace
+
 PreprocessSummary preprocess_slides(const PreprocessOptions& o) {
+  dist::init_from_env(o.dist_timeout);
   const auto entries = read_manifest(o.manifest);
   TESSERA_CHECK(!o.out_dir.empty(), "preprocessing needs an output folder (--out)");
   const fs::path out(o.out_dir);
@@ -158,12 +182,23 @@ PreprocessSummary preprocess_slides(const PreprocessOptions& o) {
       summary.slides[i] = r;
     }
   };
+  std::vector<int64_t> mine;  // this rank's slides
+  for (int64_t i = dist::rank(); i < static_cast<int64_t>(entries.size()); i += dist::world_size()) mine.push_back(i);
   {
     // Workers may use libvips: they free its per-thread buffers as they end.
     ThreadPool pool(o.workers, data::release_vips_thread);
-    pool.parallel_for(static_cast<int64_t>(entries.size()), work);
+    pool.parallel_for(static_cast<int64_t>(mine.size()), [&](int64_t k) { work(mine[k]); });
   }
-  write_summary(out, summary);
+  gather_outcomes(summary);
+  if (dist::is_main()) write_summary(out, summary);
+  if (first_error.empty() && !o.skip_errors) {  // another rank's failure stops this one too
+    for (const auto& s : summary.slides) {
+      if (s.status == "failed") {
+        first_error = s.id + " (" + s.path + "): " + s.reason;
+        break;
+      }
+    }
+  }
   if (!first_error.empty()) {
     fail(first_error, " (preprocessing stopped; finished slides are kept and skipped on the next run; pass --skip-errors to go on past bad slides)");
   }

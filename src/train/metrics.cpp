@@ -28,10 +28,10 @@ void TaskMetrics::all_gather() {
       parts = {dist::all_gather_rows(local, "metrics gather")};
     }
   }
-  std::vector<torch::Tensor> totals{torch::tensor({loss_sum_, static_cast<double>(count_)}, torch::kDouble)};
+  auto totals = torch::tensor({loss_sum_, static_cast<double>(count_)}, torch::kDouble);
   dist::all_reduce_sum(totals, "metrics gather");
-  loss_sum_ = totals[0][0].item<double>();
-  count_ = static_cast<int64_t>(totals[0][1].item<double>());
+  loss_sum_ = totals[0].item<double>();
+  count_ = static_cast<int64_t>(totals[1].item<double>());
 }
 
 nlohmann::json TaskMetrics::summary() const {

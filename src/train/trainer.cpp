@@ -62,9 +62,9 @@ namespace {
 
 // Ranks stop together: one rank leaving the loop while others wait in a collective would hang them.
 bool out_of_time_on_any_rank(bool mine) {
-  std::vector<torch::Tensor> flag{torch::tensor({mine ? 1.0f : 0.0f})};
+  auto flag = torch::tensor({mine ? 1.0f : 0.0f});
   dist::all_reduce_sum(flag, "time limit agreement");
-  return flag[0].item<float>() > 0;
+  return flag.item<float>() > 0;
 }
 
 // The last line of metrics.jsonl, or null.

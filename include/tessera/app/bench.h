@@ -12,6 +12,7 @@ struct BenchIpsOptions {
   int64_t batch = 16, height = 1500, width = 1500, channels = 1, patch = 50;
   int64_t M = 100, I = 100, width_factor = 64, stages = 2, steps = 3, warmup = 1, threads = 0;
   std::string encoder = "resnet18", loading = "eager", patches, json;
+  std::string precision = "fp32", device = "cpu";
 };
 
 // bench ips: median training-step time and peak memory (patches empty), or the lazy-loading sweep of
@@ -24,6 +25,7 @@ struct BenchPatchGdOptions {
   int64_t k = 0;  // sweep: > 0 fixes the patches per inner iteration (q = k / n) instead of q
   double q = 0.25;
   std::string encoder = "resnet50", head = "original", sizes, budget, json;
+  std::string precision = "fp32", device = "cpu";
 };
 
 // bench patchgd: median training-step time and peak memory (sizes empty), or PatchGD vs GD peak tensor

@@ -67,6 +67,8 @@ struct ExtractFeaturesOptions {
   std::string mean = "0.485,0.456,0.406", std = "0.229,0.224,0.225";
   int64_t stages = 4, width = 64, batch = 64, read_workers = 2, threads = 0;
   bool skip_errors = false;
+  std::string precision = "fp32";  // fp32 | bf16 | fp16: the encoder's autocast precision (bags stay float32)
+  double dist_timeout = 300;       // data-parallel launches: seconds a rank waits for the others
   slides::PatchGridOptions grid;
 };
 
@@ -76,7 +78,8 @@ struct ExtractSummary {
 };
 
 // One <id>.h5 bag per slide (features (N, D) float32 + coords (N, 2)); slides whose bag exists are
-// skipped, so an interrupted run resumes.
+// skipped, so an interrupted run resumes. Launched as several ranks, rank r encodes slides r, r + W, ...
+// and every rank returns the summary of them all.
 ExtractSummary extract_features(ExtractFeaturesOptions options);
 
 }  // namespace tessera::app

@@ -45,14 +45,17 @@ int64_t rank();
 int64_t world_size();
 inline bool is_main() { return rank() == 0; }
 
-// In place over all ranks.
-void all_reduce_sum(std::vector<torch::Tensor>& tensors, const std::string& what);
+// In place over all ranks (a contiguous tensor).
+void all_reduce_sum(torch::Tensor& tensor, const std::string& what);
 // Starts the reduction and returns the function that waits for it (which throws as the others do).
-std::function<void()> all_reduce_sum_async(std::vector<torch::Tensor>& tensors, const std::string& what);
-void broadcast(std::vector<torch::Tensor>& tensors, const std::string& what);  // from rank 0
+std::function<void()> all_reduce_sum_async(torch::Tensor& tensor, const std::string& what);
+// Rank 0's values into every rank's tensors, in place (flattened into one message per dtype).
+void broadcast(const std::vector<torch::Tensor>& tensors, const std::string& what);
 // Rows of every rank's tensor, rank 0's first (lengths may differ; other dims must agree).
 torch::Tensor all_gather_rows(const torch::Tensor& rows, const std::string& what);
 void barrier(const std::string& what);
+// Every rank's text, rank 0's first (e.g. per-rank summaries as JSON).
+std::vector<std::string> all_gather_text(const std::string& text, const std::string& what);
 
 // Tells the other ranks why this one stops (best effort, before exiting with an error).
 void report_failure(const std::string& message);

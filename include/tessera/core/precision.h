@@ -19,8 +19,8 @@ int64_t precision_bytes(Precision p);          // bytes per element of an autoca
 bool cpu_autocast_supports(Precision p);
 
 // Autocast on for the scope (CPU and, in CUDA builds, CUDA), in the given precision; fp32 turns it off.
-// Nests: the previous state comes back on exit, and the cast-weight cache is cleared when the outermost
-// region closes, as torch.autocast does.
+// Nests: the previous state comes back on exit. Autocast's cast-weight cache is off inside (a cast cached
+// by a no-gradient pass would cut the weights' gradients in the next gradient pass).
 class AutocastGuard {
  public:
   explicit AutocastGuard(Precision p);

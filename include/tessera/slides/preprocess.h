@@ -28,6 +28,7 @@ struct PreprocessOptions {
   int64_t workers = 2;        // slides processed at once
   bool skip_errors = false;   // record bad slides and go on
   int64_t thumbnail = 1024;   // longest side of inspection thumbnails; 0: none
+  double dist_timeout = 300;  // data-parallel launches: seconds a rank waits for the others
 };
 
 struct SlideOutcome {
@@ -44,6 +45,8 @@ struct PreprocessSummary {
 
 // Writes <out>/coords/*.h5, <out>/thumbnails/<id>.png, <out>/summary.json and summary.csv. Without
 // skip_errors the first failure stops the run (after writing the summary) with an error naming the slide.
+// Launched as several ranks (torchrun, SLURM, tessera launch), rank r takes slides r, r + W, ... and rank
+// 0 writes the one summary of them all.
 PreprocessSummary preprocess_slides(const PreprocessOptions& options);
 
 }  // namespace tessera::slides
