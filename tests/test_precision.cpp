@@ -2,6 +2,7 @@
 // loss scaling skips overflowing steps, halves and grows its scale, and resumes exactly.
 #include "dist_common.h"
 #include "tessera/core/precision.h"
+#include "tessera/models/resnet.h"
 #include "tessera/methods/loss_scaler.h"
 #include "tessera/train/checkpoint.h"
 #include "tessera/train/trainer.h"
@@ -161,6 +162,32 @@ TEST(LossScaler, CheckpointRestoresTheScalerAndResumeIsExact) {
   EXPECT_EQ(back.loss_scale, 1024);
   EXPECT_EQ(back.scale_growth_tracker, 7);
   EXPECT_EQ(back.skipped_steps, 2);
+}
+
+}  // namespace tessera
+
+namespace tessera {
+
+// IPS's selection encoder (BatchNorm folded, oneDNN layout) in bf16 gives the fp32 features to bf16's
+// precision: autocast does not reach oneDNN's convolutions, so the bf16 copy is made explicitly.
+TEST(Precision, FoldedEncoderInBf16FollowsFp32) {
+  torch::manual_seed(0);
+  models::ResNetOptions o;
+  o.arch = "resnet18";
+  o.stages = 2;
+  o.width = 16;
+  o.in_channels = 1;
+  models::ResNet net(o);
+  net->eval();
+  net->use_channels_last();
+  const auto x = torch::rand({6, 1, 50, 50});
+  torch::NoGradGuard no_grad;
+  const auto fp32 = net->fold();
+  const auto bf16 = fp32.as(torch::kBFloat16);
+  const auto a = fp32.forward(x), b = bf16.forward(x);
+  EXPECT_EQ(b.scalar_type(), torch::kBFloat16);
+  const auto cos = torch::cosine_similarity(a, b.to(torch::kFloat), 1);
+  EXPECT_GT(cos.min().item<double>(), 0.995) << cos;
 }
 
 }  // namespace tessera

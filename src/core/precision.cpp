@@ -87,6 +87,8 @@ c10::ScalarType precision_dtype(Precision p) {
 
 int64_t precision_bytes(Precision p) { return p == Precision::fp32 ? 4 : 2; }
 
+c10::ScalarType cpu_autocast_dtype() { return cpu_enabled() ? cpu_dtype() : at::kFloat; }
+
 bool cpu_autocast_supports(Precision p) {
   if (p != Precision::fp16) return true;
 #if TORCH_VERSION_MAJOR >= 2

@@ -4,6 +4,7 @@
 
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
+#include "tessera/core/precision.h"
 
 namespace tessera::models {
 
@@ -56,6 +57,8 @@ torch::Tensor IpsNetImpl::encode(const torch::Tensor& patches) {
 std::function<torch::Tensor(const torch::Tensor&)> IpsNetImpl::frozen_encoder() const {
   if (options_.features) return projector->frozen();
   auto folded = std::make_shared<FoldedResNet>(encoder->fold());
+  // Under bf16 autocast the selection runs oneDNN's bf16 convolutions (autocast does not reach them).
+  if (cpu_autocast_dtype() == torch::kBFloat16) *folded = folded->as(torch::kBFloat16);
   return [folded](const torch::Tensor& x) { return folded->forward(x); };
 }
 

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "tessera/core/error.h"
+#include "tessera/core/precision.h"
 
 namespace tessera::models {
 namespace F = torch::nn::functional;
@@ -60,13 +61,21 @@ class RecomputedStem : public torch::autograd::Function<RecomputedStem> {
                                torch::Tensor running_var, double momentum, double eps) {
     ctx->save_for_backward({x, w, bn_w, bn_b});
     ctx->saved_data["eps"] = eps;
-    return run(x, w, bn_w, bn_b, running_mean, running_var, momentum, eps);
+    auto out = run(x, w, bn_w, bn_b, running_mean, running_var, momentum, eps);
+    // The recomputation repeats the forward's autocast precision (backward itself runs without autocast),
+    // so a bf16 step recomputes a bf16 stem, not one twice its size.
+    const auto dtype = out.scalar_type();
+    ctx->saved_data["precision"] = static_cast<int64_t>(dtype == torch::kBFloat16 ? Precision::bf16
+                                                        : dtype == torch::kHalf   ? Precision::fp16
+                                                                                  : Precision::fp32);
+    return out;
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grad_output) {
     const auto saved = ctx->get_saved_variables();
     torch::AutoGradMode enable_grad(true);
+    AutocastGuard precision(static_cast<Precision>(ctx->saved_data["precision"].toInt()));
     std::vector<torch::Tensor> leaves;
     for (const auto& t : saved) leaves.push_back(t.detach().requires_grad_(t.requires_grad()));
     // Same batch statistics as the forward pass; the running statistics were updated there already.
@@ -91,9 +100,38 @@ torch::Tensor FoldedConv::operator()(const torch::Tensor& x) const {
   return torch::conv2d(x, weight, bias, stride, padding);
 }
 
+FoldedConv FoldedConv::as(c10::ScalarType dtype) const {
+  torch::NoGradGuard no_grad;
+  FoldedConv f = *this;
+  if (weight.is_mkldnn()) {
+    f.weight = at::mkldnn_reorder_conv2d_weight(weight.to_dense().to(dtype).to_mkldnn(), {padding, padding},
+                                                {stride, stride}, {1, 1}, 1);
+    f.bias = bias.to_dense().to(dtype).to_mkldnn();
+  } else {
+    f.weight = weight.to(dtype);
+    f.bias = bias.to(dtype);
+  }
+  return f;
+}
+
+FoldedResNet FoldedResNet::as(c10::ScalarType dtype) const {
+  FoldedResNet f = *this;
+  f.stem = stem.as(dtype);
+  for (auto& b : f.blocks) {
+    for (auto& c : b.convs) c = c.as(dtype);
+    if (b.has_downsample) b.downsample = b.downsample.as(dtype);
+  }
+  if (fc_weight.defined()) {
+    f.fc_weight = fc_weight.to(dtype);
+    f.fc_bias = fc_bias.to(dtype);
+  }
+  return f;
+}
+
 torch::Tensor FoldedResNet::forward(const torch::Tensor& input) const {
   const bool onednn = stem.weight.is_mkldnn();
-  auto x = stem(onednn ? input.contiguous().to_mkldnn() : to_channels_last(input)).relu_();
+  const auto in = input.to(stem.weight.scalar_type());
+  auto x = stem(onednn ? in.contiguous().to_mkldnn() : to_channels_last(in)).relu_();
   x = torch::max_pool2d(x, 3, 2, 1);
   for (const auto& block : blocks) {
     auto y = x;

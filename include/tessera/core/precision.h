@@ -18,6 +18,9 @@ int64_t precision_bytes(Precision p);          // bytes per element of an autoca
 // CPU then runs the fp32 maths with loss scaling, which tests the scaler).
 bool cpu_autocast_supports(Precision p);
 
+// The CPU autocast dtype in effect (kFloat when autocast is off), for code autocast does not reach.
+c10::ScalarType cpu_autocast_dtype();
+
 // Autocast on for the scope (CPU and, in CUDA builds, CUDA), in the given precision; fp32 turns it off.
 // Nests: the previous state comes back on exit. Autocast's cast-weight cache is off inside (a cast cached
 // by a no-gradient pass would cut the weights' gradients in the next gradient pass).

@@ -34,6 +34,7 @@ struct FoldedConv {
   torch::Tensor weight, bias;
   int64_t stride = 1, padding = 0;
   torch::Tensor operator()(const torch::Tensor& x) const;
+  FoldedConv as(c10::ScalarType dtype) const;  // the same conv with weights in dtype (oneDNN layout kept)
 };
 
 // A parameter-free snapshot of a ResNet in eval mode with every BatchNorm folded: the fast path for
@@ -47,7 +48,10 @@ struct FoldedResNet {
   FoldedConv stem;
   std::vector<Block> blocks;
   torch::Tensor fc_weight, fc_bias;  // undefined without fc
+  // Inputs are cast to the weights' dtype; outputs come in it.
   torch::Tensor forward(const torch::Tensor& x) const;
+  // A copy computing in dtype (bf16 for autocast runs: oneDNN's native bf16 convolutions).
+  FoldedResNet as(c10::ScalarType dtype) const;
 };
 
 class BasicBlockImpl : public torch::nn::Module {

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The GPU build kit, for a machine with a CUDA PyTorch installation (python3 -c 'import torch') and nvcc,
+# and the Debian packages unpacked by scripts/gpu/prepare-deps.sh in .gpu-deps/ beside this tree:
+# builds tessera against that PyTorch's LibTorch (slides and libvips off: their libraries are absent),
+# runs the CUDA-labelled tests, and runs bench ips / bench patchgd on the GPU in fp32, bf16 and fp16,
+# writing one JSON per run into OUT. Usage: scripts/gpu/run-kit.sh OUT [build dir]
+# Planned to finish well inside 15 device minutes on 16 cores (build about 5, tests and benches about 3).
+set -euo pipefail
+out=${1:?usage: scripts/gpu/run-kit.sh OUT [build dir]}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=${2:-$root/build-gpu}
+deps=$root/.gpu-deps/root
+[[ -d $deps ]] || { echo "error: $deps is missing; run scripts/gpu/prepare-deps.sh on the Debian machine and carry .gpu-deps" >&2; exit 1; }
+mkdir -p "$out"
+log() { echo "[$(date +%H:%M:%S)] $*"; }
+
+torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+log "PyTorch $(python3 -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)') at $torch_prefix"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+jobs=$(nproc)
+
+# GoogleTest from Debian's sources, built with this machine's compiler.
+if [[ ! -f $build/gtest/lib/libgtest.a ]]; then
+  log "building GoogleTest"
+  cmake -S "$deps/usr/src/googletest" -B "$build/gtest-build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_INSTALL_PREFIX="$build/gtest" -DBUILD_GMOCK=OFF >/dev/null
+  cmake --build "$build/gtest-build" --target install -j "$jobs" >/dev/null
+fi
+
+export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+log "configuring"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr;$deps/usr/lib/x86_64-linux-gnu/cmake;$build/gtest" \
+      -DCMAKE_CXX_FLAGS="-I$deps/usr/include" \
+      -DTESSERA_WITH_VIPS=OFF -DTESSERA_WITH_SLIDES=OFF -DCMAKE_CUDA_ARCHITECTURES=native \
+      2>&1 | tee "$out/configure.log" | grep -E "tessera:|Error" || true
+log "building"
+cmake --build "$build" -j "$jobs" 2>&1 | tee "$out/build.log" | grep -E "error|FAILED" || true
+[[ -x $build/tessera ]] || { echo "error: the build failed; see $out/build.log" >&2; exit 1; }
+"$build/tessera" --version | tee "$out/version.txt"
+
+log "CUDA tests"
+(cd "$build" && ctest -L cuda --output-on-failure 2>&1 | tee "$out/ctest-cuda.log" | tail -5)
+
+log "benchmarks"
+for p in fp32 bf16 fp16; do
+  "$build/tessera" bench ips --device cuda --precision "$p" --steps 5 --warmup 2 --json "$out/bench-ips-$p.json" \
+    2>/dev/null | tail -1
+  "$build/tessera" bench patchgd --device cuda --precision "$p" --size 2048 --batch 4 --patch 128 --q 0.1 \
+    --steps 5 --warmup 2 --json "$out/bench-patchgd-$p.json" 2>/dev/null | tail -1
+done
+log "done: $out"
