@@ -131,6 +131,7 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
   while (state_.epoch < t.epochs) {
     memory::reset_peaks();
     const auto start = std::chrono::steady_clock::now();
+    const double communication_before = reducer_ ? reducer_->communication_seconds() : 0.0;
     data::Loader loader(train_set_,
                         data::epoch_shard(size, t.seed, state_.epoch, state_.samples_in_epoch, dist::rank(), world),
                         t.batch_size, config_.data.workers, config_.data.prefetch);
@@ -175,7 +176,7 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
     if (out_of_time) record["stopped"] = "time_limit";
     if (world > 1) {
       record["world_size"] = world;
-      record["allreduce_seconds"] = reducer_->communication_seconds();
+      record["allreduce_seconds"] = reducer_->communication_seconds() - communication_before;  // this epoch's wait
     }
     if (scaler_) {
       record["loss_scale"] = scaler_->scale_value();
