@@ -6,11 +6,16 @@
 #include <torch/torch.h>
 
 #include "helpers.h"
+#include "tessera/core/distributed.h"
 #include "tessera/core/runtime.h"
 #include "tessera/data/loader.h"
 #include "tessera/methods/gradient_reducer.h"
 #include "tessera/methods/step_context.h"
 #include "tessera/train/experiment.h"
+
+// Data-parallel tests need c10d's Gloo (libgloo-dev at build time); builds without it skip them.
+#define REQUIRE_DISTRIBUTED() \
+  if (!::tessera::dist::available()) GTEST_SKIP() << "built without c10d Gloo (install libgloo-dev)"
 
 namespace tessera::testing {
 

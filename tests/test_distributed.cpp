@@ -149,7 +149,7 @@ TEST(EpochShard, ShardsPartitionTheEpochForAnyWorldSizeAndPosition) {
 class GradientEquivalence : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GradientEquivalence, TwoRanksEqualOneProcessOnTheWholeBatch) {
-  ASSERT_TRUE(dist::available());
+  REQUIRE_DISTRIBUTED();
   testing::TempDir dir;
   fs::create_directories(dir.file("mnist"));
   testing::write_fake_mnist(dir.file("mnist"));
@@ -176,6 +176,7 @@ INSTANTIATE_TEST_SUITE_P(Methods, GradientEquivalence, ::testing::Values("ips", 
 
 // tessera launch runs two ranks of a real training run; rank 0 alone writes the run's records.
 TEST(DataParallel, TwoRanksTrainAndOnlyRankZeroWrites) {
+  REQUIRE_DISTRIBUTED();
   testing::TempDir dir;
   const auto args = tiny_run_args(dir, 2);
   const auto log = dir.file("launch.log");
@@ -201,6 +202,7 @@ TEST(DataParallel, TwoRanksTrainAndOnlyRankZeroWrites) {
 // Killing one rank mid-epoch ends the other with an error naming it within the timeout; the last
 // checkpoint stays whole and one process resumes the two-process run from it.
 TEST(DataParallel, AKilledRankEndsTheOtherAndOneProcessResumes) {
+  REQUIRE_DISTRIBUTED();
   testing::TempDir dir;
   const auto args = tiny_run_args(dir, 30, "--train.checkpoint_every 1 --train.dist_timeout 20");
   const int port = free_port();
@@ -250,6 +252,7 @@ TEST(DataParallel, AKilledRankEndsTheOtherAndOneProcessResumes) {
 
 // A rank that fails with an error tells the others why.
 TEST(DataParallel, AFailingRankNamesItsCauseToTheOthers) {
+  REQUIRE_DISTRIBUTED();
   testing::TempDir dir;
   const auto args = tiny_run_args(dir, 1, "--train.dist_timeout 20");
   const int port = free_port() + 1;

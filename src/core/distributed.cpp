@@ -167,9 +167,13 @@ void init(const LaunchEnv& env, double timeout_seconds) {
     auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, options);
     g.store = c10::make_intrusive<c10d::PrefixStore>("tessera", tcp);
     auto pg_options = c10d::ProcessGroupGloo::Options::create(timeout);
+    // The network interface: GLOO_SOCKET_IFNAME as in PyTorch, loopback for single-node runs, else the
+    // interface this host's name resolves to.
+    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
     const bool local = env.master_addr == "127.0.0.1" || env.master_addr == "localhost";
-    pg_options->devices.push_back(local ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                                        : c10d::ProcessGroupGloo::createDefaultDevice());
+    pg_options->devices.push_back(ifname && *ifname ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
+                                  : local           ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                                    : c10d::ProcessGroupGloo::createDefaultDevice());
     g.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(g.store, static_cast<int>(env.rank),
                                                        static_cast<int>(env.world_size), pg_options);
   } catch (const std::exception& e) {
