@@ -5,6 +5,9 @@
 #include "tessera/models/resnet.h"
 #include "tessera/methods/loss_scaler.h"
 #include "tessera/train/checkpoint.h"
+#include "tessera/core/memory.h"
+#include "tessera/train/planner.h"
+#include "tessera/train/run_spec.h"
 #include "tessera/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -188,6 +191,53 @@ TEST(Precision, FoldedEncoderInBf16FollowsFp32) {
   EXPECT_EQ(b.scalar_type(), torch::kBFloat16);
   const auto cos = torch::cosine_similarity(a, b.to(torch::kFloat), 1);
   EXPECT_GT(cos.min().item<double>(), 0.995) << cos;
+}
+
+}  // namespace tessera
+
+namespace tessera {
+
+// The planner's trial steps run in the run's precision, so budgets see bf16's smaller activations: the
+// same step peaks lower in bf16, and a budget between the two peaks fits bf16 only.
+TEST(Precision, BudgetTrialsAccountForTheDtype) {
+  memory::install_tracking();
+  testing::TempDir dir;
+  fs::create_directories(dir.file("mnist"));
+  testing::write_fake_mnist(dir.file("mnist"));
+  auto c = testing::equivalence_config("gd", dir.file("mnist"));
+  c.model.width = 32;
+  c.train.batch_size = 4;
+  auto [train_set, test_set] = train::make_datasets(c);
+  const auto fp32 = train::trial_step(c, train_set);
+  c.train.precision = "bf16";
+  const auto bf16 = train::trial_step(c, train_set);
+  ASSERT_TRUE(fp32.first && bf16.first);
+  EXPECT_LT(bf16.second, fp32.second * 0.9) << "bf16 " << bf16.second << " B, fp32 " << fp32.second << " B";
+  const int64_t between = (fp32.second + bf16.second) / 2;
+  memory::set_budget(between);
+  const bool bf16_fits = train::trial_step(c, train_set).first;
+  c.train.precision = "fp32";
+  const bool fp32_fits = train::trial_step(c, train_set).first;
+  memory::set_budget(0);
+  EXPECT_TRUE(bf16_fits);
+  EXPECT_FALSE(fp32_fits);
+}
+
+// A bf16 run trains, checkpoints and reopens in bf16 (the precision is part of its config).
+TEST(Precision, Bf16RunTrainsAndReopensInBf16) {
+  testing::TempDir dir;
+  fs::create_directories(dir.file("mnist"));
+  testing::write_fake_mnist(dir.file("mnist"));
+  auto c = testing::tiny_config(dir.file("mnist"), dir.file("run"));
+  c.train.precision = "bf16";
+  c.train.epochs = 1;
+  c.data.workers = 0;
+  auto [train_set, test_set] = train::make_datasets(c);
+  auto method = train::make_method(c, train_set->tasks());
+  const auto record = train::Trainer(c, *method, train_set, test_set).fit(false);
+  EXPECT_TRUE(std::isfinite(record["test"]["loss"].get<double>()));
+  const auto run = train::open_run(c.run_dir);
+  EXPECT_EQ(run.method->precision(), Precision::bf16);
 }
 
 }  // namespace tessera

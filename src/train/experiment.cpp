@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "tessera/core/error.h"
+#include "tessera/core/precision.h"
 #include "tessera/core/log.h"
 #include "tessera/core/memory.h"
 #include "tessera/core/run_dir.h"
@@ -131,6 +132,7 @@ OpenedRun open_run(const std::string& run_or_checkpoint) {
   auto model_config = run.spec.config();
   model_config.train.device = run.config.train.device;
   run.method = find_method(run.spec.method).make(model_config, run.spec.tasks);
+  run.method->set_precision(parse_precision(run.config.train.precision));  // predicts as it trained
   try {
     load_checkpoint(run.checkpoint_path, run.method->module(), nullptr);
   } catch (const Error& e) {
