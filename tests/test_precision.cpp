@@ -1,5 +1,7 @@
 // Mixed precision: bf16 autocast on the CPU stays close to fp32 for every method, and fp16's dynamic
 // loss scaling skips overflowing steps, halves and grows its scale, and resumes exactly.
+#include <nlohmann/json.hpp>
+
 #include "dist_common.h"
 #include "tessera/core/precision.h"
 #include "tessera/models/resnet.h"
@@ -238,6 +240,31 @@ TEST(Precision, Bf16RunTrainsAndReopensInBf16) {
   EXPECT_TRUE(std::isfinite(record["test"]["loss"].get<double>()));
   const auto run = train::open_run(c.run_dir);
   EXPECT_EQ(run.method->precision(), Precision::bf16);
+}
+
+}  // namespace tessera
+
+namespace tessera {
+
+// Both step benchmarks run in each precision and record it with the same JSON keys.
+TEST(Precision, BenchmarksRunInBf16WithTheSameKeys) {
+  testing::TempDir dir;
+  const auto log = dir.file("log.txt");
+  const std::string ips = "bench ips --batch 2 --height 100 --width 100 --patch 20 --M 4 --I 5 --encoder-width 8 "
+                          "--steps 1 --warmup 0 --threads 1";
+  const std::string pgd = "bench patchgd --batch 2 --size 64 --patch 32 --encoder resnet18 --latent 8 --head pool "
+                          "--steps 1 --warmup 0 --threads 1";
+  for (const auto& [name, args] : {std::pair<std::string, std::string>{"ips", ips}, {"patchgd", pgd}}) {
+    std::vector<nlohmann::json> runs;
+    for (const std::string precision : {"fp32", "bf16"}) {
+      const auto json = dir.file(name + "-" + precision + ".json");
+      ASSERT_EQ(testing::run_cli(args + " --precision " + precision + " --json " + json, log), 0) << testing::read_text(log);
+      runs.push_back(nlohmann::json::parse(testing::read_text(json)));
+      EXPECT_EQ(runs.back()["settings"]["precision"], precision);
+      EXPECT_GT(runs.back()["peak_tensor_bytes"].get<int64_t>(), 0);
+    }
+    for (const auto& [key, value] : runs[0].items()) EXPECT_TRUE(runs[1].contains(key)) << name << " " << key;
+  }
 }
 
 }  // namespace tessera

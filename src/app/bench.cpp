@@ -176,6 +176,7 @@ void run_patch_sweep(const BenchIpsOptions& o) {
 
 Config patchgd_bench_config(const BenchPatchGdOptions& o, const std::string& method, int64_t size, int64_t batch) {
   Config c;
+  c.data.dataset = "ultramnist";  // a single-task image set (batches are random tensors)
   c.train.method = method;
   c.train.batch_size = batch;
   c.data.height = c.data.width = size;
