@@ -53,6 +53,13 @@ inline void write_fake_mnist(const std::string& dir, int64_t per_class = 6) {
   }
 }
 
+// <dir>/mnist holding fake MNIST files; returns its path.
+inline std::string fake_mnist_dir(const TempDir& dir) {
+  std::filesystem::create_directories(dir.file("mnist"));
+  write_fake_mnist(dir.file("mnist"));
+  return dir.file("mnist");
+}
+
 // Runs the tessera command with its output in log; returns the exit status.
 inline int run_cli(const std::string& args, const std::string& log) {
   return std::system((std::string(TESSERA_CLI) + " " + args + " > " + log + " 2>&1").c_str());

@@ -67,8 +67,7 @@ size_t count_lines(const std::string& text) { return std::count(text.begin(), te
 
 // A tiny IPS run on fake MNIST: 12 training images, batch 2 per rank.
 std::string tiny_run_args(const testing::TempDir& dir, int64_t epochs, const std::string& extra = "") {
-  fs::create_directories(dir.file("mnist"));
-  testing::write_fake_mnist(dir.file("mnist"));
+  testing::fake_mnist_dir(dir);
   auto c = testing::tiny_config(dir.file("mnist"), dir.file("run"));
   c.data.train_size = 12;
   c.data.test_size = 5;
@@ -151,8 +150,7 @@ class GradientEquivalence : public ::testing::TestWithParam<std::string> {};
 TEST_P(GradientEquivalence, TwoRanksEqualOneProcessOnTheWholeBatch) {
   REQUIRE_DISTRIBUTED();
   testing::TempDir dir;
-  fs::create_directories(dir.file("mnist"));
-  testing::write_fake_mnist(dir.file("mnist"));
+  testing::fake_mnist_dir(dir);
   app::LaunchOptions o;
   o.nproc_per_node = 2;
   o.executable = TESSERA_DIST_WORKER;

@@ -47,8 +47,7 @@ class Bf16Step : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Bf16Step, LossAndGradientsCloseToFp32) {
   testing::TempDir dir;
-  fs::create_directories(dir.file("mnist"));
-  testing::write_fake_mnist(dir.file("mnist"));
+  testing::fake_mnist_dir(dir);
   auto c = testing::equivalence_config(GetParam(), dir.file("mnist"));
   c.patchgd.eps = 0;  // one optimiser step: the gradients of the same weights are compared
   const auto fp32 = testing::step_gradients(c, 0, 4, false);
@@ -67,8 +66,7 @@ TEST_P(Bf16Step, LossAndGradientsCloseToFp32) {
 
 TEST_P(Bf16Step, TrainingLossCloseToFp32) {
   testing::TempDir dir;
-  fs::create_directories(dir.file("mnist"));
-  testing::write_fake_mnist(dir.file("mnist"));
+  testing::fake_mnist_dir(dir);
   auto c = testing::equivalence_config(GetParam(), dir.file("mnist"));
   const auto loss = [&](const std::string& precision) {
     c.train.precision = precision;
@@ -126,8 +124,7 @@ TEST(LossScaler, InfGradientSkipsTheStepAndHalvesTheScale) {
 // stopped after one step and resumed ends bit for bit where the uninterrupted one does.
 TEST(LossScaler, CheckpointRestoresTheScalerAndResumeIsExact) {
   testing::TempDir dir;
-  fs::create_directories(dir.file("mnist"));
-  testing::write_fake_mnist(dir.file("mnist"));
+  testing::fake_mnist_dir(dir);
   auto c = testing::tiny_config(dir.file("mnist"), dir.file("a"));
   c.train.precision = "fp16";
   c.train.epochs = 1;
@@ -204,8 +201,7 @@ namespace tessera {
 TEST(Precision, BudgetTrialsAccountForTheDtype) {
   memory::install_tracking();
   testing::TempDir dir;
-  fs::create_directories(dir.file("mnist"));
-  testing::write_fake_mnist(dir.file("mnist"));
+  testing::fake_mnist_dir(dir);
   auto c = testing::equivalence_config("gd", dir.file("mnist"));
   c.model.width = 32;
   c.train.batch_size = 4;
@@ -228,8 +224,7 @@ TEST(Precision, BudgetTrialsAccountForTheDtype) {
 // A bf16 run trains, checkpoints and reopens in bf16 (the precision is part of its config).
 TEST(Precision, Bf16RunTrainsAndReopensInBf16) {
   testing::TempDir dir;
-  fs::create_directories(dir.file("mnist"));
-  testing::write_fake_mnist(dir.file("mnist"));
+  testing::fake_mnist_dir(dir);
   auto c = testing::tiny_config(dir.file("mnist"), dir.file("run"));
   c.train.precision = "bf16";
   c.train.epochs = 1;

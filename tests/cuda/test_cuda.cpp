@@ -12,8 +12,7 @@ namespace {
 class CudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::filesystem::create_directories(dir.file("mnist"));
-    testing::write_fake_mnist(dir.file("mnist"));
+    testing::fake_mnist_dir(dir);
   }
   Config config(const std::string& method, const std::string& device, const std::string& precision) {
     auto c = testing::equivalence_config(method, dir.file("mnist"));
