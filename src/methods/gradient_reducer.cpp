@@ -107,13 +107,14 @@ void GradientReducer::finish() {
   launch_ready();
   auto any_grad = torch::tensor(had_grad);
   dist::all_reduce_sum(any_grad, "gradient all-reduce");
+  const auto received = any_grad.accessor<float, 1>();  // one read per parameter, no per-element tensors
   for (auto& b : buckets_) b.wait();
   const double world = static_cast<double>(dist::world_size());
   for (auto& b : buckets_) {
     b.flat.div_(world);
     for (const auto i : b.params) {
       auto& p = params_[i];
-      if (any_grad[i].item<float>() == 0.0f) continue;
+      if (received[i] == 0.0f) continue;
       const auto reduced = b.flat.slice(0, offset_[i], offset_[i] + p.numel()).view(p.sizes());
       if (p.grad().defined()) {
         p.mutable_grad().copy_(reduced);
