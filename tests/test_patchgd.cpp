@@ -6,6 +6,7 @@
 #include "helpers.h"
 #include "tessera/methods/full_image.h"
 #include "tessera/methods/patchgd.h"
+#include "tessera/train/registry.h"
 
 namespace tessera {
 namespace {
@@ -183,16 +184,18 @@ TEST(PatchGd, PredictIsTheHeadOnTheEvalModeGridOfAllPatches) {
   EXPECT_LT((predicted - expected).abs().max().item<double>(), 1e-5);
 }
 
-// GD-extended as the registry builds it from a config: PatchGD's parameters exactly (the same names
-// and shapes as the PatchGD network of the same config), and its logits are the head on the whole-image
-// feature map pooled to the patch grid and projected per cell.
-TEST(PatchGdHead, PoolIsALinearMapOfTheGridMean) {
+models::PatchGdHeadOptions head_options(const std::string& variant, int64_t rows, int64_t cols) {
   models::PatchGdHeadOptions h;
   h.latent = kLatent;
-  h.rows = 3;
-  h.cols = 2;
+  h.rows = rows;
+  h.cols = cols;
   h.classes = kClasses;
-  models::apply_head_variant(h, "pool");
+  models::apply_head_variant(h, variant);
+  return h;
+}
+
+TEST(PatchGdHead, PoolIsALinearMapOfTheGridMean) {
+  auto h = head_options("pool", 3, 2);
   models::PatchGdHead head(h);
   EXPECT_TRUE(head->blocks->is_empty());
   const auto z = torch::randn({4, kLatent, 3, 2});
@@ -203,8 +206,42 @@ TEST(PatchGdHead, PoolIsALinearMapOfTheGridMean) {
   EXPECT_TRUE(torch::allclose(head->forward(shuffled), expected, 1e-5, 1e-6));
   // A reference variant after pool is a block head again.
   models::apply_head_variant(h, "smaller");
-  EXPECT_FALSE(h.pool);
+  EXPECT_TRUE(h.pool.empty());
   EXPECT_FALSE(models::PatchGdHead(h)->blocks->is_empty());
+}
+
+// The max head: each channel's largest value over the grid, so one patch decides and the rest of the
+// grid gets no gradient; a mean head would scale that patch down by the patch count.
+TEST(PatchGdHead, MaxReadsTheLargestCellOfEachChannel) {
+  const auto h = head_options("max", 4, 4);
+  models::PatchGdHead head(h);
+  EXPECT_TRUE(head->blocks->is_empty());
+  EXPECT_FALSE(h.has_batch_norm());
+  auto z = torch::randn({2, kLatent, 4, 4});
+  z.index_put_({0, torch::indexing::Slice(), 2, 1}, 100.0);  // one "object" patch in image 0
+  z.requires_grad_(true);
+  const auto logits = head->forward(z);
+  EXPECT_TRUE(torch::allclose(logits, torch::linear(std::get<0>(z.flatten(2).max(2)), head->fc->weight, head->fc->bias),
+                              1e-5, 1e-6));
+  logits[0].sum().backward();
+  const auto g = z.grad()[0].abs().sum(0);  // (4, 4): gradient reaching each patch of image 0
+  EXPECT_GT(g[2][1].item<double>(), 0);
+  EXPECT_EQ((g > 0).sum().item<int64_t>(), 1) << "only the patch holding every channel's maximum gets gradient";
+}
+
+TEST(PatchGd, SmallestBatchIsOneWithoutHeadBatchNorm) {
+  const auto& method = train::find_method("patchgd");
+  Config c;
+  c.patchgd.head = "original";
+  EXPECT_EQ(method.min_batch_size(c), 2) << "the reference's head has BatchNorm on 1x1 maps";
+  c.patchgd.head_norm = "none";
+  EXPECT_EQ(method.min_batch_size(c), 1);
+  for (const char* head : {"pool", "max"}) {
+    c.patchgd.head = head;
+    c.patchgd.head_norm = "batch";
+    EXPECT_EQ(method.min_batch_size(c), 1) << head;
+  }
+  EXPECT_EQ(train::find_method("gd_extended").min_batch_size(c), 2);
 }
 
 TEST(PatchGdHead, NormNoneHasNoBatchNormAndIsPerSample) {
@@ -255,6 +292,9 @@ TEST(Backbone, FrozenBatchNormIgnoresTrainModeAndTheBatch) {
   EXPECT_FALSE(torch::allclose(frozen->forward(x).slice(0, 0, 1), frozen->forward(x.slice(0, 0, 1)), 1e-4, 1e-5));
 }
 
+// GD-extended as the registry builds it from a config: PatchGD's parameters exactly (the same names
+// and shapes as the PatchGD network of the same config), and its logits are the head on the whole-image
+// feature map pooled to the patch grid and projected per cell.
 TEST(FullImage, GdExtendedIsPatchGdsNetworkOnThePooledWholeImageFeatureMap) {
   Config c;
   c.data.dataset = "csv";

@@ -142,7 +142,7 @@ std::vector<Config::Field> Config::fields() {
       field("patchgd.zeta", &patchgd.zeta, "inner iterations per batch (0: ceil(1/q))"),
       field("patchgd.eps", &patchgd.eps, "inner iterations per optimiser step (0: zeta)"),
       field("patchgd.latent", &patchgd.latent, "channels s of the latent grid Z"),
-      field("patchgd.head", &patchgd.head, "head variant: pool (ours) | original (reference) | smaller | larger | smaller_feat | larger_feat"),
+      field("patchgd.head", &patchgd.head, "head variant: pool | max (ours: mean or max of Z, then Linear) | original (reference) | smaller | larger | smaller_feat | larger_feat"),
       field("patchgd.fill_mode", &patchgd.fill_mode, "BatchNorm mode of the no-gradient fill: train (reference) | eval"),
       field("patchgd.fill_chunk", &patchgd.fill_chunk, "positions per fill chunk (0: k)"),
       field("patchgd.head_norm", &patchgd.head_norm, "normalisation in the head's blocks: batch (reference) | none"),
@@ -252,8 +252,8 @@ void Config::validate() const {
   TESSERA_CHECK(patchgd.q > 0 && patchgd.q <= 1, "patchgd.q must be in (0, 1], got ", patchgd.q);
   TESSERA_CHECK(patchgd.zeta >= 0 && patchgd.eps >= 0 && patchgd.fill_chunk >= 0 && patchgd.latent > 0,
                 "patchgd.zeta, eps and fill_chunk must be >= 0 (0: default) and patchgd.latent > 0");
-  TESSERA_CHECK(one_of(patchgd.head, {"pool", "original", "smaller", "larger", "smaller_feat", "larger_feat"}),
-                "patchgd.head '", patchgd.head, "' is not one of pool, original, smaller, larger, smaller_feat, larger_feat");
+  TESSERA_CHECK(one_of(patchgd.head, {"pool", "max", "original", "smaller", "larger", "smaller_feat", "larger_feat"}),
+                "patchgd.head '", patchgd.head, "' is not one of pool, max, original, smaller, larger, smaller_feat, larger_feat");
   TESSERA_CHECK(one_of(patchgd.head_norm, {"batch", "none"}), "patchgd.head_norm must be batch or none, got '",
                 patchgd.head_norm, "'");
   TESSERA_CHECK(patchgd.head_dropout >= 0 && patchgd.head_dropout < 1, "patchgd.head_dropout must be in [0, 1), got ",

@@ -212,7 +212,13 @@ MethodInfo patchgd_method() {
   m.summary = "Patch Gradient Descent: a latent grid of patch vectors, re-encoded in sampled chunks";
   m.inputs = {"image"};
   m.single_softmax_task = true;
-  m.min_batch_size = 2;  // the head's BatchNorm may see 1x1 maps
+  // A head with BatchNorm may see 1x1 maps, which need two samples; the pooling heads take one.
+  m.min_batch_size = [](const Config& c) {
+    models::PatchGdHeadOptions head;
+    models::apply_head_variant(head, c.patchgd.head);
+    head.norm = c.patchgd.head_norm;
+    return int64_t{head.has_batch_norm() ? 2 : 1};
+  };
   m.memory_knobs = "train.batch_size, patchgd.q (sampling fraction) or data.patch";
   m.picture = "patch grid";
   m.plans_sampling_fraction = true;

@@ -95,7 +95,7 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
   const int64_t lo_limit = [&] {
     try {
       make_method(config, train_set->tasks());  // the model alone must fit
-      return find_method(config.train.method).min_batch_size;
+      return find_method(config.train.method).min_batch_size(config);
     } catch (const memory::BudgetExceeded& e) {
       fail("the ", config.train.method, " model alone does not fit train.memory_budget ", config.train.memory_budget, " (",
            e.what(), "); raise the budget or use a smaller backbone");
@@ -144,7 +144,7 @@ void check_budget(const Config& config, const data::DatasetPtr& train_set) {
   if (fits) return;
   const auto& method = find_method(config.train.method);
   Config smallest = config;
-  smallest.train.batch_size = std::min(config.train.batch_size, method.min_batch_size);
+  smallest.train.batch_size = std::min(config.train.batch_size, method.min_batch_size(config));
   std::string what = fmt::format("batch {}", smallest.train.batch_size);
   if (method.plans_sampling_fraction) {
     const int64_t n = patch_count(config);

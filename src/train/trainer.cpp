@@ -108,7 +108,6 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
       log::warn("{} holds an earlier run; starting afresh (use --resume to continue it)", run_.path());
       std::filesystem::remove(run_.file("metrics.jsonl"));
     }
-    // A backbone trained by another run brings its training time along (it counts against time_limit).
   }
   // A backbone trained by another run brings its training time along (it counts against time_limit).
   if (!resume && !config_.model.init_from.empty()) {

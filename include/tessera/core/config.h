@@ -85,7 +85,7 @@ struct PatchGdConfig {
   int64_t zeta = 0;         // inner iterations per batch; 0: ceil(1/q)
   int64_t eps = 0;          // inner iterations per optimiser step; 0: zeta
   int64_t latent = 256;     // s, channels of the latent grid
-  std::string head = "pool";     // pool (ours) | original | smaller | larger | smaller_feat | larger_feat (the reference's)
+  std::string head = "pool";     // pool | max (ours) | original | smaller | larger | smaller_feat | larger_feat (the reference's)
   std::string fill_mode = "train";   // train | eval (BatchNorm mode of the no-gradient fill)
   int64_t fill_chunk = 0;   // positions per fill chunk; 0: k
   std::string head_norm = "batch";  // batch (the reference's) | none

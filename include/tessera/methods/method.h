@@ -72,7 +72,8 @@ struct MethodInfo {
   std::vector<std::string> config_sections;  // its config sections besides model (e.g. "ips"): the run spec keeps these
   std::vector<std::string> inputs;   // input kinds it trains on: image | slide | features
   bool single_softmax_task = false;  // trains exactly one softmax task
-  int64_t min_batch_size = 1;        // smallest batch a training step supports
+  // Smallest batch a training step of this configuration supports.
+  std::function<int64_t(const Config&)> min_batch_size = [](const Config&) { return int64_t{1}; };
   std::string memory_knobs;          // settings that shrink a step's memory, for budget errors
   std::string picture;               // what predict draws: "selection" | "patch grid" | "" (none)
   bool plans_sampling_fraction = false;  // the planner may lower patchgd.q when no batch fits

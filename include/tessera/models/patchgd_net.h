@@ -23,13 +23,16 @@ struct PatchGdHeadOptions {
   int64_t reductions = 3;        // ... then stride-2 blocks
   double dropout = 0.2;
   std::string norm = "batch";    // batch (the reference's BatchNorm2d) | none
-  bool pool = false;             // no blocks: Linear(s, classes) on Z averaged over the grid
+  std::string pool;              // "mean" | "max": no blocks, Linear(s, classes) on Z pooled over the grid; "": blocks
+  bool has_batch_norm() const { return pool.empty() && norm == "batch"; }
 };
 
 // The reference's head variants (same blocks, reductions, width): original (1, 3, 256), smaller
 // (0, 3, 256), larger (1, 4, 256), smaller_feat (1, 3, 128), larger_feat (1, 3, 512); and ours, pool:
 // the mean of Z over the grid, then Linear(s, classes), which makes PatchGD's model the plain GD
-// model with a patch-sized receptive field (docs/results.md: it generalises where the others do not).
+// model with a patch-sized receptive field (docs/results.md: it generalises where the others do not);
+// and max: the largest value of each channel over the grid, for a small object on a large empty image
+// (one patch decides; a mean would dilute it by the patch count).
 void apply_head_variant(PatchGdHeadOptions& options, const std::string& variant);
 
 // Blocks of Conv2d(3x3) -> ReLU -> BatchNorm2d -> Dropout2d (BatchNorm after the activation, as in the
