@@ -49,7 +49,8 @@ void init_encoder_from(torch::nn::Module& encoder, const std::string& checkpoint
   const auto report = models::load_state_dict(encoder, dict, /*strict=*/false);
   TESSERA_CHECK(report.unexpected.empty() && !report.loaded.empty(), "model.init_from '", checkpoint,
                 "' has a different encoder (", earlier.config.model.encoder, "); use the same model.encoder");
-  log::info("encoder starts from {} ({} tensors)", checkpoint, report.loaded.size());
+  // Debug: the planner builds the method once per trial; the trainer says it once.
+  log::debug("encoder starts from {} ({} tensors)", checkpoint, report.loaded.size());
 }
 
 std::string checkpoint_file(const std::string& run_or_checkpoint) {

@@ -112,6 +112,8 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
   // A backbone trained by another run brings its training time along (it counts against time_limit).
   if (!resume && !config_.model.init_from.empty()) {
     state_.train_seconds = read_checkpoint_info(config_.model.init_from).state.train_seconds;
+    log::info("encoder starts from {} ({:.0f} s of training, counted in train.time_limit)", config_.model.init_from,
+              state_.train_seconds);
   }
   if (dist::is_main()) run_.write_text("config.yaml", config_with_spec_yaml(config_, spec_));
 
