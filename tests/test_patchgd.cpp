@@ -206,7 +206,7 @@ TEST(PatchGdHead, PoolIsALinearMapOfTheGridMean) {
   EXPECT_TRUE(torch::allclose(head->forward(shuffled), expected, 1e-5, 1e-6));
   // A reference variant after pool is a block head again.
   models::apply_head_variant(h, "smaller");
-  EXPECT_TRUE(h.pool.empty());
+  EXPECT_EQ(h.pool, models::HeadPool::none);
   EXPECT_FALSE(models::PatchGdHead(h)->blocks->is_empty());
 }
 

@@ -120,16 +120,22 @@ TEST(LossScaler, InfGradientSkipsTheStepAndHalvesTheScale) {
   EXPECT_EQ(scaler.growth_tracker(), 0);
 }
 
+// A one-epoch run on fake MNIST in dir, trained in `precision`, without loader threads.
+Config one_epoch_config(testing::TempDir& dir, const std::string& run, const std::string& precision) {
+  testing::fake_mnist_dir(dir);
+  auto c = testing::tiny_config(dir.file("mnist"), dir.file(run));
+  c.train.precision = precision;
+  c.train.epochs = 1;
+  c.data.workers = 0;
+  return c;
+}
+
 // An fp16 run (on the CPU: fp32 maths with the scaler) checkpoints the scaler's state and a run
 // stopped after one step and resumed ends bit for bit where the uninterrupted one does.
 TEST(LossScaler, CheckpointRestoresTheScalerAndResumeIsExact) {
   testing::TempDir dir;
-  testing::fake_mnist_dir(dir);
-  auto c = testing::tiny_config(dir.file("mnist"), dir.file("a"));
-  c.train.precision = "fp16";
-  c.train.epochs = 1;
+  auto c = one_epoch_config(dir, "a", "fp16");
   c.data.train_size = 6;
-  c.data.workers = 0;
   const auto run = [&](const std::string& run_dir, int64_t stop_after) {
     c.run_dir = run_dir;
     runtime::seed_everything(c.train.seed);
@@ -224,11 +230,7 @@ TEST(Precision, BudgetTrialsAccountForTheDtype) {
 // A bf16 run trains, checkpoints and reopens in bf16 (the precision is part of its config).
 TEST(Precision, Bf16RunTrainsAndReopensInBf16) {
   testing::TempDir dir;
-  testing::fake_mnist_dir(dir);
-  auto c = testing::tiny_config(dir.file("mnist"), dir.file("run"));
-  c.train.precision = "bf16";
-  c.train.epochs = 1;
-  c.data.workers = 0;
+  const auto c = one_epoch_config(dir, "run", "bf16");
   auto [train_set, test_set] = train::make_datasets(c);
   auto method = train::make_method(c, train_set->tasks());
   const auto record = train::Trainer(c, *method, train_set, test_set).fit(false);

@@ -14,6 +14,8 @@ struct ModelConfig;
 
 namespace tessera::models {
 
+enum class HeadPool { none, mean, max };  // none: the blocks; mean / max: Z pooled over the grid
+
 struct PatchGdHeadOptions {
   int64_t latent = 256;  // s, channels of Z
   int64_t rows = 16, cols = 16;  // grid of Z, derived from image and patch size
@@ -23,8 +25,8 @@ struct PatchGdHeadOptions {
   int64_t reductions = 3;        // ... then stride-2 blocks
   double dropout = 0.2;
   std::string norm = "batch";    // batch (the reference's BatchNorm2d) | none
-  std::string pool;              // "mean" | "max": no blocks, Linear(s, classes) on Z pooled over the grid; "": blocks
-  bool has_batch_norm() const { return pool.empty() && norm == "batch"; }
+  HeadPool pool = HeadPool::none;  // mean | max: no blocks, Linear(s, classes) on Z pooled over the grid
+  bool has_batch_norm() const { return pool == HeadPool::none && norm == "batch"; }
 };
 
 // The reference's head variants (same blocks, reductions, width): original (1, 3, 256), smaller
