@@ -81,6 +81,29 @@ TEST(Report, SvgChartHandlesFlatAndEmptySeries) {
   EXPECT_NE(app::svg_line_chart("a<b", "epoch", {}).find("a&lt;b"), std::string::npos);
 }
 
+// The tick labels of each axis, in the order the chart writes them.
+std::vector<std::string> axis_labels(const std::string& svg, const std::string& anchor) {
+  std::vector<std::string> labels;
+  for (size_t at = svg.find(anchor); at != std::string::npos; at = svg.find(anchor, at + 1)) {
+    const auto start = svg.find('>', at) + 1;
+    labels.push_back(svg.substr(start, svg.find('<', start) - start));
+  }
+  return labels;
+}
+
+TEST(Report, TickLabelsStayDistinctOnNarrowRanges) {
+  // A learning rate decaying from 1e-4 to 9.9e-5: two significant digits would print "0.0001" five times.
+  const auto svg = app::svg_line_chart("learning rate", "epoch", {{"lr", {{1, 1e-4}, {2, 9.95e-5}, {3, 9.9e-5}}}});
+  const auto y = axis_labels(svg, "text-anchor=\"end\"");
+  ASSERT_EQ(y.size(), 5u) << svg;
+  EXPECT_EQ(std::set<std::string>(y.begin(), y.end()).size(), 5u) << svg;
+  EXPECT_EQ(y.front(), "9.9e-05");
+  EXPECT_EQ(y.back(), "0.0001");
+  // A wide range keeps short labels.
+  const auto wide = app::svg_line_chart("loss", "epoch", {{"loss", {{1, 0.5}, {5, 2.5}}}});
+  EXPECT_EQ(axis_labels(wide, "text-anchor=\"end\""), (std::vector<std::string>{"0.5", "1", "1.5", "2", "2.5"}));
+}
+
 TEST(Report, LegendEntriesNeverOverlap) {
   std::vector<app::ChartSeries> series;
   for (const std::string name : {"gd train", "gd test", "patchgd train", "patchgd test", "ips train"}) {

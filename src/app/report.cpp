@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <set>
 
 #include "tessera/app/predict.h"
 #include "tessera/core/error.h"
@@ -86,11 +87,19 @@ std::vector<nlohmann::json> read_metrics(const std::string& run) {
   return records;
 }
 
-std::string nice(double v) {
-  if (v == 0) return "0";
-  const double a = std::fabs(v);
-  if (a >= 1e4 || a < 1e-2) return fmt::format("{:.2g}", v);
-  return fmt::format("{:.3g}", v);
+// Labels for evenly spaced axis ticks: as few significant digits as keep neighbouring ticks apart
+// (a learning-rate axis from 9.9e-5 to 1e-4 needs four, a loss axis from 0.5 to 2.5 two).
+std::vector<std::string> tick_labels(double lo, double hi, int count) {
+  std::vector<std::string> labels(count + 1);
+  for (int digits = 2; digits <= 8; ++digits) {
+    for (int k = 0; k <= count; ++k) {
+      const double v = lo + (hi - lo) * k / count;
+      // A tick that is zero up to rounding noise reads "0", not "-1.7e-18".
+      labels[k] = std::fabs(v) < 1e-9 * std::max(std::fabs(lo), std::fabs(hi)) ? "0" : fmt::format("{:.{}g}", v, digits);
+    }
+    if (std::set<std::string>(labels.begin(), labels.end()).size() == labels.size()) break;
+  }
+  return labels;
 }
 
 // Pictures of what the model looks at on the first test inputs of a run; a note when it cannot.
@@ -180,13 +189,14 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   const auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * pw; };
   const auto py = [&](double y) { return top + (1 - (y - y0) / (y1 - y0)) * ph; };
   svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>\n", left, top, pw, ph);
+  const auto y_ticks = tick_labels(y0, y1, 4), x_ticks = tick_labels(x0, x1, 4);
   for (int k = 0; k <= 4; ++k) {
     const double yv = y0 + (y1 - y0) * k / 4, xv = x0 + (x1 - x0) * k / 4;
     svg += fmt::format("<line x1=\"{0}\" x2=\"{1}\" y1=\"{2:.1f}\" y2=\"{2:.1f}\" stroke=\"#eee\"/>"
                        "<text x=\"{3}\" y=\"{4:.1f}\" font-size=\"10\" text-anchor=\"end\">{5}</text>\n",
-                       left, left + pw, py(yv), left - 4, py(yv) + 3, nice(yv));
+                       left, left + pw, py(yv), left - 4, py(yv) + 3, y_ticks[k]);
     svg += fmt::format("<text x=\"{:.1f}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{}</text>\n", px(xv),
-                       top + ph + 13, nice(xv));
+                       top + ph + 13, x_ticks[k]);
   }
   svg += fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\n", left + pw / 2,
                      top + ph + 27, escape(x_label));
