@@ -33,6 +33,7 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* const kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+constexpr size_t kLegendChars = 28;  // longer series labels are cut
 
 std::string escape(const std::string& text) {
   std::string out;
@@ -87,16 +88,29 @@ std::vector<nlohmann::json> read_metrics(const std::string& run) {
   return records;
 }
 
-// Labels for evenly spaced axis ticks: as few significant digits as keep neighbouring ticks apart
-// (a learning-rate axis from 9.9e-5 to 1e-4 needs four, a loss axis from 0.5 to 2.5 two).
+// Labels for evenly spaced axis ticks. Plain decimals with as many places as the tick step needs
+// ("45", "66", "0.25", "1.6"); values too large or steps too fine for that take as few significant
+// digits as keep neighbouring ticks apart (a learning rate from 9.9e-5 to 1e-4: "9.9e-05", "9.925e-05").
 std::vector<std::string> tick_labels(double lo, double hi, int count) {
   std::vector<std::string> labels(count + 1);
-  for (int digits = 2; digits <= 8; ++digits) {
+  const double step = (hi - lo) / count, largest = std::max(std::fabs(lo), std::fabs(hi));
+  const auto value = [&](int k) { return lo + step * k; };
+  // A tick that is zero up to rounding noise reads "0", not "-1.7e-18".
+  const auto is_zero = [&](double v) { return std::fabs(v) < 1e-9 * largest; };
+  const int places = std::max(0, static_cast<int>(std::ceil(-std::log10(step / 10))));
+  if (largest < 1e5 && places <= 4) {
     for (int k = 0; k <= count; ++k) {
-      const double v = lo + (hi - lo) * k / count;
-      // A tick that is zero up to rounding noise reads "0", not "-1.7e-18".
-      labels[k] = std::fabs(v) < 1e-9 * std::max(std::fabs(lo), std::fabs(hi)) ? "0" : fmt::format("{:.{}g}", v, digits);
+      auto text = fmt::format("{:.{}f}", is_zero(value(k)) ? 0.0 : value(k), places);
+      if (text.find('.') != std::string::npos) {
+        while (text.back() == '0') text.pop_back();
+        if (text.back() == '.') text.pop_back();
+      }
+      labels[k] = text == "-0" ? "0" : text;
     }
+    return labels;
+  }
+  for (int digits = 2; digits <= 8; ++digits) {
+    for (int k = 0; k <= count; ++k) labels[k] = is_zero(value(k)) ? "0" : fmt::format("{:.{}g}", value(k), digits);
     if (std::set<std::string>(labels.begin(), labels.end()).size() == labels.size()) break;
   }
   return labels;
@@ -167,10 +181,15 @@ std::string describe_input(const train::InputSpec& in) {
 }  // namespace
 
 std::string svg_line_chart(const std::string& title, const std::string& x_label, const std::vector<ChartSeries>& series) {
-  // Three legend entries per row below the axis label; the plot shrinks as legend rows are added.
-  const int64_t legend_rows = std::max<int64_t>(1, (static_cast<int64_t>(series.size()) + 2) / 3);
-  const double W = 460, H = 250 + 12.0 * static_cast<double>(legend_rows - 1), left = 58, right = 12, top = 28,
-               bottom = 40 + 12.0 * static_cast<double>(legend_rows);
+  // Legend entries below the axis label, up to three per row, fewer when the longest label would run
+  // into its neighbour (about 6 px per character at font size 10); the plot shrinks as rows are added.
+  const double W = 460, left = 58, right = 12, top = 28, pw = W - left - right;
+  size_t longest = 0;
+  for (const auto& s : series) longest = std::max(longest, std::min<size_t>(s.label.size(), kLegendChars));
+  const int64_t legend_columns = std::clamp<int64_t>(static_cast<int64_t>(pw / (13 + 6.0 * longest + 8)), 1, 3);
+  const int64_t legend_rows =
+      std::max<int64_t>(1, (static_cast<int64_t>(series.size()) + legend_columns - 1) / legend_columns);
+  const double H = 250 + 12.0 * static_cast<double>(legend_rows - 1), bottom = 40 + 12.0 * static_cast<double>(legend_rows);
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   for (const auto& s : series) {
     for (const auto& [x, y] : s.points) {
@@ -185,7 +204,7 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   if (!std::isfinite(x0)) return svg + fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"12\">no data</text></svg>\n", left, H / 2);
   if (x1 == x0) x0 -= 1, x1 += 1;
   if (y1 == y0) y0 -= std::max(1e-9, std::fabs(y0) * 0.1), y1 += std::max(1e-9, std::fabs(y1) * 0.1);
-  const double pw = W - left - right, ph = H - top - bottom;
+  const double ph = H - top - bottom;
   const auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * pw; };
   const auto py = [&](double y) { return top + (1 - (y - y0) / (y1 - y0)) * ph; };
   svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>\n", left, top, pw, ph);
@@ -213,11 +232,12 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
       }
       svg += "\n";
     }
-    const double lx = left + static_cast<double>(i % 3) * pw / 3,
-                 ly = H - 8 - static_cast<double>(legend_rows - 1 - static_cast<int64_t>(i / 3)) * 12;
+    const auto column = static_cast<int64_t>(i) % legend_columns, row = static_cast<int64_t>(i) / legend_columns;
+    const double lx = left + static_cast<double>(column) * pw / static_cast<double>(legend_columns),
+                 ly = H - 8 - static_cast<double>(legend_rows - 1 - row) * 12;
     svg += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"10\" height=\"3\" fill=\"{}\"/><text x=\"{:.1f}\" y=\"{:.1f}\" "
                        "font-size=\"10\">{}</text>\n",
-                       lx, ly - 4, colour, lx + 13, ly, escape(series[i].label.substr(0, 28)));
+                       lx, ly - 4, colour, lx + 13, ly, escape(series[i].label.substr(0, kLegendChars)));
   }
   return svg + "</svg>\n";
 }
