@@ -241,7 +241,12 @@ TEST(PatchGd, SmallestBatchIsOneWithoutHeadBatchNorm) {
     c.patchgd.head_norm = "batch";
     EXPECT_EQ(method.min_batch_size(c), 1) << head;
   }
-  EXPECT_EQ(train::find_method("gd_extended").min_batch_size(c), 2);
+  // GD-extended carries the same head, so the same rule; plain GD has no head.
+  const auto& extended = train::find_method("gd_extended");
+  EXPECT_EQ(extended.min_batch_size(c), 1) << "max head";
+  c.patchgd.head = "original";
+  EXPECT_EQ(extended.min_batch_size(c), 2) << "the reference's head has BatchNorm on 1x1 maps";
+  EXPECT_EQ(train::find_method("gd").min_batch_size(c), 1);
 }
 
 TEST(PatchGdHead, NormNoneHasNoBatchNormAndIsPerSample) {

@@ -69,7 +69,7 @@ MethodInfo full_image_method(bool extended) {
   m.summary = extended ? "full-image baseline with PatchGD's backbone and head" : "full-image baseline: backbone + Linear";
   m.inputs = {"image"};
   m.single_softmax_task = true;
-  m.min_batch_size = [extended](const Config&) { return int64_t{extended ? 2 : 1}; };  // GD-extended: the head's BatchNorm
+  if (extended) m.min_batch_size = patchgd_head_min_batch;  // the head's BatchNorm, if it has one
   m.memory_knobs = "train.batch_size or gd.image_size (downscaling)";
   m.plans_image_size = true;
   m.make = [](const Config& c, const std::vector<Task>& tasks) -> std::unique_ptr<Method> {

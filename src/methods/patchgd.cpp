@@ -11,6 +11,26 @@
 
 namespace tessera::methods {
 
+models::PatchGdHeadOptions patchgd_head_options(const Config& c, int64_t classes) {
+  const auto grid = data::PatchGrid::fit(c.data.height, c.data.width, c.data.patch, c.data.patch);
+  models::PatchGdHeadOptions h;
+  h.latent = c.patchgd.latent;
+  h.rows = grid.rows;
+  h.cols = grid.cols;
+  h.classes = classes;
+  models::apply_head_variant(h, c.patchgd.head);
+  h.norm = c.patchgd.head_norm;
+  h.dropout = c.patchgd.head_dropout;
+  return h;
+}
+
+int64_t patchgd_head_min_batch(const Config& c) {
+  models::PatchGdHeadOptions h;
+  models::apply_head_variant(h, c.patchgd.head);
+  h.norm = c.patchgd.head_norm;
+  return h.has_batch_norm() ? 2 : 1;
+}
+
 models::PatchGdNet make_patchgd_net(const Config& c, const std::vector<Task>& tasks, bool with_head) {
   TESSERA_CHECK(tasks.size() == 1 && tasks[0].activation == "softmax", c.train.method,
                 " trains one softmax task; the data set '", c.data.dataset, "' has ", tasks.size(), " tasks");
@@ -24,18 +44,7 @@ models::PatchGdNet make_patchgd_net(const Config& c, const std::vector<Task>& ta
   b.freeze_bn = c.model.freeze_bn;
   auto backbone = models::make_backbone(b);
   models::PatchGdHead head{nullptr};
-  if (with_head) {
-    const auto grid = data::PatchGrid::fit(c.data.height, c.data.width, c.data.patch, c.data.patch);
-    models::PatchGdHeadOptions h;
-    h.latent = c.patchgd.latent;
-    h.rows = grid.rows;
-    h.cols = grid.cols;
-    h.classes = tasks[0].outputs;
-    models::apply_head_variant(h, c.patchgd.head);
-    h.norm = c.patchgd.head_norm;
-    h.dropout = c.patchgd.head_dropout;
-    head = models::PatchGdHead(h);
-  }
+  if (with_head) head = models::PatchGdHead(patchgd_head_options(c, tasks[0].outputs));
   return models::PatchGdNet(backbone, head);
 }
 
@@ -212,13 +221,7 @@ MethodInfo patchgd_method() {
   m.summary = "Patch Gradient Descent: a latent grid of patch vectors, re-encoded in sampled chunks";
   m.inputs = {"image"};
   m.single_softmax_task = true;
-  // A head with BatchNorm may see 1x1 maps, which need two samples; the pooling heads take one.
-  m.min_batch_size = [](const Config& c) {
-    models::PatchGdHeadOptions head;
-    models::apply_head_variant(head, c.patchgd.head);
-    head.norm = c.patchgd.head_norm;
-    return int64_t{head.has_batch_norm() ? 2 : 1};
-  };
+  m.min_batch_size = patchgd_head_min_batch;
   m.memory_knobs = "train.batch_size, patchgd.q (sampling fraction) or data.patch";
   m.picture = "patch grid";
   m.plans_sampling_fraction = true;

@@ -68,6 +68,13 @@ class PatchGd final : public Method {
   torch::Device device_;
 };
 
+// The head of config.patchgd on the patch grid of config.data, for `classes` outputs.
+models::PatchGdHeadOptions patchgd_head_options(const Config& config, int64_t classes);
+
+// Smallest training batch with config's head (PatchGD and GD-extended): a head with BatchNorm may
+// see 1x1 maps, which need two samples; the pooling heads take one.
+int64_t patchgd_head_min_batch(const Config& config);
+
 // The PatchGD network of config.model for a data set's single softmax task.
 models::PatchGdNet make_patchgd_net(const Config& config, const std::vector<Task>& tasks, bool with_head);
 
