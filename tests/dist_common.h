@@ -12,6 +12,7 @@
 #include "tessera/methods/gradient_reducer.h"
 #include "tessera/methods/step_context.h"
 #include "tessera/train/experiment.h"
+#include "tessera/train/precise_bn.h"
 
 // Data-parallel tests need c10d's Gloo (libgloo-dev at build time); builds without it skip them.
 #define REQUIRE_DISTRIBUTED() \
@@ -62,6 +63,23 @@ inline std::vector<torch::Tensor> step_gradients(const Config& c, int64_t first,
     grads.push_back(p.grad().defined() ? p.grad().clone() : torch::full({1}, std::nan("")));
   }
   return grads;
+}
+
+// Every BatchNorm buffer of the GD model of the equivalence setting (BatchNorm not frozen) after
+// recomputing its statistics from images [first, first + count) in batches of 2.
+inline std::vector<torch::Tensor> precise_bn_buffers(const std::string& mnist_dir, int64_t first, int64_t count) {
+  auto c = equivalence_config("gd", mnist_dir);
+  c.model.freeze_bn = false;
+  c.data.train_size = 8;
+  runtime::seed_everything(7);
+  auto [train_set, test_set] = train::make_datasets(c);
+  auto method = train::make_method(c, train_set->tasks());
+  std::vector<int64_t> indices;
+  for (int64_t i = first; i < first + count; ++i) indices.push_back(i);
+  train::recompute_batch_norm_statistics(*method, train_set, indices, 2, 0, 1);
+  std::vector<torch::Tensor> buffers;
+  for (const auto& b : method->module().buffers()) buffers.push_back(b.clone());
+  return buffers;
 }
 
 }  // namespace tessera::testing

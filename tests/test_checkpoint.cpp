@@ -31,6 +31,7 @@ TEST(Checkpoint, ResumeEqualsStraightRunBitwise) {
   config.ips.shuffle = "instance";     // exercises the RNG state
   config.model.dropout = 0.1;          // so does dropout
   config.data.train_size = 6;          // 3 steps per epoch: step 4 is mid-epoch 2
+  config.train.precise_bn = 2;         // the evaluation after epoch 1 recomputes BatchNorm statistics first
   const auto straight = train_steps(config, 4, false);
 
   config.run_dir = dir.file("resumed");

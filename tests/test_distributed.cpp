@@ -144,17 +144,24 @@ TEST(EpochShard, ShardsPartitionTheEpochForAnyWorldSizeAndPosition) {
   EXPECT_EQ(data::epoch_shard(n, 5, 2, 0, 0, 1), order);
 }
 
+namespace {
+// Two ranks of tests/dist_worker.cpp in `mode` on fake MNIST in dir/mnist, writing into dir; their exit status.
+int run_workers(const std::string& mode, const testing::TempDir& dir) {
+  testing::fake_mnist_dir(dir);
+  app::LaunchOptions o;
+  o.nproc_per_node = 2;
+  o.executable = TESSERA_DIST_WORKER;
+  return app::launch(o, std::vector<std::string>{mode, dir.file("mnist"), dir.str()});
+}
+}  // namespace
+
 // The averaged gradients of two ranks equal one process's on the concatenated batch, for each method.
 class GradientEquivalence : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GradientEquivalence, TwoRanksEqualOneProcessOnTheWholeBatch) {
   REQUIRE_DISTRIBUTED();
   testing::TempDir dir;
-  testing::fake_mnist_dir(dir);
-  app::LaunchOptions o;
-  o.nproc_per_node = 2;
-  o.executable = TESSERA_DIST_WORKER;
-  ASSERT_EQ(app::launch(o, std::vector<std::string>{GetParam(), dir.file("mnist"), dir.str()}), 0);
+  ASSERT_EQ(run_workers(GetParam(), dir), 0);
   const auto c = testing::equivalence_config(GetParam(), dir.file("mnist"));
   const auto expected = testing::step_gradients(c, 0, 4, /*reduce=*/false);
   for (int rank = 0; rank < 2; ++rank) {
@@ -171,6 +178,24 @@ TEST_P(GradientEquivalence, TwoRanksEqualOneProcessOnTheWholeBatch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, GradientEquivalence, ::testing::Values("ips", "patchgd", "gd"));
+
+// Precise BatchNorm over two ranks: each averages its own batches, then the ranks' averages are
+// averaged, which equals one process averaging all the batches (the ranks have as many each).
+TEST(DataParallel, PreciseBatchNormAveragesOverTheRanks) {
+  REQUIRE_DISTRIBUTED();
+  testing::TempDir dir;
+  ASSERT_EQ(run_workers("precise_bn", dir), 0);
+  const auto expected = testing::precise_bn_buffers(dir.file("mnist"), 0, 8);
+  for (int rank = 0; rank < 2; ++rank) {
+    std::vector<torch::Tensor> got;
+    torch::load(got, dir.file("bn_rank" + std::to_string(rank) + ".pt"));
+    ASSERT_EQ(got.size(), expected.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(got[i].to(torch::kDouble), expected[i].to(torch::kDouble), 1e-4, 1e-5))
+          << "rank " << rank << " buffer " << i;
+    }
+  }
+}
 
 // tessera launch runs two ranks of a real training run; rank 0 alone writes the run's records.
 TEST(DataParallel, TwoRanksTrainAndOnlyRankZeroWrites) {

@@ -163,6 +163,8 @@ std::vector<Config::Field> Config::fields() {
       field("train.device", &train.device, "cpu | cuda"),
       field("train.checkpoint_every", &train.checkpoint_every, "steps between checkpoints (0: each epoch end)"),
       field("train.eval_every", &train.eval_every, "epochs between test evaluations"),
+      field("train.precise_bn", &train.precise_bn,
+            "training batches that recompute BatchNorm statistics before each evaluation (0: off)"),
       field("train.memory_budget", &train.memory_budget, "cap on tensor memory, e.g. 4GiB (empty: none)"),
       field("train.auto_batch", &train.auto_batch, "find the largest batch (and PatchGD q) within the budget"),
       field("train.time_limit", &train.time_limit,
@@ -273,6 +275,7 @@ void Config::validate() const {
   TESSERA_CHECK(train.epochs > 0 && train.batch_size > 0, "train.epochs and train.batch_size must be positive");
   TESSERA_CHECK(train.lr > 0, "train.lr must be positive");
   TESSERA_CHECK(train.eval_every >= 1, "train.eval_every must be >= 1 (epochs)");
+  TESSERA_CHECK(train.precise_bn >= 0, "train.precise_bn must be >= 0 (training batches; 0: off)");
   TESSERA_CHECK(train.threads >= 0, "train.threads must be >= 0 (0 = all cores)");
   TESSERA_CHECK(train.time_limit >= 0, "train.time_limit must be >= 0 seconds (0: no limit)");
   TESSERA_CHECK(one_of(train.device, {"cpu", "cuda"}), "train.device must be cpu or cuda");

@@ -54,6 +54,13 @@ StepResult FullImage::train_step(data::Batch batch, StepContext& context) {
   return result;
 }
 
+void FullImage::forward_for_statistics(const data::Batch& batch) {
+  const auto precision_scope = autocast();
+  torch::NoGradGuard no_grad;
+  net_->train();
+  logits(batch.images.to(device_));
+}
+
 TaskTensors FullImage::predict(const data::Batch& batch) {
   const auto precision_scope = autocast();
   c10::InferenceMode guard;

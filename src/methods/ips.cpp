@@ -302,6 +302,16 @@ StepResult Ips::train_step(data::Batch batch, StepContext& context) {
   return {loss.item<double>(), to_cpu_detached(outputs)};
 }
 
+void Ips::forward_for_statistics(const data::Batch& batch) {
+  const auto precision_scope = autocast();
+  // Selection as in training (eval-mode encoder), with a fixed generator so the pass is deterministic.
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(options_.seed) * 7919ULL);
+  const auto selection = select(bags(batch), {}, gen);
+  torch::NoGradGuard no_grad;
+  net_->train();
+  forward(selection);
+}
+
 torch::nn::Module& Ips::encoder() {
   TESSERA_CHECK(!net_->options().features, "a feature-bag IPS network has no image encoder to load weights into");
   return *net_->encoder;

@@ -104,6 +104,13 @@ torch::Tensor PatchGd::fill(const torch::Tensor& images, const data::PatchGrid& 
   return z.view({B, s, grid.rows, grid.cols});
 }
 
+torch::Tensor PatchGd::fill_in_order(const torch::Tensor& images, int64_t chunk) {
+  const auto g = grid(images);
+  const auto p = plan(g);
+  return fill(images, g, torch::arange(p.n, torch::TensorOptions().dtype(torch::kLong).device(device_)),
+              chunk > 0 ? chunk : p.k);
+}
+
 torch::Tensor PatchGd::reencode(torch::Tensor& z, const torch::Tensor& images, const data::PatchGrid& grid,
                                 const torch::Tensor& idx) {
   const int64_t B = images.size(0), s = z.size(1);
@@ -165,15 +172,19 @@ StepResult PatchGd::train_step(data::Batch batch, StepContext& context) {
   return result;
 }
 
+void PatchGd::forward_for_statistics(const data::Batch& batch) {
+  const auto precision_scope = autocast();
+  torch::NoGradGuard no_grad;
+  net_->train();
+  // Chunks of k positions of every image, as the training step re-encodes them (whatever the fill mode).
+  net_->head->forward(fill_in_order(batch.images.to(device_), 0));
+}
+
 TaskTensors PatchGd::predict(const data::Batch& batch) {
   const auto precision_scope = autocast();
   c10::InferenceMode guard;
   net_->eval();
-  const auto images = batch.images.to(device_);
-  const auto g = grid(images);
-  const auto p = plan(g);
-  const auto z = fill(images, g, torch::arange(p.n, torch::TensorOptions().dtype(torch::kLong).device(device_)),
-                      options_.fill_chunk > 0 ? options_.fill_chunk : p.k);
+  const auto z = fill_in_order(batch.images.to(device_), options_.fill_chunk);
   return {{tasks_[0].name, torch::softmax(net_->head->forward(z), 1, torch::kFloat).to(torch::kCPU)}};
 }
 

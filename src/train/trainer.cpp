@@ -16,6 +16,7 @@
 #include "tessera/data/loader.h"
 #include "tessera/methods/step_context.h"
 #include "tessera/train/metrics.h"
+#include "tessera/train/precise_bn.h"
 #include "tessera/train/registry.h"
 #include "tessera/train/schedule.h"
 
@@ -184,7 +185,10 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
       record["skipped_steps"] = scaler_->skipped_steps();
     }
     const bool eval_now = (state_.epoch + 1) % t.eval_every == 0 || state_.epoch + 1 == t.epochs || out_of_time;
-    if (test_set_ && test_set_->size() > 0 && eval_now) record["test"] = evaluate(test_set_);
+    if (test_set_ && test_set_->size() > 0 && eval_now) {
+      if (t.precise_bn > 0) record["precise_bn_seconds"] = recompute_batch_norm_statistics();
+      record["test"] = evaluate(test_set_);
+    }
     if (dist::is_main()) run_.append_metrics(record);
     progress.finish(fmt::format("train loss {:.4f}{} | {:.0f}s, peak tensors {}, peak RSS {}",
                                 train_summary["loss"].get<double>(),
@@ -222,6 +226,17 @@ std::string Trainer::budget_advice(const std::string& what) const {
   return fmt::format("{} during a {} training step at batch size {}; lower {}, raise train.memory_budget, or pass "
                      "--train.auto_batch true to plan a batch that fits",
                      what, method_.name(), config_.train.batch_size, find_method(method_.name()).memory_knobs);
+}
+
+double Trainer::recompute_batch_norm_statistics() {
+  const auto& t = config_.train;
+  const auto start = std::chrono::steady_clock::now();
+  // A fixed sample of the training set per epoch, in an order of its own (the training order is untouched).
+  auto indices = data::epoch_shard(train_set_->size(), t.seed + 1, state_.epoch, 0, dist::rank(), dist::world_size());
+  indices.resize(std::min<size_t>(indices.size(), static_cast<size_t>(t.precise_bn * t.batch_size)));
+  train::recompute_batch_norm_statistics(method_, train_set_, std::move(indices), t.batch_size, config_.data.workers,
+                                         config_.data.prefetch);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 nlohmann::json Trainer::evaluate(const data::DatasetPtr& dataset) {

@@ -112,6 +112,7 @@ struct TrainConfig {
   std::string device = "cpu";
   int64_t checkpoint_every = 0;  // steps between checkpoints; 0: at the end of each epoch
   int64_t eval_every = 1;        // epochs between test-set evaluations (the last epoch always evaluates)
+  int64_t precise_bn = 0;        // training batches that recompute BatchNorm statistics before each evaluation; 0: off
   std::string memory_budget;     // e.g. 4GiB; empty: no cap
   bool auto_batch = false;       // find the largest batch <= batch_size (and PatchGD q) that fits memory_budget
   double time_limit = 0;         // seconds of training steps (a model.init_from run's included); 0: none

@@ -30,6 +30,7 @@ class FullImage final : public Method {
   std::vector<Task> tasks() const override { return tasks_; }
   using Method::train_step;
   StepResult train_step(data::Batch batch, StepContext& context) override;
+  void forward_for_statistics(const data::Batch& batch) override;
   TaskTensors predict(const data::Batch& batch) override;
   torch::nn::Module& encoder() override { return *net_->backbone; }
 

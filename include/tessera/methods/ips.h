@@ -50,6 +50,7 @@ class Ips final : public Method {
   std::vector<Task> tasks() const override { return net_->options().tasks; }
   using Method::train_step;
   StepResult train_step(data::Batch batch, StepContext& context) override;
+  void forward_for_statistics(const data::Batch& batch) override;
   TaskTensors predict(const data::Batch& batch) override;
   torch::nn::Module& encoder() override;
   // The M selected patches of image 0 with their final attention.

@@ -37,6 +37,9 @@ class Method {
   virtual StepResult train_step(data::Batch batch, StepContext& context) = 0;
   // The same with a plain optimiser (a default context): for tests and hand-written loops.
   StepResult train_step(data::Batch batch, torch::optim::Optimizer& optimizer);
+  // The forward passes of a training step in training mode, without gradients or an optimiser step,
+  // so BatchNorm layers see the batches training shows them (train/precise_bn.h); deterministic.
+  virtual void forward_for_statistics(const data::Batch& batch) = 0;
   // Eval mode, no gradients, deterministic. Outputs per task on the CPU.
   virtual TaskTensors predict(const data::Batch& batch) = 0;
   // The module pretrained weights (model.weights, model.init_from) go into.

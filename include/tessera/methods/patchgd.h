@@ -41,6 +41,7 @@ class PatchGd final : public Method {
   std::vector<Task> tasks() const override { return tasks_; }
   using Method::train_step;
   StepResult train_step(data::Batch batch, StepContext& context) override;
+  void forward_for_statistics(const data::Batch& batch) override;
   TaskTensors predict(const data::Batch& batch) override;
   torch::nn::Module& encoder() override { return *net_->backbone; }
   // Occlusion over the latent grid for image 0: each patch's score is how much the predicted class's
@@ -54,6 +55,8 @@ class PatchGd final : public Method {
   // Z (B, s, rows, cols) with every position in `order` encoded in the backbone's current mode, chunk
   // positions at a time, without gradients.
   torch::Tensor fill(const torch::Tensor& images, const data::PatchGrid& grid, const torch::Tensor& order, int64_t chunk);
+  // fill() of every position in grid order; chunk 0: k.
+  torch::Tensor fill_in_order(const torch::Tensor& images, int64_t chunk);
   // Encodes the patches at positions idx with gradients and returns Z with them written in (a new
   // tensor, differentiable only through those positions); z itself receives the detached vectors.
   torch::Tensor reencode(torch::Tensor& z, const torch::Tensor& images, const data::PatchGrid& grid,

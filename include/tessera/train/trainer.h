@@ -41,6 +41,8 @@ class Trainer {
   void save();
   methods::StepResult train_step(data::Batch batch);
   std::string budget_advice(const std::string& what) const;
+  // train.precise_bn: BatchNorm statistics from that many training batches; returns the seconds taken.
+  double recompute_batch_norm_statistics();
   Config config_;
   RunSpec spec_;
   methods::Method& method_;
