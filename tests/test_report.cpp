@@ -3,6 +3,8 @@
 // fetched and no script runs.
 #include <nlohmann/json.hpp>
 
+#include <map>
+#include <regex>
 #include <set>
 #include <tuple>
 #include <vector>
@@ -53,6 +55,15 @@ TEST(Report, ChartsOverlaidRunsAndPicturesRenderInHeadlessChromium) {
   EXPECT_NE(html.find("slow test"), std::string::npos);  // overlaid series are labelled by run
   EXPECT_NE(html.find("fast test"), std::string::npos);
   EXPECT_NE(html.find("&quot;format_version&quot;: 2"), std::string::npos);  // the run spec
+  // A series keeps its colour in every chart: each legend label (after its swatch) has one colour.
+  const std::regex legend("fill=\"(#[0-9a-f]{6})\"/><text [^>]*>([^<]+)</text>");
+  std::map<std::string, std::set<std::string>> colours;
+  for (std::sregex_iterator it(html.begin(), html.end(), legend), end; it != end; ++it) colours[(*it)[2]].insert((*it)[1]);
+  EXPECT_GE(colours.size(), 4u);  // slow and fast, train and test
+  for (const auto& [label, used] : colours) EXPECT_EQ(used.size(), 1u) << label;
+  std::set<std::string> distinct;
+  for (const auto& [label, used] : colours) distinct.insert(*used.begin());
+  EXPECT_EQ(distinct.size(), std::min<size_t>(colours.size(), 8)) << "series of one page share no colour";
 
   // The page as a browser builds it: the SVG charts are in the DOM, and a screenshot renders.
   const std::string chromium = "/usr/bin/chromium";
@@ -137,6 +148,22 @@ TEST(Report, LegendEntriesNeverOverlap) {
       }
     }
   }
+}
+
+// A run stopped by its time limit inside its first epoch reads as such, not as "0 epochs".
+TEST(Report, TimeLimitedRunSaysWhereItStopped) {
+  testing::TempDir dir;
+  auto c = testing::tiny_config(testing::fake_mnist_dir(dir), dir.file("run"));
+  c.train.time_limit = 1e-6;  // out of time after the first step
+  c.data.workers = 0;
+  train::apply_runtime(c);
+  auto [train_set, test_set] = train::make_datasets(c);
+  auto method = train::make_method(c, train_set->tasks());
+  train::Trainer(c, *method, train_set, test_set).fit(false);
+  const auto html = testing::read_text(app::write_report({{dir.file("run")}, "", 0, 1}));
+  EXPECT_NE(html.find("<td>0 epochs and 2 samples of the next, 1 step (stopped by train.time_limit)</td>"),
+            std::string::npos)
+      << html.substr(html.find("<th>trained"), 200);
 }
 
 TEST(Report, MissingRunSaysSo) {

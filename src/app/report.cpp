@@ -178,6 +178,17 @@ std::string describe_input(const train::InputSpec& in) {
                      in.normalization.empty() ? "" : ", normalised");
 }
 
+// "2 epochs and 640 samples of the next, 103 steps (stopped by train.time_limit)".
+std::string describe_progress(const train::TrainState& state, const std::vector<nlohmann::json>& metrics) {
+  auto text = fmt::format("{} epoch{}", state.epoch, state.epoch == 1 ? "" : "s");
+  if (state.samples_in_epoch > 0) text += fmt::format(" and {} samples of the next", state.samples_in_epoch);
+  text += fmt::format(", {} step{}", state.step, state.step == 1 ? "" : "s");
+  if (!metrics.empty() && metrics.back().contains("stopped")) {
+    text += " (stopped by train." + metrics.back()["stopped"].get<std::string>() + ")";
+  }
+  return text;
+}
+
 }  // namespace
 
 std::string svg_line_chart(const std::string& title, const std::string& x_label, const std::vector<ChartSeries>& series) {
@@ -220,7 +231,8 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   svg += fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\n", left + pw / 2,
                      top + ph + 27, escape(x_label));
   for (size_t i = 0; i < series.size(); ++i) {
-    const auto colour = kColours[i % std::size(kColours)];
+    const auto colour = kColours[static_cast<size_t>(series[i].colour >= 0 ? series[i].colour : static_cast<int64_t>(i)) %
+                                 std::size(kColours)];
     std::string points;
     for (const auto& [x, y] : series[i].points) {
       if (std::isfinite(y)) points += fmt::format("{:.1f},{:.1f} ", px(x), py(y));
@@ -296,7 +308,7 @@ std::string write_report(const ReportOptions& o) {
     std::string title = key;
     if (key.rfind("train/", 0) == 0 || key.rfind("test/", 0) == 0) title = key.substr(key.find('/') + 1);
     if (key == "lr") title = "learning rate";
-    if (key == "seconds") title = "seconds per epoch";
+    if (key == "seconds" || key == "precise_bn_seconds") title = "seconds per epoch";
     if (key == "peak_tensor_bytes" || key == "peak_rss_bytes") title = "peak memory (MiB)";
     if (!chart_of.count(title)) {
       chart_of[title] = charts.size();
@@ -304,6 +316,7 @@ std::string write_report(const ReportOptions& o) {
     }
     charts[chart_of[title]].second.push_back(key);
   }
+  std::map<std::string, int64_t> colour_of;  // by label, in order of first appearance
   std::string body;
   body += "<h2>Learning curves</h2>\n<div class=\"charts\">\n";
   for (const auto& [title, chart_keys] : charts) {
@@ -315,6 +328,7 @@ std::string write_report(const ReportOptions& o) {
         const std::string what = part == "train" || part == "test" ? part
                                  : key == "peak_tensor_bytes"       ? "tensors"
                                  : key == "peak_rss_bytes"          ? "RSS"
+                                 : key == "precise_bn_seconds"      ? "precise BatchNorm"
                                                                     : "";
         s.label = runs.size() > 1 || what.empty() ? r.name + (what.empty() ? "" : " " + what) : what;
         const double scale = key.rfind("peak_", 0) == 0 ? 1.0 / (1 << 20) : 1.0;
@@ -322,7 +336,9 @@ std::string write_report(const ReportOptions& o) {
           const double v = value(rec, key);
           if (std::isfinite(v)) s.points.emplace_back(rec.value("epoch", 0.0), v * scale);
         }
-        if (!s.points.empty()) series.push_back(s);
+        if (s.points.empty()) continue;
+        s.colour = colour_of.emplace(s.label, static_cast<int64_t>(colour_of.size())).first->second;
+        series.push_back(s);
       }
     }
     body += svg_line_chart(title, "epoch", series);
@@ -337,10 +353,10 @@ std::string write_report(const ReportOptions& o) {
       for (const auto& t : spec.tasks) tasks += fmt::format("{}{} ({}, {})", tasks.empty() ? "" : "; ", t.name, t.activation, t.outputs);
       body += fmt::format("<table><tr><th>method</th><td>{}</td></tr><tr><th>data set</th><td>{}</td></tr>"
                           "<tr><th>tasks</th><td>{}</td></tr><tr><th>input</th><td>{}</td></tr>"
-                          "<tr><th>trained</th><td>{} epochs, {} steps</td></tr>"
+                          "<tr><th>trained</th><td>{}</td></tr>"
                           "<tr><th>written by</th><td>tessera {} (commit {}, LibTorch {})</td></tr></table>\n",
-                          escape(spec.method), escape(spec.dataset), escape(tasks), escape(describe_input(spec.input)), info.state.epoch,
-                          info.state.step, escape(spec.tessera_version), escape(spec.commit), escape(spec.libtorch_version));
+                          escape(spec.method), escape(spec.dataset), escape(tasks), escape(describe_input(spec.input)),
+                          escape(describe_progress(info.state, r.metrics)), escape(spec.tessera_version), escape(spec.commit), escape(spec.libtorch_version));
       body += "<details><summary>run spec</summary><pre>" + escape(train::to_json(spec).dump(2)) + "</pre></details>\n";
     } catch (const Error& e) {
       body += "<p class=\"note\">" + escape(e.what()) + "</p>\n";

@@ -19,10 +19,11 @@ struct ReportOptions {
 // Writes the report atomically and returns its path.
 std::string write_report(const ReportOptions& options);
 
-// One line chart as inline SVG: series of (x, y) points, each with a label; colours cycle.
+// One line chart as inline SVG: series of (x, y) points, each with a label and a colour.
 struct ChartSeries {
   std::string label;
   std::vector<std::pair<double, double>> points;
+  int64_t colour = -1;  // index into the palette (cycling), so a series keeps its colour across charts; -1: its position
 };
 std::string svg_line_chart(const std::string& title, const std::string& x_label, const std::vector<ChartSeries>& series);
 
