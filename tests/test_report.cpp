@@ -55,15 +55,22 @@ TEST(Report, ChartsOverlaidRunsAndPicturesRenderInHeadlessChromium) {
   EXPECT_NE(html.find("slow test"), std::string::npos);  // overlaid series are labelled by run
   EXPECT_NE(html.find("fast test"), std::string::npos);
   EXPECT_NE(html.find("&quot;format_version&quot;: 2"), std::string::npos);  // the run spec
-  // A series keeps its colour in every chart: each legend label (after its swatch) has one colour.
-  const std::regex legend("fill=\"(#[0-9a-f]{6})\"/><text [^>]*>([^<]+)</text>");
-  std::map<std::string, std::set<std::string>> colours;
-  for (std::sregex_iterator it(html.begin(), html.end(), legend), end; it != end; ++it) colours[(*it)[2]].insert((*it)[1]);
-  EXPECT_GE(colours.size(), 4u);  // slow and fast, train and test
-  for (const auto& [label, used] : colours) EXPECT_EQ(used.size(), 1u) << label;
-  std::set<std::string> distinct;
-  for (const auto& [label, used] : colours) distinct.insert(*used.begin());
-  EXPECT_EQ(distinct.size(), std::min<size_t>(colours.size(), 8)) << "series of one page share no colour";
+  // A run keeps one colour in every chart (legend swatch, then its label), its test series dashed.
+  const std::regex legend("stroke=\"(#[0-9a-f]{6})\" stroke-width=\"3\"( stroke-dasharray=\"[^\"]+\")?/><text [^>]*>([^<]+)</text>");
+  std::map<std::string, std::set<std::string>> colours;  // run -> colours of its series
+  int dashed_tests = 0, entries = 0;
+  for (std::sregex_iterator it(html.begin(), html.end(), legend), end; it != end; ++it, ++entries) {
+    const std::string label = (*it)[3];
+    colours[label.substr(0, label.find(' '))].insert((*it)[1]);
+    if (label.find(" test") != std::string::npos) dashed_tests += (*it)[2].matched;
+    else if (label.find(" train") != std::string::npos) EXPECT_FALSE((*it)[2].matched) << label;
+  }
+  EXPECT_GE(entries, 12);
+  ASSERT_EQ(colours.size(), 2u);  // slow and fast
+  EXPECT_EQ(colours["slow"].size(), 1u);
+  EXPECT_EQ(colours["fast"].size(), 1u);
+  EXPECT_NE(*colours["slow"].begin(), *colours["fast"].begin());
+  EXPECT_GE(dashed_tests, 2);
 
   // The page as a browser builds it: the SVG charts are in the DOM, and a screenshot renders.
   const std::string chromium = "/usr/bin/chromium";

@@ -237,7 +237,9 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
     for (const auto& [x, y] : series[i].points) {
       if (std::isfinite(y)) points += fmt::format("{:.1f},{:.1f} ", px(x), py(y));
     }
-    svg += fmt::format("<polyline class=\"series\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.8\" points=\"{}\"/>\n", colour, points);
+    const std::string dash = series[i].dashed ? " stroke-dasharray=\"5 3\"" : "";
+    svg += fmt::format("<polyline class=\"series\" fill=\"none\" stroke=\"{}\" stroke-width=\"1.8\"{} points=\"{}\"/>\n",
+                       colour, dash, points);
     if (series[i].points.size() <= 40) {
       for (const auto& [x, y] : series[i].points) {
         if (std::isfinite(y)) svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"2.2\" fill=\"{}\"/>", px(x), py(y), colour);
@@ -247,9 +249,10 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
     const auto column = static_cast<int64_t>(i) % legend_columns, row = static_cast<int64_t>(i) / legend_columns;
     const double lx = left + static_cast<double>(column) * pw / static_cast<double>(legend_columns),
                  ly = H - 8 - static_cast<double>(legend_rows - 1 - row) * 12;
-    svg += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"10\" height=\"3\" fill=\"{}\"/><text x=\"{:.1f}\" y=\"{:.1f}\" "
-                       "font-size=\"10\">{}</text>\n",
-                       lx, ly - 4, colour, lx + 13, ly, escape(series[i].label.substr(0, kLegendChars)));
+    svg += fmt::format("<line x1=\"{:.1f}\" x2=\"{:.1f}\" y1=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"{}\" stroke-width=\"3\"{}/>"
+                       "<text x=\"{:.1f}\" y=\"{:.1f}\" font-size=\"10\">{}</text>\n",
+                       lx, lx + 10, ly - 3, ly - 3, colour, series[i].dashed ? " stroke-dasharray=\"3 1\"" : "", lx + 13, ly,
+                       escape(series[i].label.substr(0, kLegendChars)));
   }
   return svg + "</svg>\n";
 }
@@ -309,6 +312,7 @@ std::string write_report(const ReportOptions& o) {
     if (key.rfind("train/", 0) == 0 || key.rfind("test/", 0) == 0) title = key.substr(key.find('/') + 1);
     if (key == "lr") title = "learning rate";
     if (key == "seconds" || key == "precise_bn_seconds") title = "seconds per epoch";
+    if (key == "train_seconds") title = "training seconds, cumulative";
     if (key == "peak_tensor_bytes" || key == "peak_rss_bytes") title = "peak memory (MiB)";
     if (!chart_of.count(title)) {
       chart_of[title] = charts.size();
@@ -316,7 +320,7 @@ std::string write_report(const ReportOptions& o) {
     }
     charts[chart_of[title]].second.push_back(key);
   }
-  std::map<std::string, int64_t> colour_of;  // by label, in order of first appearance
+  std::map<std::string, int64_t> colour_of;  // one run: by label, in order of first appearance
   std::string body;
   body += "<h2>Learning curves</h2>\n<div class=\"charts\">\n";
   for (const auto& [title, chart_keys] : charts) {
@@ -328,7 +332,7 @@ std::string write_report(const ReportOptions& o) {
         const std::string what = part == "train" || part == "test" ? part
                                  : key == "peak_tensor_bytes"       ? "tensors"
                                  : key == "peak_rss_bytes"          ? "RSS"
-                                 : key == "precise_bn_seconds"      ? "precise BatchNorm"
+                                 : key == "precise_bn_seconds"      ? "precise BN"
                                                                     : "";
         s.label = runs.size() > 1 || what.empty() ? r.name + (what.empty() ? "" : " " + what) : what;
         const double scale = key.rfind("peak_", 0) == 0 ? 1.0 / (1 << 20) : 1.0;
@@ -337,7 +341,14 @@ std::string write_report(const ReportOptions& o) {
           if (std::isfinite(v)) s.points.emplace_back(rec.value("epoch", 0.0), v * scale);
         }
         if (s.points.empty()) continue;
-        s.colour = colour_of.emplace(s.label, static_cast<int64_t>(colour_of.size())).first->second;
+        // Several runs: a run keeps one colour in every chart, its second series (test, RSS) dashed.
+        // One run: each kind of series (train, test, ...) keeps one colour.
+        if (runs.size() > 1) {
+          s.colour = static_cast<int64_t>(&r - runs.data());
+          s.dashed = what == "test" || what == "RSS" || what == "precise BN";
+        } else {
+          s.colour = colour_of.emplace(s.label, static_cast<int64_t>(colour_of.size())).first->second;
+        }
         series.push_back(s);
       }
     }

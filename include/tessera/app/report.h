@@ -24,6 +24,7 @@ struct ChartSeries {
   std::string label;
   std::vector<std::pair<double, double>> points;
   int64_t colour = -1;  // index into the palette (cycling), so a series keeps its colour across charts; -1: its position
+  bool dashed = false;  // e.g. the test series of a run whose train series has the same colour
 };
 std::string svg_line_chart(const std::string& title, const std::string& x_label, const std::vector<ChartSeries>& series);
 
