@@ -116,7 +116,7 @@ Bags feature_bags(const testing::TempDir& dir, const std::vector<int64_t>& sizes
   return b;
 }
 
-TEST(FeatureBagIps, StreamedProjectorGradientsEqualAutograd) {
+TEST(FeatureBagIps, StreamedProjectorGradientsAndStatisticsEqualInMemory) {
   testing::TempDir dir;
   torch::manual_seed(0);
   const auto bags = feature_bags(dir, {37, 12, 50}, 24);  // the 12-row bag has fewer than M rows: padding mask
@@ -154,6 +154,15 @@ TEST(FeatureBagIps, StreamedProjectorGradientsEqualAutograd) {
     EXPECT_TRUE(torch::allclose(item.value().grad(), pb[item.key()].grad(), 1e-4, 1e-6)) << item.key();
   }
   EXPECT_GT(a->projector->fc->weight.grad().abs().sum().item<double>(), 0);
+
+  // Precise BatchNorm's pass through the streamed projector gives the statistics of the bags in memory.
+  batch.bags = bags.disk;
+  streamed.forward_for_statistics(batch);
+  batch.bags = bags.memory;
+  held.forward_for_statistics(batch);
+  EXPECT_TRUE(torch::allclose(a->projector->bn->running_mean, b->projector->bn->running_mean, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(a->projector->bn->running_var, b->projector->bn->running_var, 1e-5, 1e-6));
+  EXPECT_GT(a->projector->bn->num_batches_tracked.item<int64_t>(), 1);  // the step's pass and this one
 }
 
 const auto run = testing::run_cli;
