@@ -7,7 +7,7 @@ DEMO_RUN ?= runs/demo
 SLIDES ?= data/slides
 SLIDES_RUN ?= runs/slides-demo
 
-.PHONY: deps build test demo slides-demo patchgd-demo bench clean
+.PHONY: deps build test demo slides-demo patchgd-demo bench check-libtorch2 clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -50,6 +50,11 @@ patchgd-demo: build data/mnist/t10k-labels-idx1-ubyte
 
 bench: build
 	$(TESSERA) bench ips --threads 2 --json $(BUILD)/bench-ips.json
+
+# Every source compiled (syntax only) against LibTorch 2.x, plain and as a CUDA/NCCL build: the GPU
+# machines run PyTorch 2.x, this machine LibTorch 1.13.
+check-libtorch2: deps
+	bash scripts/check-libtorch2.sh
 
 clean:
 	rm -rf $(BUILD)

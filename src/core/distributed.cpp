@@ -16,6 +16,10 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #endif
+#ifdef TESSERA_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#include <torch/cuda.h>
+#endif
 
 namespace tessera::dist {
 namespace {
@@ -30,11 +34,21 @@ int64_t env_int(const GetEnv& getenv, const char* name, int64_t fallback) {
   return x;
 }
 
+#ifdef TESSERA_WITH_GLOO
+// The base class of c10d's process-group backends (LibTorch 2.0 split ProcessGroup from its backends).
+#if TORCH_VERSION_MAJOR >= 2
+using Backend = c10d::Backend;
+#else
+using Backend = c10d::ProcessGroup;
+#endif
+#endif
+
 struct Group {
   int64_t rank = 0, world = 1;
 #ifdef TESSERA_WITH_GLOO
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<Backend> gloo;  // CPU tensors
+  c10::intrusive_ptr<Backend> nccl;  // CUDA tensors, in builds with NCCL on a machine with a GPU
 #endif
 };
 
@@ -61,6 +75,13 @@ std::string peer_failure() {
     return "rank 0 is gone (it hosts the rendezvous store)";
   }
   return "";
+}
+
+// NCCL for CUDA tensors where there is one, Gloo for the rest (metadata, texts, CPU runs).
+Backend& backend_for(const torch::Tensor& tensor) {
+  auto& g = group();
+  if (tensor.is_cuda() && g.nccl) return *g.nccl;
+  return *g.gloo;
 }
 
 [[noreturn]] void collective_failed(const std::string& what, const std::exception& e) {
@@ -174,8 +195,18 @@ void init(const LaunchEnv& env, double timeout_seconds) {
     pg_options->devices.push_back(ifname && *ifname ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
                                   : local           ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
                                                     : c10d::ProcessGroupGloo::createDefaultDevice());
-    g.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(g.store, static_cast<int>(env.rank),
-                                                       static_cast<int>(env.world_size), pg_options);
+    g.gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(g.store, static_cast<int>(env.rank),
+                                                         static_cast<int>(env.world_size), pg_options);
+#ifdef TESSERA_WITH_NCCL
+    // Communicators are created at the first collective, on the GPU current then (runtime::device_from_name).
+    if (torch::cuda::is_available()) {
+      auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+      nccl_options->timeout = timeout;
+      g.nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>("nccl", g.store),
+                                                           static_cast<int>(env.rank),
+                                                           static_cast<int>(env.world_size), nccl_options);
+    }
+#endif
   } catch (const std::exception& e) {
     std::string cause = e.what();
     fail("rank ", env.rank, " of ", env.world_size, ": cannot join the process group at ", env.master_addr, ":",
@@ -188,8 +219,8 @@ void init(const LaunchEnv& env, double timeout_seconds) {
     log::set_tag(fmt::format("[rank {}]", g.rank));
     log::set_level(log::Level::warn);
   }
-  log::info("joined a process group of {} ranks at {}:{} (Gloo, {})", g.world, env.master_addr, env.master_port,
-            env.source);
+  log::info("joined a process group of {} ranks at {}:{} ({}, {})", g.world, env.master_addr, env.master_port,
+            g.nccl ? "NCCL for GPU tensors, Gloo for the rest" : "Gloo", env.source);
 #else
   (void)timeout_seconds;
 #endif
@@ -207,7 +238,7 @@ std::function<void()> all_reduce_sum_async(torch::Tensor& tensor, const std::str
   TESSERA_ASSERT(tensor.is_contiguous(), "all-reduce of a non-contiguous tensor");
 #ifdef TESSERA_WITH_GLOO
   std::vector<torch::Tensor> tensors{tensor};
-  auto work = guarded(what, [&] { return group().pg->allreduce(tensors); });
+  auto work = guarded(what, [&] { return backend_for(tensor).allreduce(tensors); });
   return [work, what] { guarded(what, [&] { return work->wait(); }); };
 #else
   return [] {};
@@ -217,14 +248,16 @@ std::function<void()> all_reduce_sum_async(torch::Tensor& tensor, const std::str
 void broadcast(const std::vector<torch::Tensor>& tensors, const std::string& what) {
   if (world_size() == 1) return;
 #ifdef TESSERA_WITH_GLOO
-  std::map<c10::ScalarType, std::vector<torch::Tensor>> by_dtype;
-  for (const auto& t : tensors) by_dtype[t.scalar_type()].push_back(t);
+  // One message per device type and dtype, in the same order on every rank (std::map orders the keys;
+  // device indices differ between ranks, types do not).
+  std::map<std::pair<c10::DeviceType, c10::ScalarType>, std::vector<torch::Tensor>> by_kind;
+  for (const auto& t : tensors) by_kind[{t.device().type(), t.scalar_type()}].push_back(t);
   torch::NoGradGuard no_grad;
-  for (auto& [dtype, group_tensors] : by_dtype) {
+  for (auto& [kind, group_tensors] : by_kind) {
     std::vector<torch::Tensor> flat;
     for (const auto& t : group_tensors) flat.push_back(t.reshape(-1));
     std::vector<torch::Tensor> message{torch::cat(flat)};
-    guarded(what, [&] { return group().pg->broadcast(message)->wait(); });
+    guarded(what, [&] { return backend_for(message[0]).broadcast(message)->wait(); });
     int64_t offset = 0;
     for (auto& t : group_tensors) {
       t.copy_(message[0].slice(0, offset, offset + t.numel()).view_as(t));
@@ -243,7 +276,7 @@ torch::Tensor all_gather_rows(const torch::Tensor& rows, const std::string& what
   std::vector<torch::Tensor> length{torch::tensor({rows.size(0)}, torch::kLong)};
   std::vector<std::vector<torch::Tensor>> lengths(1);
   for (int64_t r = 0; r < world; ++r) lengths[0].push_back(torch::empty({1}, torch::kLong));
-  guarded(what, [&] { return group().pg->allgather(lengths, length)->wait(); });
+  guarded(what, [&] { return group().gloo->allgather(lengths, length)->wait(); });
   int64_t longest = 0;
   for (const auto& l : lengths[0]) longest = std::max(longest, l.item<int64_t>());
   auto shape = rows.sizes().vec();
@@ -252,7 +285,7 @@ torch::Tensor all_gather_rows(const torch::Tensor& rows, const std::string& what
   padded[0].slice(0, 0, rows.size(0)).copy_(rows);
   std::vector<std::vector<torch::Tensor>> gathered(1);
   for (int64_t r = 0; r < world; ++r) gathered[0].push_back(torch::empty(shape, rows.options()));
-  guarded(what, [&] { return group().pg->allgather(gathered, padded)->wait(); });
+  guarded(what, [&] { return backend_for(padded[0]).allgather(gathered, padded)->wait(); });
   std::vector<torch::Tensor> parts;
   for (int64_t r = 0; r < world; ++r) parts.push_back(gathered[0][r].slice(0, 0, lengths[0][r].item<int64_t>()));
   return torch::cat(parts);

@@ -6,8 +6,10 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <mutex>
+#include <type_traits>
 #include <unordered_map>
 
 #include <sys/resource.h>
@@ -15,6 +17,7 @@
 
 #ifdef TESSERA_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime_api.h>
 #include <torch/cuda.h>
 #endif
@@ -46,11 +49,15 @@ void tracked_delete(void* ptr) {
   g_base_deleter(ptr);
 }
 
-class TrackingAllocator final : public c10::Allocator {
+// The tracking shared by both allocator interfaces below.
+class TrackingBase : public c10::Allocator {
  public:
-  explicit TrackingAllocator(c10::Allocator* base) : base_(base) { g_base_deleter = base->raw_deleter(); }
+  explicit TrackingBase(c10::Allocator* base) : base_(base) { g_base_deleter = base->raw_deleter(); }
 
-  c10::DataPtr allocate(size_t nbytes) const override {
+  c10::DeleterFnPtr raw_deleter() const override { return &tracked_delete; }
+
+ protected:
+  c10::DataPtr track(size_t nbytes) const {
     const auto bytes = static_cast<int64_t>(nbytes);
     const int64_t budget = g_budget.load(std::memory_order_relaxed);
     const int64_t live = g_live.fetch_add(bytes, std::memory_order_relaxed) + bytes;
@@ -71,11 +78,30 @@ class TrackingAllocator final : public c10::Allocator {
     return {data, data, &tracked_delete, c10::Device(c10::DeviceType::CPU)};
   }
 
-  c10::DeleterFnPtr raw_deleter() const override { return &tracked_delete; }
-
  private:
   c10::Allocator* base_;
 };
+
+// LibTorch 2.3 made Allocator::allocate non-const and, with it, added the pure virtual copy_data: the
+// allocator takes whichever interface the installed headers declare (templates, so that only the one
+// used is checked against them).
+template <typename Base>
+class ConstAllocate final : public Base {
+ public:
+  using Base::Base;
+  c10::DataPtr allocate(size_t nbytes) const override { return this->track(nbytes); }
+};
+template <typename Base>
+class MutableAllocate final : public Base {
+ public:
+  using Base::Base;
+  c10::DataPtr allocate(size_t nbytes) override { return this->track(nbytes); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+};
+constexpr bool kConstAllocate =
+    std::is_same_v<decltype(&c10::Allocator::allocate), c10::DataPtr (c10::Allocator::*)(size_t) const>;
+using TrackingAllocator =
+    std::conditional_t<kConstAllocate, ConstAllocate<TrackingBase>, MutableAllocate<TrackingBase>>;
 
 int64_t read_status_kib(const char* key) {
   std::ifstream in("/proc/self/status");
@@ -111,10 +137,10 @@ Snapshot snapshot() {
   s.peak_tensor_bytes = cpu_peak_bytes();
 #ifdef TESSERA_WITH_CUDA
   if (torch::cuda::is_available()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
-    const auto all = static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE);
-    s.live_tensor_bytes += stats.allocated_bytes[all].current;
-    s.peak_tensor_bytes += stats.allocated_bytes[all].peak;
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
+    constexpr size_t kAggregate = 0;  // StatType::AGGREGATE, whose namespace moved in LibTorch 2.5
+    s.live_tensor_bytes += stats.allocated_bytes[kAggregate].current;
+    s.peak_tensor_bytes += stats.allocated_bytes[kAggregate].peak;
   }
 #endif
   const int64_t hwm = read_status_kib("VmHWM");
@@ -136,7 +162,7 @@ void reset_peaks() {
     std::fclose(f);
   }
 #ifdef TESSERA_WITH_CUDA
-  if (torch::cuda::is_available()) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+  if (torch::cuda::is_available()) c10::cuda::CUDACachingAllocator::resetPeakStats(c10::cuda::current_device());
 #endif
 }
 
@@ -150,7 +176,7 @@ void set_budget(int64_t bytes) {
     size_t free_bytes = 0, total_bytes = 0;
     cudaMemGetInfo(&free_bytes, &total_bytes);
     const double fraction = bytes > 0 ? std::min(1.0, static_cast<double>(bytes) / static_cast<double>(total_bytes)) : 1.0;
-    c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, 0);
+    c10::cuda::CUDACachingAllocator::setMemoryFraction(fraction, c10::cuda::current_device());
   }
 #endif
 }

@@ -183,7 +183,7 @@ bool is_zip(const std::string& path) {
 
 }  // namespace
 
-torch::IValue read_pickle(const std::string& path) {
+c10::IValue read_pickle(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   TESSERA_CHECK(in, "cannot open '", path, "'; check the path");
   try {

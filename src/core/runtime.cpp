@@ -4,6 +4,10 @@
 
 #include <thread>
 
+#ifdef TESSERA_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
 #include "tessera/core/distributed.h"
 #include "tessera/core/error.h"
 
@@ -29,8 +33,13 @@ torch::Device device_from_name(const std::string& name) {
   TESSERA_CHECK(name == "cuda", "unknown device '", name, "'; use cpu or cuda");
   TESSERA_CHECK(torch::cuda::is_available(),
                 "device cuda requested but no CUDA device is available in this build; use --train.device cpu");
-  // A data-parallel rank uses its node-local GPU.
-  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(dist::launch_env().local_rank % torch::cuda::device_count()));
+  // A data-parallel rank uses its node-local GPU, made current so that memory accounting, budgets and
+  // NCCL all address it.
+  const auto index = static_cast<c10::DeviceIndex>(dist::launch_env().local_rank % torch::cuda::device_count());
+#ifdef TESSERA_WITH_CUDA
+  c10::cuda::set_device(index);
+#endif
+  return torch::Device(torch::kCUDA, index);
 }
 
 }  // namespace tessera::runtime

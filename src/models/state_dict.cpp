@@ -9,7 +9,7 @@
 namespace tessera::models {
 
 StateDict read_state_dict(const std::string& path, const std::string& key) {
-  torch::IValue value = read_pickle(path);
+  c10::IValue value = read_pickle(path);
   TESSERA_CHECK(value.isGenericDict(), "'", path, "' does not hold a dict of tensors");
   if (!key.empty()) {
     auto outer = value.toGenericDict();

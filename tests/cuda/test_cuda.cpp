@@ -1,6 +1,8 @@
 // Tests that need a CUDA device (ctest label "cuda"; each skips itself where there is none). The GPU
 // build kit (scripts/gpu/run-kit.sh) runs them with ctest -L cuda.
 #include "../dist_common.h"
+#include "tessera/core/memory.h"
+#include "tessera/core/runtime.h"
 #include "tessera/methods/loss_scaler.h"
 
 namespace tessera {
@@ -76,6 +78,24 @@ TEST_F(CudaTest, LossScalerKernelsSkipAndBackOff) {
   context.step();
   EXPECT_TRUE(torch::allclose(w.detach().cpu(), torch::ones({3}) - 0.1 * x.cpu()));
   EXPECT_EQ(scaler.scale_value(), 65536.0) << "growth_interval 1: one finite step doubles the scale";
+}
+
+// Memory accounting sees GPU tensors on the current device, and a budget stops the caching allocator.
+TEST_F(CudaTest, MemoryAccountingAndBudgetCoverTheGpu) {
+  REQUIRE_CUDA();
+  (void)runtime::device_from_name("cuda");  // makes the rank's GPU current, as training does
+  memory::reset_peaks();
+  const auto before = memory::snapshot();
+  constexpr int64_t kBytes = 64 << 20;
+  {
+    auto t = torch::empty({kBytes / 4}, torch::TensorOptions().device(torch::kCUDA));
+    EXPECT_GE(memory::snapshot().live_tensor_bytes - before.live_tensor_bytes, kBytes);
+  }
+  EXPECT_GE(memory::snapshot().peak_tensor_bytes - before.live_tensor_bytes, kBytes);
+  memory::set_budget(256 << 20);
+  EXPECT_ANY_THROW(torch::empty({int64_t{1} << 30}, torch::TensorOptions().device(torch::kCUDA)))
+      << "4 GiB under a 256 MiB budget";
+  memory::set_budget(0);
 }
 
 }  // namespace

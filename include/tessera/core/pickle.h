@@ -8,6 +8,6 @@ namespace tessera {
 
 // Any torch.save'd object: state dicts (OrderedDicts included), dicts of tensors, single tensors.
 // Tensors saved on a GPU are loaded onto the CPU. Errors name the file.
-torch::IValue read_pickle(const std::string& path);
+c10::IValue read_pickle(const std::string& path);
 
 }  // namespace tessera
