@@ -76,6 +76,20 @@ inline void save_tensor(const std::string& path, const torch::Tensor& t) {
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+// A narrow ResNet-18 on one-channel side x side images of the csv data set, cut into patch x patch patches.
+inline Config small_patch_config(const std::string& method, int64_t side, int64_t patch, int64_t latent) {
+  Config c;
+  c.data.dataset = "csv";
+  c.data.height = c.data.width = side;
+  c.data.patch = c.data.stride = patch;
+  c.model.encoder = "resnet18";
+  c.model.in_channels = 1;
+  c.model.width = 8;
+  c.patchgd.latent = latent;
+  c.train.method = method;
+  return c;
+}
+
 // A configuration small enough to train a few steps in seconds.
 inline Config tiny_config(const std::string& mnist_dir, const std::string& run_dir) {
   Config c;

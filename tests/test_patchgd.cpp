@@ -301,15 +301,7 @@ TEST(Backbone, FrozenBatchNormIgnoresTrainModeAndTheBatch) {
 // and shapes as the PatchGD network of the same config), and its logits are the head on the whole-image
 // feature map pooled to the patch grid and projected per cell.
 TEST(FullImage, GdExtendedIsPatchGdsNetworkOnThePooledWholeImageFeatureMap) {
-  Config c;
-  c.data.dataset = "csv";
-  c.data.height = c.data.width = kSide;
-  c.data.patch = c.data.stride = kPatch;
-  c.model.encoder = "resnet18";
-  c.model.in_channels = 1;
-  c.model.width = 8;
-  c.patchgd.latent = kLatent;
-  c.train.method = "patchgd";
+  Config c = testing::small_patch_config("patchgd", kSide, kPatch, kLatent);
   const auto patchgd = methods::PatchGd::from_config(c, kTasks);
   c.train.method = "gd_extended";
   const auto extended = methods::FullImage::from_config(c, kTasks);

@@ -34,16 +34,8 @@ class RandomImages final : public data::Dataset {
 };
 
 Config small_config(const std::string& method) {
-  Config c;
-  c.data.dataset = "csv";
-  c.data.height = c.data.width = kSide;
-  c.data.patch = c.data.stride = kPatch;
-  c.model.encoder = "resnet18";
-  c.model.in_channels = 1;
-  c.model.width = 8;
-  c.patchgd.latent = 16;
+  Config c = testing::small_patch_config(method, kSide, kPatch, 16);
   c.patchgd.q = 0.5;  // k = 2 of the 2x2 grid's 4 patches
-  c.train.method = method;
   return c;
 }
 

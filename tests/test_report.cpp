@@ -62,8 +62,11 @@ TEST(Report, ChartsOverlaidRunsAndPicturesRenderInHeadlessChromium) {
   for (std::sregex_iterator it(html.begin(), html.end(), legend), end; it != end; ++it, ++entries) {
     const std::string label = (*it)[3];
     colours[label.substr(0, label.find(' '))].insert((*it)[1]);
-    if (label.find(" test") != std::string::npos) dashed_tests += (*it)[2].matched;
-    else if (label.find(" train") != std::string::npos) EXPECT_FALSE((*it)[2].matched) << label;
+    if (label.find(" test") != std::string::npos) {
+      dashed_tests += (*it)[2].matched;
+    } else if (label.find(" train") != std::string::npos) {
+      EXPECT_FALSE((*it)[2].matched) << label;
+    }
   }
   EXPECT_GE(entries, 12);
   ASSERT_EQ(colours.size(), 2u);  // slow and fast

@@ -27,15 +27,32 @@ if [[ ! -f $build/gtest/lib/libgtest.a ]]; then
   cmake --build "$build/gtest-build" --target install -j "$jobs" >/dev/null
 fi
 
+# nccl.h comes with the wheel's nvidia-nccl package, not with LibTorch's headers.
+nccl_include=$(python3 -c '
+import glob, os, site
+found = [h for d in site.getsitepackages() for h in glob.glob(os.path.join(d, "nvidia", "**", "nccl.h"), recursive=True)]
+print(os.path.dirname(found[0]) if found else "")')
+log "nccl.h: ${nccl_include:-not found (GPU tensors will reduce through Gloo)}"
+
 export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+configure() {
+  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr;$deps/usr/lib/x86_64-linux-gnu/cmake;$build/gtest" \
+        -DCMAKE_CXX_FLAGS="-I$deps/usr/include" -DNCCL_INCLUDE_DIR="$nccl_include" \
+        -DTESSERA_WITH_VIPS=OFF -DTESSERA_WITH_SLIDES=OFF -DCMAKE_CUDA_ARCHITECTURES=native "$@" \
+        2>&1 | tee -a "$out/configure.log" | grep -E "tessera:|Error" || true
+}
 log "configuring"
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr;$deps/usr/lib/x86_64-linux-gnu/cmake;$build/gtest" \
-      -DCMAKE_CXX_FLAGS="-I$deps/usr/include" \
-      -DTESSERA_WITH_VIPS=OFF -DTESSERA_WITH_SLIDES=OFF -DCMAKE_CUDA_ARCHITECTURES=native \
-      2>&1 | tee "$out/configure.log" | grep -E "tessera:|Error" || true
+configure -DTESSERA_WITH_NCCL=ON
 log "building"
 cmake --build "$build" -j "$jobs" 2>&1 | tee "$out/build.log" | grep -E "error|FAILED" || true
+if [[ ! -x $build/tessera ]] && grep -qi nccl "$out/build.log"; then
+  # The NCCL path has only been compiled against Debian's LibTorch 2.6 headers: one device session must
+  # not be lost to it, so build without it and say so.
+  log "the build failed over NCCL; building again without it" | tee "$out/nccl-fallback.txt"
+  configure -DTESSERA_WITH_NCCL=OFF
+  cmake --build "$build" -j "$jobs" 2>&1 | tee "$out/build-without-nccl.log" | grep -E "error|FAILED" || true
+fi
 [[ -x $build/tessera ]] || { echo "error: the build failed; see $out/build.log" >&2; exit 1; }
 "$build/tessera" --version | tee "$out/version.txt"
 

@@ -82,9 +82,9 @@ class TrackingBase : public c10::Allocator {
   c10::Allocator* base_;
 };
 
-// LibTorch 2.3 made Allocator::allocate non-const and, with it, added the pure virtual copy_data: the
-// allocator takes whichever interface the installed headers declare (templates, so that only the one
-// used is checked against them).
+// LibTorch 2.x (2.6 has it) made Allocator::allocate non-const and, with it, added the pure virtual
+// copy_data: the allocator takes whichever interface the installed headers declare (templates, so that
+// only the one used is checked against them).
 template <typename Base>
 class ConstAllocate final : public Base {
  public:
@@ -138,7 +138,7 @@ Snapshot snapshot() {
 #ifdef TESSERA_WITH_CUDA
   if (torch::cuda::is_available()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
-    constexpr size_t kAggregate = 0;  // StatType::AGGREGATE, whose namespace moved in LibTorch 2.5
+    constexpr size_t kAggregate = 0;  // StatType::AGGREGATE, whose namespace LibTorch 2.x moved
     s.live_tensor_bytes += stats.allocated_bytes[kAggregate].current;
     s.peak_tensor_bytes += stats.allocated_bytes[kAggregate].peak;
   }

@@ -53,23 +53,34 @@ int64_t recompute_batch_norm_statistics(methods::Method& method, const data::Dat
     ++batches;
   }
   const double world = static_cast<double>(dist::world_size());
-  for (size_t i = 0; i < layers.size(); ++i) {
-    auto& layer = layers[i];
-    if (world > 1) {
-      // Ranks average their averages; a layer no rank trained (frozen) is left as it is on every rank.
-      auto stats = torch::cat({layer.running_mean.flatten(), layer.running_var.flatten(),
-                               layer.batches_tracked.gt(0).to(layer.running_mean.dtype()).view({1})});
-      dist::all_reduce_sum(stats, "precise BatchNorm statistics");
+  if (world > 1) {
+    // Ranks average their averages, all layers in one message; a layer no rank trained (frozen) is left
+    // as it is on every rank.
+    std::vector<torch::Tensor> parts;
+    for (const auto& layer : layers) {
+      parts.push_back(layer.running_mean.flatten().to(torch::kFloat));
+      parts.push_back(layer.running_var.flatten().to(torch::kFloat));
+      parts.push_back(layer.batches_tracked.gt(0).to(torch::kFloat).view({1}).to(layer.running_mean.device()));
+    }
+    auto stats = torch::cat(parts);
+    dist::all_reduce_sum(stats, "precise BatchNorm statistics");
+    const auto host = stats.to(torch::kCPU);  // one copy from the device for all the flags
+    const float* flags = host.data_ptr<float>();
+    int64_t offset = 0;
+    for (auto& layer : layers) {
       const int64_t c = layer.running_mean.numel();
-      const double trained = stats[2 * c].item<double>();
+      const double trained = flags[offset + 2 * c];
       if (trained > 0) {
         TESSERA_ASSERT(trained == world, "every rank trains the same BatchNorm layers");
-        layer.running_mean.copy_(stats.slice(0, 0, c).view_as(layer.running_mean) / world);
-        layer.running_var.copy_(stats.slice(0, c, 2 * c).view_as(layer.running_var) / world);
+        layer.running_mean.copy_(stats.slice(0, offset, offset + c).view_as(layer.running_mean) / world);
+        layer.running_var.copy_(stats.slice(0, offset + c, offset + 2 * c).view_as(layer.running_var) / world);
       }
+      offset += 2 * c + 1;
     }
-    *layer.momentum = momenta[i];
-    layer.batches_tracked.copy_(counters[i]);
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    *layers[i].momentum = momenta[i];
+    layers[i].batches_tracked.copy_(counters[i]);
   }
   return batches;
 }
