@@ -1,6 +1,7 @@
 #include "tessera/core/distributed.h"
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <map>
