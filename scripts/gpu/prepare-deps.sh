@@ -9,7 +9,7 @@ out=.gpu-deps
 packages=(libyaml-cpp-dev libyaml-cpp0.7 libspdlog-dev libspdlog1.10 libfmt-dev libfmt9 libcli11-dev
           nlohmann-json3-dev googletest)
 rm -rf "$out" && mkdir -p "$out/debs"
-(cd "$out/debs" && apt-get download "${packages[@]}" >/dev/null)
+(cd "$out/debs" && apt-get -o APT::Sandbox::User=root download "${packages[@]}" >/dev/null)
 for deb in "$out"/debs/*.deb; do dpkg-deb -x "$deb" "$out/root"; done
 rm -rf "$out/debs"
 echo "unpacked ${#packages[@]} packages into $out/root ($(du -sh "$out" | cut -f1))"

@@ -56,14 +56,17 @@ fi
 [[ -x $build/tessera ]] || { echo "error: the build failed; see $out/build.log" >&2; exit 1; }
 "$build/tessera" --version | tee "$out/version.txt"
 
+# One device session is all there may be: a failing test or benchmark is recorded, the rest still runs.
 log "CUDA tests"
-(cd "$build" && ctest -L cuda --output-on-failure 2>&1 | tee "$out/ctest-cuda.log" | tail -5)
+(cd "$build" && ctest -L cuda --output-on-failure 2>&1 | tee "$out/ctest-cuda.log" | tail -5) ||
+  log "some CUDA tests failed: see $out/ctest-cuda.log"
 
 log "benchmarks"
 for p in fp32 bf16 fp16; do
   "$build/tessera" bench ips --device cuda --precision "$p" --steps 5 --warmup 2 --json "$out/bench-ips-$p.json" \
-    2>/dev/null | tail -1
+    2>"$out/bench-ips-$p.log" | tail -1 || log "bench ips $p failed: see $out/bench-ips-$p.log"
   "$build/tessera" bench patchgd --device cuda --precision "$p" --size 2048 --batch 4 --patch 128 --q 0.1 \
-    --steps 5 --warmup 2 --json "$out/bench-patchgd-$p.json" 2>/dev/null | tail -1
+    --steps 5 --warmup 2 --json "$out/bench-patchgd-$p.json" 2>"$out/bench-patchgd-$p.log" | tail -1 ||
+    log "bench patchgd $p failed: see $out/bench-patchgd-$p.log"
 done
 log "done: $out"
