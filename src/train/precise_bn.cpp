@@ -58,18 +58,18 @@ int64_t recompute_batch_norm_statistics(methods::Method& method, const data::Dat
     // as it is on every rank.
     std::vector<torch::Tensor> parts;
     for (const auto& layer : layers) {
-      parts.push_back(layer.running_mean.flatten().to(torch::kFloat));
-      parts.push_back(layer.running_var.flatten().to(torch::kFloat));
-      parts.push_back(layer.batches_tracked.gt(0).to(torch::kFloat).view({1}).to(layer.running_mean.device()));
+      parts.push_back(layer.running_mean.flatten());
+      parts.push_back(layer.running_var.flatten());
+      parts.push_back(layer.batches_tracked.gt(0).to(layer.running_mean.dtype()).view({1}));
     }
     auto stats = torch::cat(parts);
     dist::all_reduce_sum(stats, "precise BatchNorm statistics");
-    const auto host = stats.to(torch::kCPU);  // one copy from the device for all the flags
-    const float* flags = host.data_ptr<float>();
+    const auto flags = stats.to(torch::kCPU, torch::kDouble);  // one copy from the device for all the flags
+    const double* flag = flags.data_ptr<double>();
     int64_t offset = 0;
     for (auto& layer : layers) {
       const int64_t c = layer.running_mean.numel();
-      const double trained = flags[offset + 2 * c];
+      const double trained = flag[offset + 2 * c];
       if (trained > 0) {
         TESSERA_ASSERT(trained == world, "every rank trains the same BatchNorm layers");
         layer.running_mean.copy_(stats.slice(0, offset, offset + c).view_as(layer.running_mean) / world);
