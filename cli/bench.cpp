@@ -28,6 +28,7 @@ void add_bench(CLI::App& app) {
   sub->add_option("--device", o->device, "cpu | cuda");
   sub->add_option("--json", o->json, "also write the results as JSON to this file");
   sub->callback([o] { app::bench_ips(*o); });
+  add_encoder_bench(*bench);
 
   auto* pgd = bench->add_subcommand("patchgd", "PatchGD training step: median time, peak tensor bytes, peak RSS");
   auto p = std::make_shared<app::BenchPatchGdOptions>();

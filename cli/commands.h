@@ -28,6 +28,8 @@ void add_report(CLI::App& app);
 void add_prepare_images(CLI::App& app);
 void add_launch(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_encoder_commands(CLI::App& app);  // embed, export-encoder
+void add_encoder_bench(CLI::App& bench);   // bench encoder
 
 #ifdef TESSERA_WITH_SLIDES
 // Whole-slide commands: slide-info, make-slides, preprocess, extract-features (slide_commands.cpp).

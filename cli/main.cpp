@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   tessera::cli::add_report(app);
   tessera::cli::add_prepare_images(app);
   tessera::cli::add_bench(app);
+  tessera::cli::add_encoder_commands(app);
   tessera::cli::add_launch(app);
 #ifdef TESSERA_WITH_SLIDES
   tessera::cli::add_slide_commands(app);

@@ -110,8 +110,10 @@ void add_extract_features(CLI::App& app) {
   sub->add_option("--cache-dir", o->cache_dir, "patch coordinates (default: <manifest folder>/tessera-cache)");
   add_grid_options(sub, o->grid);
   sub->add_option("--backend", o->backend, "auto | openslide | vips");
-  sub->add_option("--encoder", o->encoder, "resnet18 | resnet34 | resnet50 (pooled features: 512 or 2048)");
-  sub->add_option("--weights", o->weights, "torchvision state dict for the encoder (e.g. ImageNet resnet50)");
+  sub->add_option("--encoder", o->encoder, "a registered encoder (tessera embed --list-encoders) or a model folder")
+      ->capture_default_str();
+  sub->add_option("--encoder-args", o->encoder_args, "JSON object over the encoder's arguments");
+  sub->add_option("--weights", o->weights, "encoder weights: safetensors or torch.save (a folder's own file by default)");
   sub->add_option("--run", o->run, "or: use the encoder, normalisation and patch size of this tessera IPS run");
   sub->add_option("--stages", o->stages, "ResNet stages kept (2 or 4)");
   sub->add_option("--width", o->width, "channels of the first ResNet stage");

@@ -28,8 +28,11 @@ using testing::save_tensor;
 
 struct Pair {
   std::string method, dataset;
+  bool vit = false;  // a small timm-layout ViT encoder instead of the ResNet
 };
-std::ostream& operator<<(std::ostream& os, const Pair& p) { return os << p.method << "_" << p.dataset; }
+std::ostream& operator<<(std::ostream& os, const Pair& p) {
+  return os << p.method << "_" << p.dataset << (p.vit ? "_vit" : "");
+}
 
 // A tiny configuration of the pair, with its data written under dir; returns the CLI input flag that
 // predicts test sample 0 (set after the data sets exist, for generated sets).
@@ -112,6 +115,12 @@ Config pair_config(const Pair& p, const testing::TempDir& dir) {
     }
   }
 #endif
+  if (p.vit) {
+    // 4-px patches tile every patch and image side of these sets; dynamic size lets GD see whole images.
+    c.model.encoder = "vit_small_patch16_224";
+    c.model.encoder_args = R"({"img_size": 28, "patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2,
+                              "init_values": 1e-5, "dynamic_img_size": true})";
+  }
   return c;
 }
 
@@ -187,11 +196,19 @@ std::vector<Pair> supported_pairs() {
   for (const std::string method : {"patchgd", "gd", "gd_extended"}) {
     for (const std::string dataset : {"ultramnist", "ultramnist28", "csv"}) pairs.push_back({method, dataset});
   }
+  // Every method with a ViT encoder (IPS on images and slides).
+  for (const std::string method : {"ips", "patchgd", "gd", "gd_extended"}) pairs.push_back({method, "csv", true});
+  pairs.push_back({"ips", "megapixel_mnist", true});
+#ifdef TESSERA_WITH_SLIDES
+  pairs.push_back({"ips", "slides", true});
+#endif
   return pairs;
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryPair, PairTest, ::testing::ValuesIn(supported_pairs()),
-                         [](const auto& info) { return info.param.method + "_" + info.param.dataset; });
+                         [](const auto& info) {
+                           return info.param.method + "_" + info.param.dataset + (info.param.vit ? "_vit" : "");
+                         });
 
 std::string error_of(const std::function<void()>& f) {
   try {

@@ -307,7 +307,20 @@ nlohmann::json bench_provenance() {
       break;
     }
   }
-  return {{"tessera", version()},       {"commit", commit()},
+  // The instruction sets that decide which precision is fastest (bf16 needs AMX or avx512_bf16 to pay).
+  std::string isa;
+  std::ifstream flags_file("/proc/cpuinfo");
+  for (std::string line; std::getline(flags_file, line);) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    for (std::string w; words >> w;) {
+      for (const char* f : {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}) {
+        if (w == f) isa += (isa.empty() ? "" : " ") + w;
+      }
+    }
+    break;
+  }
+  return {{"tessera", version()},       {"commit", commit()}, {"isa", isa},
           {"libtorch", libtorch_version()}, {"cpu", cpu},
           {"cores", std::thread::hardware_concurrency()}, {"threads", torch::get_num_threads()},
           {"compiler", __VERSION__},   {"date", fmt::format("{:%Y-%m-%d}", fmt::localtime(std::time(nullptr)))}};

@@ -19,7 +19,7 @@
 #include "tessera/data/csv_images.h"
 #include "tessera/data/idx.h"
 #include "tessera/methods/ips.h"
-#include "tessera/models/resnet.h"
+#include "tessera/models/encoder_registry.h"
 #include "tessera/models/state_dict.h"
 #include "tessera/slides/h5.h"
 #include "tessera/slides/slide_dataset.h"
@@ -172,8 +172,8 @@ LocalizationSummary localize(const LocalizationOptions& o) {
 
 namespace {
 
-void extract_one(const ExtractFeaturesOptions& o, const slides::ManifestEntry& e, const models::FoldedResNet& encoder,
-                 int64_t dim, const std::string& path) {
+void extract_one(const ExtractFeaturesOptions& o, const slides::ManifestEntry& e,
+                 const std::function<torch::Tensor(const torch::Tensor&)>& encoder, int64_t dim, const std::string& path) {
   const auto reader = slides::open_slide(e.path, o.backend);
   auto grid = slides::cached_tissue_patches(e, *reader, o.grid, o.cache_dir);
   const auto bag = std::make_shared<slides::SlideBag>(reader, grid, o.read_workers, data::parse_floats(o.mean, "--mean"),
@@ -189,14 +189,14 @@ void extract_one(const ExtractFeaturesOptions& o, const slides::ManifestEntry& e
     if (end < N) pending = std::async(std::launch::async, [&, end] { return bag->range(end, std::min(end + o.batch, N)); });
     c10::InferenceMode inference;
     AutocastGuard precision(parse_precision(o.precision));
-    writer.write(begin, encoder.forward(patches.contiguous(at::MemoryFormat::ChannelsLast)).to(torch::kFloat));
+    writer.write(begin, encoder(patches.contiguous(at::MemoryFormat::ChannelsLast)).to(torch::kFloat));
   }
   writer.finish();
 }
 
-// The encoder: a tessera IPS run's (normalisation and patch geometry from its spec), or a ResNet
-// with torchvision weights.
-models::ResNet load_encoder(ExtractFeaturesOptions& o) {
+// The encoder: a tessera IPS run's (normalisation and patch geometry from its spec), or any registered
+// encoder or model folder with its weights, patches read at its input size and normalised as it expects.
+models::BackbonePtr load_encoder(ExtractFeaturesOptions& o) {
   if (!o.run.empty()) {
     auto run = train::open_run(o.run);
     auto* ips = dynamic_cast<methods::Ips*>(run.method.get());
@@ -213,15 +213,26 @@ models::ResNet load_encoder(ExtractFeaturesOptions& o) {
     log::info("encoder, normalisation and {} px patches from run {}", o.grid.patch, o.run);
     return ips->net()->encoder;
   }
-  models::ResNetOptions ro;
-  ro.arch = o.encoder;
-  ro.stages = o.stages;
-  ro.width = o.width;
-  models::ResNet net(ro);
-  if (!o.weights.empty()) {
-    const auto report = models::load_state_dict(*net, models::read_state_dict(o.weights), /*strict=*/false);
-    TESSERA_CHECK(!report.loaded.empty(), "no tensor of '", o.weights, "' matches a ", o.encoder, "; is it a torchvision state dict?");
-    log::info("loaded {} encoder tensors from {}", report.loaded.size(), o.weights);
+  const auto spec = models::resolve_encoder(o.encoder, o.encoder_args);
+  TESSERA_CHECK(spec.preprocessing.channels == 3, "extract-features reads RGB slides; encoder ", o.encoder, " takes ",
+                spec.preprocessing.channels, " channels");
+  const auto join = [](const std::vector<double>& v) { return fmt::format("{}", fmt::join(v, ",")); };
+  if (o.mean.empty()) o.mean = join(spec.preprocessing.mean);
+  if (o.std.empty()) o.std = join(spec.preprocessing.std);
+  if (o.grid.patch <= 0) o.grid.patch = spec.preprocessing.height;
+  if (spec.preprocessing.mpp > 0 && o.grid.mpp <= 0 && o.grid.level == 0) {
+    log::info("encoder {} was trained at {} um/px; pass --mpp {} to read patches at that resolution", o.encoder,
+              spec.preprocessing.mpp, spec.preprocessing.mpp);
+  }
+  models::BackboneOptions common;
+  common.in_channels = 3;
+  common.stages = o.stages;
+  common.width = o.width;
+  auto net = models::make_encoder(spec, common);
+  const auto weights = o.weights.empty() ? spec.weights : o.weights;
+  if (!weights.empty()) {
+    models::load_encoder_weights(*net, weights, /*strict=*/spec.is_vit());
+    o.weights = weights;
   } else {
     log::warn("no --weights: features come from a randomly initialised {} (fine for tests, not for real slides)", o.encoder);
   }
@@ -237,10 +248,7 @@ ExtractSummary extract_features(ExtractFeaturesOptions o) {
   auto net = load_encoder(o);
   net->eval();
   net->use_channels_last();
-  const auto encoder = [&] {
-    torch::NoGradGuard no_grad;
-    return net->fold();
-  }();
+  const auto encoder = net->inference_function();
   fs::create_directories(o.out);
   ExtractSummary summary;
   const auto entries = slides::read_manifest(o.manifest);

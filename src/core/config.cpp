@@ -106,14 +106,19 @@ std::vector<Config::Field> Config::fields() {
       field("data.ordinal", &data.ordinal, "classes are ordered grades: also report quadratic weighted kappa"),
       field("data.workers", &data.workers, "background threads preparing batches"),
       field("data.prefetch", &data.prefetch, "batches prepared ahead per worker"),
-      field("model.encoder", &model.encoder, "encoder: resnet18 | resnet34 | resnet50 | mobilenet_v2 | projector (feature bags)"),
+      field("model.encoder", &model.encoder,
+            "encoder: a registered name (resnet18, vit_base_patch16_224, uni, ...; tessera embed --list-encoders), "
+            "a model folder (config.json + weights), or projector (feature bags)"),
+      field("model.encoder_args", &model.encoder_args,
+            "encoder arguments over its defaults, a JSON object in timm's names, e.g. '{\"depth\": 2, \"embed_dim\": 64}'"),
       field("model.in_features", &model.in_features, "projector: width of the feature rows"),
       field("model.dim", &model.dim, "projector: embedding width D"),
       field("model.in_channels", &model.in_channels, "input channels of the encoder's stem"),
       field("model.stages", &model.stages, "ResNet stages kept, 2 or 4"),
       field("model.width", &model.width, "channels of the first ResNet stage (torchvision: 64)"),
       field("model.width_mult", &model.width_mult, "MobileNetV2 width multiplier"),
-      field("model.weights", &model.weights, "torchvision state dict (torch.save) for the encoder"),
+      field("model.weights", &model.weights,
+            "encoder weights: safetensors or a torch.save state dict (a model folder's own file when empty)"),
       field("model.init_from", &model.init_from, "a tessera checkpoint whose backbone starts this run (progressive resolution)"),
       field("model.heads", &model.heads, "IPS cross-attention heads H"),
       field("model.d_k", &model.d_k, "IPS per-head query/key size D_k"),
@@ -248,8 +253,7 @@ void Config::validate() const {
   TESSERA_CHECK(slide.min_tissue >= 0 && slide.min_tissue <= 1 && slide.read_workers >= 0 && slide.level >= 0,
                 "slide.min_tissue must be in [0, 1], slide.read_workers and slide.level >= 0");
   TESSERA_CHECK(data.channels == 1 || data.channels == 3, "data.channels must be 1 or 3, got ", data.channels);
-  TESSERA_CHECK(one_of(model.encoder, {"resnet18", "resnet34", "resnet50", "mobilenet_v2", "projector"}),
-                "model.encoder '", model.encoder, "' is not one of resnet18, resnet34, resnet50, mobilenet_v2, projector");
+  TESSERA_CHECK(!model.encoder.empty(), "model.encoder is empty; name an encoder, a model folder or projector");
   TESSERA_CHECK(model.in_features > 0 && model.dim > 0, "model.in_features and model.dim must be positive");
   TESSERA_CHECK(patchgd.q > 0 && patchgd.q <= 1, "patchgd.q must be in (0, 1], got ", patchgd.q);
   TESSERA_CHECK(patchgd.zeta >= 0 && patchgd.eps >= 0 && patchgd.fill_chunk >= 0 && patchgd.latent > 0,

@@ -355,10 +355,6 @@ MethodInfo ips_method() {
   m.make = [](const Config& c, const std::vector<Task>& tasks) -> std::unique_ptr<Method> {
     return Ips::from_config(c, tasks);
   };
-  m.validate = [](const Config& c) {
-    TESSERA_CHECK(c.model.encoder != "mobilenet_v2",
-                  "IPS encoders are ResNets; use model.encoder resnet18/34/50 with train.method ips");
-  };
   return m;
 }
 

@@ -36,6 +36,7 @@ models::PatchGdNet make_patchgd_net(const Config& c, const std::vector<Task>& ta
                 " trains one softmax task; the data set '", c.data.dataset, "' has ", tasks.size(), " tasks");
   models::BackboneOptions b;
   b.arch = c.model.encoder;
+  b.args = c.model.encoder_args;
   b.in_channels = c.model.in_channels;
   b.stages = c.model.stages;
   b.width = c.model.width;

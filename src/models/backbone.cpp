@@ -2,11 +2,6 @@
 
 #include <torch/torch.h>
 
-#include "tessera/core/error.h"
-#include "tessera/core/log.h"
-#include "tessera/models/mobilenet_v2.h"
-#include "tessera/models/resnet.h"
-#include "tessera/models/state_dict.h"
 
 namespace tessera::models {
 
@@ -35,50 +30,20 @@ void BackboneImpl::train(bool on) {
   }
 }
 
+std::function<torch::Tensor(const torch::Tensor&)> BackboneImpl::inference_function() {
+  auto self = std::dynamic_pointer_cast<BackboneImpl>(shared_from_this());
+  return [self](const torch::Tensor& x) {
+    const bool was_training = self->is_training();
+    if (was_training) self->train(false);
+    auto out = self->forward(x);
+    if (was_training) self->train(true);
+    return out;
+  };
+}
+
 torch::Tensor to_channels_last(const torch::Tensor& x) {
   if (x.dim() != 4 || x.suggest_memory_format() == at::MemoryFormat::ChannelsLast) return x;
   return torch::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::ChannelsLast)).copy_(x);
-}
-
-BackbonePtr make_backbone(const BackboneOptions& o) {
-  if (o.arch == "mobilenet_v2") {
-    MobileNetV2Options m;
-    m.in_channels = o.in_channels;
-    m.width_mult = o.width_mult;
-    m.num_outputs = o.out_features;
-    auto net = std::make_shared<MobileNetV2Impl>(m);
-    net->freeze_batchnorm(o.freeze_bn);
-    return net;
-  }
-  TESSERA_CHECK(o.arch == "resnet18" || o.arch == "resnet34" || o.arch == "resnet50", "unknown backbone '", o.arch,
-                "'; use resnet18, resnet34, resnet50 or mobilenet_v2");
-  ResNetOptions r;
-  r.arch = o.arch;
-  r.in_channels = o.in_channels;
-  r.stages = o.stages;
-  r.width = o.width;
-  r.num_outputs = o.out_features;
-  r.recompute_stem = o.recompute_stem;
-  auto net = std::make_shared<ResNetImpl>(r);
-  net->freeze_batchnorm(o.freeze_bn);
-  return net;
-}
-
-int64_t load_backbone_weights(BackboneImpl& backbone, const std::string& path) {
-  auto dict = read_state_dict(path);
-  std::map<std::string, torch::Tensor> own;
-  for (const auto& p : backbone.named_parameters()) own[p.key()] = p.value();
-  for (auto it = dict.begin(); it != dict.end();) {
-    const auto mine = own.find(it->first);
-    const bool replaced_head = mine != own.end() && mine->second.dim() <= 2 && mine->second.sizes() != it->second.sizes();
-    it = replaced_head ? dict.erase(it) : std::next(it);
-  }
-  const auto report = load_state_dict(backbone, dict, /*strict=*/false);
-  TESSERA_CHECK(!report.loaded.empty(), "no entry of '", path, "' matches the backbone; is it a torchvision state dict",
-                " of the same architecture?");
-  log::info("loaded {} backbone tensors from {} ({} kept fresh, {} unused)", report.loaded.size(), path,
-            report.missing.size(), report.unexpected.size());
-  return static_cast<int64_t>(report.loaded.size());
 }
 
 }  // namespace tessera::models

@@ -4,7 +4,6 @@
 
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
-#include "tessera/core/precision.h"
 
 namespace tessera::models {
 
@@ -13,7 +12,8 @@ IpsNetOptions ips_net_options(const ModelConfig& c, const std::vector<Task>& tas
   o.features = c.encoder == "projector";
   o.projector.in_features = c.in_features;
   o.projector.dim = c.dim;
-  o.encoder.arch = o.features ? "resnet18" : c.encoder;
+  if (!o.features) o.encoder.arch = c.encoder;
+  if (!o.features) o.encoder.args = c.encoder_args;
   o.encoder.in_channels = c.in_channels;
   o.encoder.stages = c.stages;
   o.encoder.width = c.width;
@@ -34,9 +34,11 @@ IpsNetImpl::IpsNetImpl(IpsNetOptions options) : options_(std::move(options)) {
   if (options_.features) {
     projector = register_module("projector", Projector(options_.projector));
   } else {
-    encoder = register_module("encoder", ResNet(options_.encoder));
+    auto b = options_.encoder;
+    b.out_features = 0;
+    b.freeze_bn = options_.freeze_bn;
+    encoder = register_module("encoder", make_backbone(b));
     encoder->use_channels_last();
-    encoder->freeze_batchnorm(options_.freeze_bn);
   }
   options_.aggregator.dim = dim();
   options_.aggregator.tokens = static_cast<int64_t>(options_.tasks.size());
@@ -55,11 +57,7 @@ torch::Tensor IpsNetImpl::encode(const torch::Tensor& patches) {
 }
 
 std::function<torch::Tensor(const torch::Tensor&)> IpsNetImpl::frozen_encoder() const {
-  if (options_.features) return projector->frozen();
-  auto folded = std::make_shared<FoldedResNet>(encoder->fold());
-  // Under bf16 autocast the selection runs oneDNN's bf16 convolutions (autocast does not reach them).
-  if (cpu_autocast_dtype() == torch::kBFloat16) *folded = folded->as(torch::kBFloat16);
-  return [folded](const torch::Tensor& x) { return folded->forward(x); };
+  return options_.features ? projector->frozen() : encoder->inference_function();
 }
 
 torch::Tensor IpsNetImpl::positions(const torch::Tensor& idx) const {

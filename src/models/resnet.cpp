@@ -274,4 +274,12 @@ FoldedResNet ResNetImpl::fold() const {
   return f;
 }
 
+std::function<torch::Tensor(const torch::Tensor&)> ResNetImpl::inference_function() {
+  torch::NoGradGuard no_grad;
+  auto folded = std::make_shared<FoldedResNet>(fold());
+  // Under bf16 autocast the selection runs oneDNN's bf16 convolutions (autocast does not reach them).
+  if (cpu_autocast_dtype() == torch::kBFloat16) *folded = folded->as(torch::kBFloat16);
+  return [folded](const torch::Tensor& x) { return folded->forward(x); };
+}
+
 }  // namespace tessera::models

@@ -11,6 +11,7 @@
 #include "tessera/core/memory.h"
 #include "tessera/core/run_dir.h"
 #include "tessera/core/runtime.h"
+#include "tessera/models/encoder_registry.h"
 #include "tessera/models/state_dict.h"
 #include "tessera/train/registry.h"
 
@@ -63,17 +64,19 @@ std::string checkpoint_file(const std::string& run_or_checkpoint) {
 std::unique_ptr<methods::Method> make_method(const Config& config, const std::vector<Task>& tasks) {
   auto method = find_method(config.train.method).make(config, tasks);
   method->set_precision(parse_precision(config.train.precision));
-  if (!config.model.weights.empty()) {
-    auto& encoder = method->encoder();
-    if (auto* backbone = dynamic_cast<models::BackboneImpl*>(&encoder)) {
-      models::load_backbone_weights(*backbone, config.model.weights);
-    } else {
-      const auto report = models::load_state_dict(encoder, models::read_state_dict(config.model.weights), false);
-      TESSERA_CHECK(!report.loaded.empty(), "no entry of '", config.model.weights,
-                    "' matches the encoder; is it a torchvision ResNet state dict?");
-      log::info("loaded {} encoder tensors from {} ({} not in the file, {} unused)", report.loaded.size(),
-                config.model.weights, report.missing.size(), report.unexpected.size());
+  if (config.model.encoder != "projector") {
+    // model.weights, else a model folder's own weight file: strict for ViTs (a timm state dict names every
+    // tensor), lenient for torchvision CNNs (truncated ResNets load the stages they keep).
+    const auto spec = models::resolve_encoder(config.model.encoder, config.model.encoder_args);
+    const auto weights = config.model.weights.empty() ? spec.weights : config.model.weights;
+    if (!weights.empty()) {
+      auto* backbone = dynamic_cast<models::BackboneImpl*>(&method->encoder());
+      TESSERA_ASSERT(backbone, "the method's encoder is not a backbone");
+      models::load_encoder_weights(*backbone, weights, /*strict=*/spec.is_vit());
     }
+  } else if (!config.model.weights.empty()) {
+    const auto report = models::load_state_dict(method->encoder(), models::read_state_dict(config.model.weights), false);
+    TESSERA_CHECK(!report.loaded.empty(), "no entry of '", config.model.weights, "' matches the feature projector");
   }
   if (!config.model.init_from.empty()) init_encoder_from(method->encoder(), config.model.init_from);
   return method;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "tessera/core/error.h"
+#include "tessera/models/encoder_registry.h"
 #include "tessera/data/csv_images.h"
 #include "tessera/data/megapixel_mnist.h"
 #include "tessera/data/scattered_mnist.h"
@@ -89,6 +90,7 @@ void validate_model(const Config& config) {
                   config.data.patch, " is larger than the image ", config.data.height, "x", config.data.width,
                   "; lower data.patch");
   }
+  if (config.model.encoder != "projector") models::resolve_encoder(config.model.encoder, config.model.encoder_args);
   TESSERA_CHECK((dataset.input == "features") == (config.model.encoder == "projector"),
                 dataset.input == "features" ? "feature bags train with model.encoder projector"
                                             : "model.encoder projector reads feature bags (data.dataset feature_bags)");

@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "tessera/core/error.h"
+#include "tessera/models/encoder_registry.h"
 #include "tessera/core/version.h"
 #include "tessera/train/registry.h"
 
@@ -101,6 +102,15 @@ RunSpec make_run_spec(const Config& config, const std::vector<Task>& tasks, cons
   if (s.input.kind == "features") s.input.features = config.model.in_features;
   s.input.normalization = normalization;
   Config copy = config;  // fields() binds to the object it is called on
+  if (copy.model.encoder != "projector") {
+    // A model folder is recorded by what it holds (architecture and arguments), so the run reopens
+    // without it; a folder's weights were loaded before the first step.
+    const auto encoder = models::resolve_encoder(copy.model.encoder, copy.model.encoder_args);
+    if (!encoder.weights.empty()) {
+      copy.model.encoder = encoder.architecture;
+      copy.model.encoder_args = encoder.args.dump();
+    }
+  }
   const auto& method = find_method(config.train.method);
   for (auto& f : copy.fields()) {
     if (is_model_key(f.key, method, s.input.kind)) s.options.emplace_back(f.key, f.get());

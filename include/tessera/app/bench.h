@@ -32,6 +32,14 @@ struct BenchPatchGdOptions {
 // memory over the image sides in `sizes`.
 void bench_patchgd(const BenchPatchGdOptions& options);
 
+struct BenchEncoderOptions {
+  std::string encoder = "vit_base_patch16_224", encoder_args, precision = "fp32", json;
+  int64_t batch = 16, size = 0, threads = 0, steps = 3, warmup = 1;  // size 0: the encoder's input size
+};
+// bench encoder: images/s without gradients (inference mode) and for forward + backward, and peak tensor
+// bytes of each, median of `steps`.
+void bench_encoder(const BenchEncoderOptions& options);
+
 #ifdef TESSERA_WITH_SLIDES
 // bench slide-read: patches/s of random patch reads per back-end and thread count.
 struct ReadBenchOptions {

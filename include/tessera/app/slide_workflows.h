@@ -61,15 +61,20 @@ torch::Tensor tumour_patches(const torch::Tensor& coords, int64_t footprint, con
 struct ExtractFeaturesOptions {
   std::string manifest, out, cache_dir;  // cache_dir empty: <manifest folder>/tessera-cache
   std::string backend = "auto";
-  std::string encoder = "resnet50";      // resnet18 | resnet34 | resnet50 (pooled features)
-  std::string weights;                   // torchvision state dict
+  std::string encoder = "resnet50";      // a registered encoder or a model folder (encoder_registry.h)
+  std::string encoder_args;              // JSON arguments over the encoder's
+  std::string weights;                   // safetensors or torch.save (a folder's own file by default)
   std::string run;                       // or: the encoder of a tessera run (rebuilt from its spec)
-  std::string mean = "0.485,0.456,0.406", std = "0.229,0.224,0.225";
+  std::string mean, std;                 // empty: the encoder's preprocessing
   int64_t stages = 4, width = 64, batch = 64, read_workers = 2, threads = 0;
   bool skip_errors = false;
   std::string precision = "fp32";  // fp32 | bf16 | fp16: the encoder's autocast precision (bags stay float32)
   double dist_timeout = 300;       // data-parallel launches: seconds a rank waits for the others
-  slides::PatchGridOptions grid;
+  slides::PatchGridOptions grid = [] {
+    slides::PatchGridOptions g;
+    g.patch = 0;  // 0: the encoder's input size
+    return g;
+  }();
 };
 
 struct ExtractSummary {

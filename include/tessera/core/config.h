@@ -40,7 +40,8 @@ struct DataConfig {
 };
 
 struct ModelConfig {
-  std::string encoder = "resnet18";  // resnet18 | resnet34 | resnet50 | mobilenet_v2 | projector (feature bags)
+  std::string encoder = "resnet18";  // a registered encoder (tessera embed --list-encoders), a model folder, or projector (feature bags)
+  std::string encoder_args;          // JSON object of architecture arguments over the encoder's, e.g. {"depth": 2}
   int64_t in_features = 2048;  // projector: width of the bags' feature rows
   int64_t dim = 512;           // projector: embedding width D
   int64_t in_channels = 1;

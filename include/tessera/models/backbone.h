@@ -1,8 +1,10 @@
-// A backbone turns images into feature maps and feature maps into one vector per image. ResNet and
-// MobileNetV2 implement it; methods use the factory so they never name an architecture.
+// A backbone turns images into feature maps and feature maps into one vector per image. ResNet,
+// MobileNetV2 and the ViT implement it; methods build it through the encoder registry
+// (encoder_registry.h) so they never name an architecture.
 #pragma once
 #include <torch/nn/module.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,6 +29,9 @@ class BackboneImpl : public torch::nn::Module {
 
   // project(global average pool(features(x))): one vector per image.
   virtual torch::Tensor forward(const torch::Tensor& x);
+  // The eval-mode forward as a function for no-gradient passes (IPS's selection, feature extraction),
+  // valid until the weights change. The default runs forward() in eval mode; ResNets fold BatchNorm.
+  virtual std::function<torch::Tensor(const torch::Tensor&)> inference_function();
 
  private:
   bool frozen_bn_ = false;
@@ -34,7 +39,8 @@ class BackboneImpl : public torch::nn::Module {
 using BackbonePtr = std::shared_ptr<BackboneImpl>;
 
 struct BackboneOptions {
-  std::string arch = "resnet50";  // resnet18 | resnet34 | resnet50 | mobilenet_v2
+  std::string arch = "resnet50";  // a registered encoder or a model folder (encoder_registry.h)
+  std::string args;           // JSON object of architecture arguments over the encoder's (model.encoder_args)
   int64_t in_channels = 3;
   int64_t stages = 4;         // ResNet stages kept
   int64_t width = 64;         // ResNet first-stage channels
@@ -48,10 +54,7 @@ struct BackboneOptions {
 // later layer would fall back to the slower layout).
 torch::Tensor to_channels_last(const torch::Tensor& x);
 
+// The encoder options.arch names (resolved through the registry; defined in encoder_registry.cpp).
 BackbonePtr make_backbone(const BackboneOptions& options);
-
-// Loads a torchvision state dict (torch.save) into a backbone; entries of a replaced final layer whose
-// shape differs (fc 1000 -> s) are left at their fresh initialisation. Returns the number loaded.
-int64_t load_backbone_weights(BackboneImpl& backbone, const std::string& path);
 
 }  // namespace tessera::models

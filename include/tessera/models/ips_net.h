@@ -13,7 +13,7 @@
 #include "tessera/core/task.h"
 #include "tessera/models/cross_attention.h"
 #include "tessera/models/projector.h"
-#include "tessera/models/resnet.h"
+#include "tessera/models/backbone.h"
 
 namespace tessera {
 struct ModelConfig;
@@ -22,8 +22,12 @@ struct ModelConfig;
 namespace tessera::models {
 
 struct IpsNetOptions {
-  bool features = false;  // inputs are pre-extracted feature rows (projector) instead of image patches (ResNet)
-  ResNetOptions encoder;
+  bool features = false;  // inputs are pre-extracted feature rows (projector) instead of image patches (encoder)
+  BackboneOptions encoder = [] {
+    BackboneOptions b;
+    b.arch = "resnet18";
+    return b;
+  }();
   ProjectorOptions projector;
   CrossAttentionOptions aggregator;  // dim and tokens are filled from the encoder and the tasks
   std::vector<Task> tasks;
@@ -39,7 +43,8 @@ class IpsNetImpl : public torch::nn::Module {
 
   // patches (K, C, h, w) or feature rows (K, F) -> embeddings (K, D), current module and grad mode.
   torch::Tensor encode(const torch::Tensor& patches);
-  // The eval-mode encoder as a parameter-free function for no-gradient passes (BatchNorm folded).
+  // The eval-mode encoder as a function for no-gradient passes (the encoder's inference_function: a
+  // ResNet with BatchNorm folded, a ViT as it is, the projector's frozen copy). Rebuild after a step.
   std::function<torch::Tensor(const torch::Tensor&)> frozen_encoder() const;
   // Positional encodings (B, L, D) for patch indices (B, L), or undefined when disabled.
   torch::Tensor positions(const torch::Tensor& idx) const;
@@ -49,7 +54,7 @@ class IpsNetImpl : public torch::nn::Module {
   int64_t dim() const { return options_.features ? projector->dim() : encoder->out_features(); }
   const IpsNetOptions& options() const { return options_; }
 
-  ResNet encoder{nullptr};        // image patches
+  BackbonePtr encoder;            // image patches (any registered encoder)
   Projector projector{nullptr};   // feature rows
   CrossAttention aggregator{nullptr};
   torch::nn::ModuleDict heads{nullptr};

@@ -89,6 +89,8 @@ class ResNetImpl : public BackboneImpl {
   int64_t out_features() const override { return out_features_; }
   // Eval-mode semantics regardless of the module's mode; call under no-grad/inference mode.
   FoldedResNet fold() const;
+  // The folded snapshot (in bf16 under bf16 autocast: oneDNN's native bf16 convolutions).
+  std::function<torch::Tensor(const torch::Tensor&)> inference_function() override;
   const ResNetOptions& options() const { return options_; }
 
   torch::nn::Conv2d conv1{nullptr};
