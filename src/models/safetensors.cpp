@@ -96,6 +96,8 @@ StateDict read_safetensors(const std::string& path) {
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
       bad("entry '", name, "' has data_offsets ", off.dump(), " (two non-negative integers)");
     Entry e{name, dtype, {}, off[0].get<uint64_t>(), off[1].get<uint64_t>()};
+    if (e.begin > e.end || e.end > data_size)
+      bad("entry '", name, "' has data_offsets [", e.begin, ", ", e.end, "] outside the ", data_size, " data bytes");
     // Bytes the shape needs, computed without overflow: any product beyond the file is already wrong.
     uint64_t bytes = static_cast<uint64_t>(dtype->bytes);
     for (const auto& s : sh) {
@@ -106,8 +108,6 @@ StateDict read_safetensors(const std::string& path) {
       bytes *= n;
       e.shape.push_back(static_cast<int64_t>(n));
     }
-    if (e.begin > e.end || e.end > data_size)
-      bad("entry '", name, "' has data_offsets [", e.begin, ", ", e.end, "] outside the ", data_size, " data bytes");
     if (e.end - e.begin != bytes)
       bad("entry '", name, "' spans ", e.end - e.begin, " bytes but ", dtype->name, " x ", sh.dump(), " needs ", bytes);
     entries.push_back(std::move(e));

@@ -38,7 +38,7 @@ TORCH_MODULE(LayerScale);
 class RecomputedBlock : public torch::autograd::Function<RecomputedBlock> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, VitBlockImpl* block,
-                               const torch::autograd::variable_list& params) {
+                               at::TensorList params) {
     ctx->save_for_backward({x});
     ctx->saved_data["block"] = reinterpret_cast<int64_t>(block);  // the module outlives its graph
     ctx->saved_data["autocast"] = static_cast<int64_t>(cpu_autocast_dtype());
@@ -238,7 +238,7 @@ torch::Tensor VisionTransformerImpl::forward_features(const torch::Tensor& x) {
     if (recompute) {
       std::vector<torch::Tensor> params;
       for (auto& p : block->parameters()) params.push_back(p);
-      t = RecomputedBlock::apply(t, block, params);
+      t = RecomputedBlock::apply(t, block, at::TensorList(params));  // each parameter an input of the node
     } else {
       t = block->forward(t);
     }
