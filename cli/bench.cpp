@@ -16,7 +16,7 @@ void add_bench(CLI::App& app) {
   sub->add_option("--patch", o->patch, "patch size (= stride)");
   sub->add_option("--M", o->M, "patches kept");
   sub->add_option("--I", o->I, "patches scored per iteration");
-  sub->add_option("--encoder", o->encoder, "resnet18 | resnet34 | resnet50");
+  sub->add_option("--encoder", o->encoder, "a registered encoder (tessera embed --list-encoders)");
   sub->add_option("--encoder-width", o->width_factor, "channels of the first ResNet stage");
   sub->add_option("--stages", o->stages, "ResNet stages kept");
   sub->add_option("--loading", o->loading, "eager | eager_sequential | lazy");
@@ -37,7 +37,7 @@ void add_bench(CLI::App& app) {
   pgd->add_option("--channels", p->channels, "image channels");
   pgd->add_option("--patch", p->patch, "patch size (= stride)");
   pgd->add_option("--q", p->q, "sampling fraction per inner iteration");
-  pgd->add_option("--encoder", p->encoder, "resnet18 | resnet34 | resnet50 | mobilenet_v2");
+  pgd->add_option("--encoder", p->encoder, "a registered encoder (tessera embed --list-encoders)");
   pgd->add_option("--latent", p->latent, "s, channels of the latent grid");
   pgd->add_option("--head", p->head, "pool | original | smaller | larger | smaller_feat | larger_feat");
   pgd->add_option("--classes", p->classes, "classes of the head");

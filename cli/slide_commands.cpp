@@ -129,6 +129,10 @@ void add_extract_features(CLI::App& app) {
     if (!dist::is_main()) return;
     std::cout << fmt::format("{} bags written, {} already there, {} failed; in {}\n", summary.written, summary.existing,
                              summary.failed.size(), o->out);
+    if (summary.patches > 0) {
+      std::cout << fmt::format("{} patches read and encoded in {:.1f} s ({:.1f} patches/s)\n", summary.patches,
+                               summary.seconds, summary.patches / summary.seconds);
+    }
     for (const auto& f : summary.failed) std::cout << "  failed " << f << "\n";
   });
 }

@@ -65,6 +65,17 @@ inline int run_cli(const std::string& args, const std::string& log) {
   return std::system((std::string(TESSERA_CLI) + " " + args + " > " + log + " 2>&1").c_str());
 }
 
+// The message of the tessera::Error f throws, or "" when it throws none.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 inline std::string read_text(const std::string& path) {
   std::ifstream in(path);
   return {std::istreambuf_iterator<char>(in), {}};

@@ -19,6 +19,7 @@
 namespace tessera {
 namespace {
 namespace fs = std::filesystem;
+using testing::error_of;
 using testing::read_text;
 using testing::run_cli;
 
@@ -34,15 +35,6 @@ std::vector<std::string> fixture_images(const std::string& folder) {
 // max |a - b| / max |b|: the relative tolerance.
 double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>() / b.abs().max().item<double>();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 class TimmParity : public ::testing::TestWithParam<std::string> {};

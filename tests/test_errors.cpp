@@ -13,15 +13,7 @@
 namespace tessera {
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 methods::Ips small_ips(int64_t channels = 1) {
   models::IpsNetOptions o;

@@ -22,6 +22,7 @@ namespace tessera {
 namespace {
 namespace fs = std::filesystem;
 
+using testing::error_of;
 using testing::read_text;
 using testing::run_cli;
 using testing::save_tensor;
@@ -209,15 +210,6 @@ INSTANTIATE_TEST_SUITE_P(EveryPair, PairTest, ::testing::ValuesIn(supported_pair
                          [](const auto& info) {
                            return info.param.method + "_" + info.param.dataset + (info.param.vit ? "_vit" : "");
                          });
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(Registry, PairsThatCannotTrainFailValidationNamingBoth) {
   for (const std::string method : {"patchgd", "gd", "gd_extended"}) {

@@ -3,10 +3,12 @@
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <map>
 #include <regex>
 
 #include "tessera/core/error.h"
+#include "tessera/models/encoder_registry.h"
 #include "tessera/core/pickle.h"
 #include "tessera/data/csv_images.h"
 #include "tessera/data/megapixel_mnist.h"
@@ -45,10 +47,14 @@ int64_t square(const YAML::Node& root, const std::string& key, const std::string
   return h;
 }
 
-// Output width of the reference's ResNet encoder: layer2 or layer4 of ResNet-18 (BasicBlock) or -50.
-int64_t resnet_dim(const std::string& encoder, int64_t stages) {
-  const int64_t expansion = encoder == "resnet50" ? 4 : 1;
-  return 64 * (stages == 4 ? 8 : 2) * expansion;
+// Output width of the reference's encoder (layer2 or layer4 of a torchvision ResNet), from the registry.
+int64_t encoder_dim(const ModelConfig& m) {
+  models::BackboneOptions o;
+  o.arch = m.encoder;
+  o.in_channels = m.in_channels;
+  o.stages = m.stages;
+  o.width = m.width;
+  return models::make_backbone(o)->feature_dim();
 }
 
 void apply_input(Config& config, const InputFlags& input) {
@@ -120,14 +126,17 @@ std::pair<Config, std::vector<Task>> read_reference_ips_config(const std::string
   const int64_t D = scalar<int64_t>(root, "D", path);
   if (image) {
     m.encoder = scalar<std::string>(root, "enc_type", path);
-    TESSERA_CHECK(m.encoder == "resnet18" || m.encoder == "resnet50", "reference config '", path, "': enc_type '",
-                  m.encoder, "' is not supported; the reference's encoders are resnet18 and resnet50");
+    const auto known = models::list_encoders();
+    const bool cnn = std::any_of(known.begin(), known.end(), [&](const auto& e) { return e.name == m.encoder; }) &&
+                     !models::resolve_encoder(m.encoder).is_vit();
+    TESSERA_CHECK(cnn, "reference config '", path, "': enc_type '", m.encoder,
+                  "' is not supported; the reference's encoders are torchvision ResNets");
     m.in_channels = scalar<int64_t>(root, "n_chan_in", path);
     m.stages = scalar<int64_t>(root, "n_res_blocks", path);
     TESSERA_CHECK(m.stages == 2 || m.stages == 4, "reference config '", path, "': n_res_blocks must be 2 or 4, got ", m.stages);
     m.width = 64;
-    TESSERA_CHECK(D == resnet_dim(m.encoder, m.stages), "reference config '", path, "': D is ", D, " but a ", m.encoder,
-                  " with ", m.stages, " stages gives ", resnet_dim(m.encoder, m.stages), "-d patch embeddings");
+    TESSERA_CHECK(D == encoder_dim(m), "reference config '", path, "': D is ", D, " but a ", m.encoder, " with ", m.stages,
+                  " stages gives ", encoder_dim(m), "-d patch embeddings");
     config.data.dataset = "csv";  // the user's own images
     config.data.channels = m.in_channels;
   } else {

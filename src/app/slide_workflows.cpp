@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -172,8 +173,9 @@ LocalizationSummary localize(const LocalizationOptions& o) {
 
 namespace {
 
-void extract_one(const ExtractFeaturesOptions& o, const slides::ManifestEntry& e,
-                 const std::function<torch::Tensor(const torch::Tensor&)>& encoder, int64_t dim, const std::string& path) {
+// Returns the number of patches encoded.
+int64_t extract_one(const ExtractFeaturesOptions& o, const slides::ManifestEntry& e,
+                    const std::function<torch::Tensor(const torch::Tensor&)>& encoder, int64_t dim, const std::string& path) {
   const auto reader = slides::open_slide(e.path, o.backend);
   auto grid = slides::cached_tissue_patches(e, *reader, o.grid, o.cache_dir);
   const auto bag = std::make_shared<slides::SlideBag>(reader, grid, o.read_workers, data::parse_floats(o.mean, "--mean"),
@@ -192,6 +194,7 @@ void extract_one(const ExtractFeaturesOptions& o, const slides::ManifestEntry& e
     writer.write(begin, encoder(patches.contiguous(at::MemoryFormat::ChannelsLast)).to(torch::kFloat));
   }
   writer.finish();
+  return N;
 }
 
 // The encoder: a tessera IPS run's (normalisation and patch geometry from its spec), or any registered
@@ -253,6 +256,7 @@ ExtractSummary extract_features(ExtractFeaturesOptions o) {
   ExtractSummary summary;
   const auto entries = slides::read_manifest(o.manifest);
   std::string error;
+  const auto start = std::chrono::steady_clock::now();
   for (size_t i = dist::rank(); i < entries.size() && error.empty(); i += dist::world_size()) {
     const auto& e = entries[i];
     const auto path = (fs::path(o.out) / (e.id + ".h5")).string();
@@ -261,7 +265,7 @@ ExtractSummary extract_features(ExtractFeaturesOptions o) {
       continue;
     }
     try {
-      extract_one(o, e, encoder, net->out_features(), path);
+      summary.patches += extract_one(o, e, encoder, net->out_features(), path);
       ++summary.written;
       log::info("extracted {}", path);
     } catch (const Error& err) {
@@ -270,13 +274,16 @@ ExtractSummary extract_features(ExtractFeaturesOptions o) {
     }
   }
   // One summary of every rank's slides (each rank stops at its first error; the others finish theirs).
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   nlohmann::json mine{{"written", summary.written}, {"existing", summary.existing}, {"failed", summary.failed},
-                      {"error", error}};
+                      {"error", error}, {"patches", summary.patches}, {"seconds", summary.seconds}};
   ExtractSummary all;
   for (const auto& text : dist::all_gather_text(mine.dump(), "extract-features summary gather")) {
     const auto j = nlohmann::json::parse(text);
     all.written += j["written"].get<int64_t>();
     all.existing += j["existing"].get<int64_t>();
+    all.patches += j["patches"].get<int64_t>();
+    all.seconds = std::max(all.seconds, j["seconds"].get<double>());
     for (const auto& f : j["failed"]) all.failed.push_back(f.get<std::string>());
     if (error.empty()) error = j["error"].get<std::string>();
   }

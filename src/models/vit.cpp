@@ -7,9 +7,15 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/precision.h"
+#include "tessera/models/onednn_linear.h"
 
 namespace tessera::models {
 namespace {
+
+// A Linear module's maths through the fastest GEMM for its operands (onednn_linear.h).
+torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
+  return fast_linear(x, layer->weight, layer->bias);
+}
 
 torch::nn::LayerNorm layer_norm(int64_t dim) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6));  // timm's ViT norm_layer
@@ -95,7 +101,7 @@ VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads, bool qkv_bias) : 
 
 torch::Tensor VitAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), N = x.size(1), C = x.size(2), hd = C / heads_;
-  const auto qkv_out = qkv->forward(x).reshape({B, N, 3, heads_, hd}).permute({2, 0, 3, 1, 4});
+  const auto qkv_out = linear(qkv, x).reshape({B, N, 3, heads_, hd}).permute({2, 0, 3, 1, 4});
   const auto q = qkv_out[0], k = qkv_out[1], v = qkv_out[2];
   torch::Tensor out;
 #if TORCH_VERSION_MAJOR >= 2
@@ -105,7 +111,7 @@ torch::Tensor VitAttentionImpl::forward(const torch::Tensor& x) {
   const auto attn = torch::matmul(q * (1.0 / std::sqrt(static_cast<double>(hd))), k.transpose(-2, -1)).softmax(-1);
   out = torch::matmul(attn, v);
 #endif
-  return proj->forward(out.transpose(1, 2).reshape({B, N, C}));
+  return linear(proj, out.transpose(1, 2).reshape({B, N, C}));
 }
 
 VitMlpBlockImpl::VitMlpBlockImpl(int64_t dim, int64_t hidden, VitMlp kind, VitAct act) : kind_(kind), act_(act) {
@@ -121,15 +127,15 @@ VitMlpBlockImpl::VitMlpBlockImpl(int64_t dim, int64_t hidden, VitMlp kind, VitAc
 
 torch::Tensor VitMlpBlockImpl::forward(const torch::Tensor& x) {
   const auto act = [this](const torch::Tensor& t) { return act_ == VitAct::kSilu ? torch::silu(t) : torch::gelu(t); };
-  if (kind_ == VitMlp::kSwiGlu) return fc2->forward(act(fc1_g->forward(x)) * fc1_x->forward(x));
-  auto h = fc1->forward(x);
+  if (kind_ == VitMlp::kSwiGlu) return linear(fc2, act(linear(fc1_g, x)) * linear(fc1_x, x));
+  auto h = linear(fc1, x);
   if (kind_ == VitMlp::kSwiGluPacked) {
     const auto halves = h.chunk(2, -1);  // GluMlp(gate_last=False): act(first half) * second half
     h = act(halves[0]) * halves[1];
   } else {
     h = act(h);
   }
-  return fc2->forward(h);
+  return linear(fc2, h);
 }
 
 VitBlockImpl::VitBlockImpl(const VitOptions& o) {

@@ -79,6 +79,8 @@ struct ExtractFeaturesOptions {
 
 struct ExtractSummary {
   int64_t written = 0, existing = 0;
+  int64_t patches = 0;   // encoded (read + encoded) in the bags written
+  double seconds = 0;    // wall time of reading and encoding (the slowest rank's)
   std::vector<std::string> failed;  // "id: reason"
 };
 
