@@ -11,6 +11,7 @@
 #include "tessera/core/precision.h"
 #include "tessera/data/image_io.h"
 #include "tessera/models/encoder_registry.h"
+#include "tessera/models/onednn_linear.h"
 #include "tessera/models/safetensors.h"
 #include "tessera/models/vit.h"
 #include "tessera/train/experiment.h"
@@ -341,6 +342,29 @@ TEST(Encoders, IpsWithAFolderEncoderReopensWithoutTheFolder) {
   auto trained = run.method->encoder().named_parameters();
   EXPECT_TRUE(torch::equal(exported.at("blocks.0.attn.qkv.weight"), trained["blocks.0.attn.qkv.weight"]));
   EXPECT_EQ(nlohmann::json::parse(read_text(dir.file("trained/config.json")))["model_args"]["in_chans"], 1);
+}
+
+TEST(OneDnnLinear, EqualsTorchLinearAndItsGradients) {
+  torch::manual_seed(5);
+  const auto x = torch::randn({3, 7, 48}, torch::requires_grad());
+  const auto w = torch::randn({40, 48}, torch::requires_grad());
+  const auto b = torch::randn({40}, torch::requires_grad());
+  ASSERT_TRUE(models::onednn_linear_applies(x, w));  // this machine's LibTorch has oneDNN: the fast path is the one tested
+  const auto probe = torch::randn({3, 7, 40});
+  const auto fast = models::fast_linear(x, w, b);
+  const auto grads_fast = torch::autograd::grad({(fast * probe).sum()}, {x, w, b});
+  const auto ref = torch::linear(x, w, b);
+  const auto grads_ref = torch::autograd::grad({(ref * probe).sum()}, {x, w, b});
+  EXPECT_EQ(fast.sizes(), ref.sizes());
+  EXPECT_LT(relative_error(fast, ref), 1e-6);
+  for (int i = 0; i < 3; ++i) EXPECT_LT(relative_error(grads_fast[i], grads_ref[i]), 1e-6) << i;
+  // Without gradients, and under bf16 autocast (torch::linear's path), the same function.
+  {
+    c10::InferenceMode inference;
+    EXPECT_LT(relative_error(models::fast_linear(x, w, {}), torch::linear(x, w, {})), 1e-6);
+  }
+  AutocastGuard bf16(Precision::bf16);
+  EXPECT_FALSE(models::onednn_linear_applies(x, w));
 }
 
 TEST(Npy, RoundTripsAndRejectsDamagedFiles) {

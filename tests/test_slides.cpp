@@ -7,12 +7,16 @@
 #include <thread>
 
 #include "helpers.h"
+#include "tessera/app/slide_workflows.h"
 #include "tessera/core/distributed.h"
+#include "tessera/core/run_dir.h"
 #include "tessera/slides/h5.h"
 #include "tessera/slides/preprocess.h"
 #include "tessera/slides/reader.h"
 #include "tessera/slides/slide_dataset.h"
 #include "tessera/slides/synthetic.h"
+#include "tessera/train/experiment.h"
+#include "tessera/train/trainer.h"
 
 namespace tessera {
 namespace {
@@ -354,6 +358,63 @@ TEST(ShardedSlides, TwoRanksPreprocessAndExtractEverySlideOnce) {
   }
   ASSERT_EQ(testing::run_cli(extract, log), 0);
   EXPECT_NE(testing::read_text(log).find("0 bags written, 5 already there"), std::string::npos) << testing::read_text(log);
+}
+
+TEST(FeatureBags, ViTEncoderBagsTrainIps) {
+  // The CLAM/TRIDENT workflow with a registry ViT: patches read at the encoder's input size (64 px),
+  // one bag per slide with its feature width, and IPS trains on the bags.
+  testing::TempDir dir;
+  std::string manifest = "slide,label,split\n";
+  for (int i = 0; i < 4; ++i) {
+    const auto name = "s" + std::to_string(i) + ".tif";
+    write_slide(dir, name, small_slide(20 + i));
+    manifest += name + "," + std::to_string(i % 2) + "," + (i < 2 ? "train" : "test") + "\n";
+  }
+  write_file_atomic(dir.file("manifest.csv"), manifest);
+  app::ExtractFeaturesOptions o;
+  o.manifest = dir.file("manifest.csv");
+  o.out = dir.file("bags");
+  o.cache_dir = dir.file("cache");
+  o.encoder = "vit_small_patch16_224";
+  o.encoder_args = R"({"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2})";
+  o.batch = 16;
+  o.threads = 1;
+  const auto summary = app::extract_features(o);
+  ASSERT_EQ(summary.written, 4);
+  int64_t patches = 0;
+  for (int i = 0; i < 4; ++i) {
+    const auto bag = dir.file("bags/s" + std::to_string(i) + ".h5");
+    const auto coords = slides::read_coords(bag);
+    EXPECT_EQ(coords.patch, 64);
+    patches += coords.count();
+  }
+  EXPECT_EQ(summary.patches, patches);
+  Config c;
+  c.run_dir = dir.file("run");
+  c.data.dataset = "feature_bags";
+  c.data.manifest = dir.file("manifest.csv");
+  c.data.workers = 0;
+  c.slide.features_dir = dir.file("bags");
+  c.model.encoder = "projector";
+  c.model.in_features = 32;
+  c.model.dim = 16;
+  c.model.heads = 2;
+  c.model.d_k = 8;
+  c.model.d_inner = 32;
+  c.model.pos_enc = false;
+  c.ips.M = 4;
+  c.ips.I = 8;
+  c.train.epochs = 1;
+  c.train.batch_size = 2;
+  c.train.warmup_epochs = 0;
+  c.train.threads = 1;
+  train::apply_runtime(c);
+  auto [train_set, test_set] = train::make_datasets(c);
+  auto method = train::make_method(c, train_set->tasks());
+  const auto before = method->module().parameters().front().clone();
+  train::Trainer(c, *method, train_set, test_set).fit(false);
+  EXPECT_FALSE(torch::equal(before, method->module().parameters().front()));
+  EXPECT_TRUE(fs::exists(dir.file("run/checkpoint.pt")));
 }
 
 }  // namespace
