@@ -311,9 +311,14 @@ TEST(Encoders, IpsWithAFolderEncoderReopensWithoutTheFolder) {
   // A model folder as a hub would hold it: a small ViT exported by tessera.
   app::ExportEncoderOptions e;
   e.encoder = "vit_small_patch16_224";
-  e.encoder_args = R"({"img_size": 28, "patch_size": 7, "embed_dim": 16, "depth": 1, "num_heads": 2, "in_chans": 1})";
+  e.encoder_args = R"({"img_size": 28, "patch_size": 7, "embed_dim": 16, "depth": 1, "num_heads": 2, "in_chans": 1,
+                        "grad_checkpointing": true})";
   e.out = dir.file("folder");
   app::export_encoder(e);
+  // timm's model_args: no tessera-only option, and no classifier (timm's architectures default to 1000 classes).
+  const auto folder_config = nlohmann::json::parse(read_text(dir.file("folder/config.json")));
+  EXPECT_FALSE(folder_config["model_args"].contains("grad_checkpointing"));
+  EXPECT_EQ(folder_config["model_args"]["num_classes"], 0);
   const auto mnist = testing::fake_mnist_dir(dir);
   auto c = testing::tiny_config(mnist, dir.file("run"));
   c.model.encoder = dir.file("folder");
@@ -341,7 +346,9 @@ TEST(Encoders, IpsWithAFolderEncoderReopensWithoutTheFolder) {
   const auto exported = models::read_safetensors(dir.file("trained/model.safetensors"));
   auto trained = run.method->encoder().named_parameters();
   EXPECT_TRUE(torch::equal(exported.at("blocks.0.attn.qkv.weight"), trained["blocks.0.attn.qkv.weight"]));
-  EXPECT_EQ(nlohmann::json::parse(read_text(dir.file("trained/config.json")))["model_args"]["in_chans"], 1);
+  const auto exported_config = nlohmann::json::parse(read_text(dir.file("trained/config.json")));
+  EXPECT_EQ(exported_config["model_args"]["in_chans"], 1);
+  EXPECT_EQ(exported_config["model_args"]["num_classes"], 0);
 }
 
 TEST(OneDnnLinear, EqualsTorchLinearAndItsGradients) {

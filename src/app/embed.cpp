@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 #include "tessera/core/error.h"
@@ -71,6 +72,10 @@ std::vector<std::string> image_list(const EmbedOptions& o) {
     }
   }
   TESSERA_CHECK(!paths.empty(), "no images to embed; give --images or --list");
+  for (const auto& p : paths) {  // before the encoder is built: a typo should not cost a model load
+    TESSERA_CHECK(std::filesystem::is_regular_file(p), "image '", p, "' does not exist",
+                  o.list.empty() ? "" : " (check --list " + o.list + ")");
+  }
   return paths;
 }
 

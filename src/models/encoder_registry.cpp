@@ -500,6 +500,8 @@ int64_t load_encoder_weights(BackboneImpl& encoder, const std::string& path, boo
 json encoder_folder_config(const EncoderSpec& spec, int64_t num_features) {
   json args = spec.args;
   for (const auto& k : kTesseraOnly) args.erase(k);
+  // tessera's encoders have no classifier unless asked; timm's architectures default to 1000 classes.
+  if (!args.contains("num_classes")) args["num_classes"] = 0;
   const auto& p = spec.preprocessing;
   json cfg = {{"architecture", spec.architecture},
               {"num_classes", args.value("num_classes", 0)},
