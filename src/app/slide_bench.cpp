@@ -69,7 +69,6 @@ void run_read_bench(const ReadBenchOptions& o) {
 
 void run_slide_ips_bench(const SlideIpsBenchOptions& o) {
   models::IpsNetOptions net;
-  net.encoder.arch = "resnet18";
   net.encoder.in_channels = 3;
   net.encoder.stages = o.stages;
   net.encoder.width = o.width;
