@@ -9,6 +9,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/pickle.h"
+#include "tessera/core/run_dir.h"
 #include "tessera/models/mobilenet_v2.h"
 #include "tessera/models/resnet.h"
 #include "tessera/models/state_dict.h"
@@ -532,7 +533,7 @@ void export_encoder_folder(const EncoderSpec& spec, BackboneImpl& encoder, const
   for (const auto& b : encoder.named_buffers()) tensors[b.key()] = b.value().detach();
   write_safetensors((fs::path(folder) / "model.safetensors").string(), tensors);
   const int64_t features = head ? encoder.out_features() : encoder.feature_dim();
-  std::ofstream((fs::path(folder) / "config.json").string()) << encoder_folder_config(spec, features).dump(2) << "\n";
+  write_file_atomic((fs::path(folder) / "config.json").string(), encoder_folder_config(spec, features).dump(2) + "\n");
 }
 
 json to_json(const EncoderSpec& s) {

@@ -15,16 +15,20 @@ torch::Tensor gemm_nt(const torch::Tensor& a, const torch::Tensor& b, const torc
       .to_dense();
 }
 
+// x (..., in) -> (..., out) through gemm_nt.
+torch::Tensor linear_nd(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  auto sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  return gemm_nt(x.reshape({-1, x.size(-1)}), weight, bias).view(sizes);
+}
+
 class OneDnnLinear : public torch::autograd::Function<OneDnnLinear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& bias) {
-    const auto x2 = x.reshape({-1, x.size(-1)});
-    ctx->save_for_backward({x2, weight});
+    ctx->save_for_backward({x.reshape({-1, x.size(-1)}), weight});
     ctx->saved_data["has_bias"] = bias.defined();
-    auto sizes = x.sizes().vec();
-    sizes.back() = weight.size(0);
-    return gemm_nt(x2, weight, bias).view(sizes);
+    return linear_nd(x, weight, bias);
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
@@ -54,11 +58,7 @@ bool onednn_linear_applies(const torch::Tensor& x, const torch::Tensor& weight) 
 
 torch::Tensor fast_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   if (!onednn_linear_applies(x, weight)) return torch::linear(x, weight, bias);
-  if (!torch::GradMode::is_enabled()) {
-    auto sizes = x.sizes().vec();
-    sizes.back() = weight.size(0);
-    return gemm_nt(x.reshape({-1, x.size(-1)}), weight, bias).view(sizes);
-  }
+  if (!torch::GradMode::is_enabled()) return linear_nd(x, weight, bias);
   return OneDnnLinear::apply(x, weight, bias);
 }
 
