@@ -22,8 +22,9 @@ namespace tessera::testing {
 
 inline Config equivalence_config(const std::string& method, const std::string& mnist_dir) {
   Config c = tiny_config(mnist_dir, "unused");
-  c.train.method = method;
-  c.data.dataset = method == "ips" ? "megapixel_mnist" : "ultramnist";
+  c.train.method = method == "ips_chunked" ? "ips" : method;
+  if (method == "ips_chunked") c.ips.grad_chunk = 3;  // M 4 per image, 4 winners per rank: chunks 3 + 1
+  c.data.dataset = c.train.method == "ips" ? "megapixel_mnist" : "ultramnist";
   if (c.data.dataset == "ultramnist") {
     c.data.height = c.data.width = 140;
     c.data.max_scale = 2;

@@ -43,6 +43,34 @@ TEST(Checkpoint, ResumeEqualsStraightRunBitwise) {
   }
 }
 
+// The same for fine-tuning a ViT: LoRA adapters and IPS's gradient pass in chunks (4 winners of each of
+// 2 images in chunks of 3).
+TEST(Checkpoint, ResumeWithChunksAndLoraEqualsStraightRunBitwise) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = testing::tiny_config(dir.str(), dir.file("straight"));
+  config.train.deterministic = true;
+  config.ips.shuffle = "instance";
+  config.data.train_size = 6;
+  config.model.encoder = "vit_small_patch16_224";
+  config.model.encoder_args = R"({"img_size": 28, "patch_size": 7, "embed_dim": 32, "depth": 2, "num_heads": 2})";
+  config.model.lora_rank = 2;
+  config.model.lora_targets = "qkv,mlp";
+  config.ips.grad_chunk = 3;
+  const auto straight = train_steps(config, 4, false);
+
+  config.run_dir = dir.file("resumed");
+  train_steps(config, 2, false);
+  const auto resumed = train_steps(config, 2, true);
+  ASSERT_EQ(straight.size(), resumed.size());
+  int adapters = 0;
+  for (const auto& [name, value] : straight) {
+    EXPECT_TRUE(torch::equal(value, resumed.at(name))) << name;
+    adapters += name.find("_lora.") != std::string::npos;
+  }
+  EXPECT_EQ(adapters, 2 * 3 * 2);  // qkv, fc1, fc2 of 2 blocks, A and B
+}
+
 TEST(Checkpoint, FailedWriteKeepsThePreviousCheckpoint) {
   testing::TempDir dir;
   torch::nn::Linear model(3, 2);

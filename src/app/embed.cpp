@@ -130,7 +130,7 @@ void export_encoder(const ExportEncoderOptions& o) {
   auto run = train::open_run(o.run);
   const auto config = run.spec.config();
   TESSERA_CHECK(config.model.encoder != "projector", "run '", o.run, "' trains on feature bags and has no image encoder");
-  auto spec = models::resolve_encoder(config.model.encoder, config.model.encoder_args);
+  auto spec = models::resolve_encoder(config.model.encoder, models::model_encoder_args(config.model));
   auto* encoder = dynamic_cast<models::BackboneImpl*>(&run.method->encoder());
   TESSERA_ASSERT(encoder, "the run's encoder is not a backbone");
   // The run's own input: its patches, channels and normalisation.

@@ -129,6 +129,14 @@ std::vector<Config::Field> Config::fields() {
       field("model.pos_enc", &model.pos_enc, "IPS: add sinusoidal encodings of patch indices"),
       field("model.freeze_bn", &model.freeze_bn,
             "keep the encoder's BatchNorm in eval mode: fixed statistics (from model.weights / init_from, else identity)"),
+      field("model.train_blocks", &model.train_blocks,
+            "ViT encoders: train only the last K blocks and the final norm (-1: all)"),
+      field("model.lora_rank", &model.lora_rank,
+            "ViT encoders: LoRA adapters of this rank on model.lora_targets, every base weight frozen (0: none)"),
+      field("model.lora_alpha", &model.lora_alpha, "LoRA scale alpha / rank (0: alpha = rank)"),
+      field("model.lora_targets", &model.lora_targets, "Linear layers LoRA adapts: any of qkv, proj, mlp, comma-separated"),
+      field("model.grad_checkpointing", &model.grad_checkpointing,
+            "ViT encoders: recompute each block in the backward pass instead of keeping its activations"),
       field("slide.backend", &slide.backend, "slide reader: auto | openslide | vips"),
       field("slide.level", &slide.level, "pyramid level patches are read at"),
       field("slide.mpp", &slide.mpp, "read patches at this resolution in um/px instead (0: use slide.level)"),
@@ -143,6 +151,9 @@ std::vector<Config::Field> Config::fields() {
       field("ips.shuffle", &ips.shuffle, "patch order shuffling: none | batch | instance"),
       field("ips.loading", &ips.loading, "eager | eager_sequential | lazy"),
       field("ips.seq_batch", &ips.seq_batch, "eager_sequential: images per selection pass"),
+      field("ips.grad_chunk", &ips.grad_chunk,
+            "winners encoded with gradients at a time: peak activations of one chunk whatever M is, for one more "
+            "no-gradient encoding of the winners (0: all at once)"),
       field("patchgd.q", &patchgd.q, "fraction of patches re-encoded per inner iteration, in (0, 1]"),
       field("patchgd.zeta", &patchgd.zeta, "inner iterations per batch (0: ceil(1/q))"),
       field("patchgd.eps", &patchgd.eps, "inner iterations per optimiser step (0: zeta)"),
@@ -276,6 +287,11 @@ void Config::validate() const {
   TESSERA_CHECK(one_of(ips.loading, {"eager", "eager_sequential", "lazy"}), "ips.loading '", ips.loading,
                 "' is not one of eager, eager_sequential, lazy");
   TESSERA_CHECK(ips.seq_batch > 0, "ips.seq_batch must be positive");
+  TESSERA_CHECK(model.train_blocks >= -1, "model.train_blocks must be -1 (all) or the number of last blocks to train");
+  TESSERA_CHECK(model.lora_rank >= 0 && model.lora_alpha >= 0, "model.lora_rank and model.lora_alpha must be >= 0");
+  TESSERA_CHECK(model.lora_rank == 0 || model.train_blocks < 0, "model.lora_rank and model.train_blocks are two ways to ",
+                "fine-tune; set one of them");
+  TESSERA_CHECK(ips.grad_chunk >= 0, "ips.grad_chunk must be >= 0 (0: the whole gradient pass at once), got ", ips.grad_chunk);
   TESSERA_CHECK(train.epochs > 0 && train.batch_size > 0, "train.epochs and train.batch_size must be positive");
   TESSERA_CHECK(train.lr > 0, "train.lr must be positive");
   TESSERA_CHECK(train.eval_every >= 1, "train.eval_every must be >= 1 (epochs)");

@@ -25,6 +25,7 @@ Ips::Ips(models::IpsNet net, IpsOptions options, torch::Device device)
   TESSERA_CHECK(options_.M > 0 && options_.I > 0, "IPS needs M > 0 and I > 0, got M=", options_.M, " I=", options_.I);
   TESSERA_CHECK(options_.shuffle == "none" || options_.shuffle == "batch" || options_.shuffle == "instance",
                 "unknown IPS shuffle '", options_.shuffle, "'");
+  TESSERA_CHECK(options_.grad_chunk >= 0, "ips.grad_chunk must be >= 0, got ", options_.grad_chunk);
   TESSERA_CHECK(options_.loading == "eager" || options_.loading == "eager_sequential" || options_.loading == "lazy",
                 "unknown IPS loading '", options_.loading, "'");
   net_->to(device_);
@@ -37,6 +38,7 @@ std::unique_ptr<Ips> Ips::from_config(const Config& c, const std::vector<Task>& 
   o.shuffle = c.ips.shuffle;
   o.loading = c.ips.loading;
   o.seq_batch = c.ips.seq_batch;
+  o.grad_chunk = c.ips.grad_chunk;
   o.patch = c.data.patch;
   o.stride = c.data.stride;
   o.seed = c.train.seed;
@@ -94,7 +96,16 @@ torch::Tensor Ips::select_group(const std::vector<data::PatchBagPtr>& group, con
   auto pending = start(0, M);
   auto first = pending.get();
   if (M < N) pending = start(M, std::min(M + I, N));
-  auto mem_emb = encoder(first).view({G, M, D});
+  // The first M fill the memory, encoded I at a time like every later chunk (the encoder is per-patch in
+  // eval mode), so the selection's activations are I patches' whatever M is.
+  torch::Tensor mem_emb;
+  if (G * M <= I) {
+    mem_emb = encoder(first).view({G, M, D});
+  } else {
+    std::vector<torch::Tensor> parts;
+    for (int64_t begin = 0; begin < G * M; begin += I) parts.push_back(encoder(first.slice(0, begin, std::min(begin + I, G * M))));
+    mem_emb = torch::cat(parts).view({G, M, D});
+  }
   first = torch::Tensor();
   auto mem_idx = scan_idx(0, M);
   for (int64_t begin = M; begin < N; begin += I) {
@@ -235,16 +246,67 @@ torch::Tensor Ips::embed(const Selection& s) {
       const auto packed = net_->projector->rest(y.index({valid}));
       emb = torch::zeros({B, L, D}, packed.options()).index_put({valid}, packed);
     }
-  } else if (!s.mask.defined()) {
-    emb = net_->encode(s.patches.flatten(0, 1)).view({B, L, D});
   } else {
-    // Only real patches go through the encoder, so padding never enters BatchNorm statistics.
-    const auto valid = s.mask.logical_not();
-    const auto packed = net_->encode(s.patches.index({valid}));
-    emb = torch::zeros({B, L, D}, packed.options()).index_put({valid}, packed);
+    // Without gradients a chunked configuration encodes in chunks too: evaluation and precise-BN passes
+    // then hold one chunk's activations and see the BatchNorm batches training saw.
+    const int64_t chunk = torch::GradMode::is_enabled() ? 0 : options_.grad_chunk;
+    if (!s.mask.defined()) {
+      emb = encode_in_chunks(s.patches.flatten(0, 1), chunk).view({B, L, D});
+    } else {
+      // Only real patches go through the encoder, so padding never enters BatchNorm statistics.
+      const auto valid = s.mask.logical_not();
+      const auto packed = encode_in_chunks(s.patches.index({valid}), chunk);
+      emb = torch::zeros({B, L, D}, packed.options()).index_put({valid}, packed);
+    }
   }
   const auto pos = net_->positions(s.idx);
   return pos.defined() ? emb + pos : emb;
+}
+
+torch::Tensor Ips::encode_in_chunks(const torch::Tensor& rows, int64_t chunk) {
+  const int64_t K = rows.size(0);
+  if (chunk <= 0 || chunk >= K) return net_->encode(rows);
+  std::vector<torch::Tensor> parts;
+  for (int64_t begin = 0; begin < K; begin += chunk) parts.push_back(net_->encode(rows.slice(0, begin, std::min(begin + chunk, K))));
+  return torch::cat(parts);
+}
+
+TaskTensors Ips::chunked_step(const Selection& s, const TaskTensors& labels, StepContext& context, torch::Tensor& loss) {
+  const int64_t B = s.idx.size(0), L = s.idx.size(1), D = net_->dim(), chunk = options_.grad_chunk;
+  // Only real patches are encoded (padding never enters BatchNorm statistics), in the same chunks in
+  // both passes, so each chunk's embeddings are those its gradients are taken through.
+  const auto valid = s.mask.defined() ? s.mask.logical_not() : torch::Tensor();
+  const auto rows = valid.defined() ? s.patches.index({valid}) : s.patches.flatten(0, 1);
+  const int64_t K = rows.size(0);
+  torch::Tensor leaf;
+  {
+    torch::NoGradGuard no_grad;
+    // Training mode as in the gradient pass; BatchNorm running statistics are updated once per step,
+    // by the gradient pass, so they are restored after this one.
+    std::vector<torch::Tensor> buffers;
+    for (const auto& b : net_->buffers()) buffers.push_back(b.clone());
+    leaf = encode_in_chunks(rows, chunk);
+    size_t i = 0;
+    for (auto& b : net_->buffers()) b.copy_(buffers[i++]);
+  }
+  leaf.requires_grad_(true);
+  const auto emb = valid.defined() ? torch::zeros({B, L, D}, leaf.options()).index_put({valid}, leaf) : leaf.view({B, L, D});
+  const auto pos = net_->positions(s.idx);
+  const auto outputs = net_->aggregate(pos.defined() ? emb + pos : emb, s.mask);
+  loss = multitask_loss(outputs, labels, tasks());
+  check_finite_loss(loss, "IPS");
+  // The aggregator's gradients are final here; the encoder's arrive chunk by chunk, and data-parallel
+  // reduction waits for the last chunk.
+  context.backward(loss, StepContext::Gradients::pending);
+  TESSERA_ASSERT(leaf.grad().defined(), "the IPS loss does not depend on the winners' embeddings");
+  const auto grad = leaf.grad();
+  for (int64_t begin = 0; begin < K; begin += chunk) {
+    const int64_t end = std::min(begin + chunk, K);
+    const auto out = net_->encode(rows.slice(0, begin, end));
+    context.backward_outputs({out}, {grad.slice(0, begin, end).to(out.scalar_type())});
+  }
+  context.gradients_complete();
+  return outputs;
 }
 
 TaskTensors Ips::forward(const Selection& s) {
@@ -289,6 +351,12 @@ StepResult Ips::train_step(data::Batch batch, StepContext& context) {
   const auto selection = select(bags(batch));
   batch.images = torch::Tensor();  // only the M winners are needed from here on
   context.zero_grad();
+  if (options_.grad_chunk > 0 && selection.streamed.empty()) {
+    torch::Tensor loss;
+    const auto outputs = chunked_step(selection, batch.labels, context, loss);
+    context.step();
+    return {loss.item<double>(), to_cpu_detached(outputs)};
+  }
   const auto outputs = forward(selection);
   const auto loss = multitask_loss(outputs, batch.labels, tasks());
   check_finite_loss(loss, "IPS");
@@ -348,7 +416,7 @@ MethodInfo ips_method() {
   m.config_sections = {"ips"};
   m.summary = "Iterative Patch Selection: score all patches without gradients, train on the M best";
   m.inputs = {"image", "slide", "features"};
-  m.memory_knobs = "train.batch_size, ips.M, ips.I or data.patch";
+  m.memory_knobs = "train.batch_size, ips.grad_chunk, ips.M, ips.I or data.patch";
   m.picture = "selection";
   m.any_image_size = true;  // a patch grid of any size; positions index the grid
   m.schedule_from_one = true;

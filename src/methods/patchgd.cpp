@@ -8,6 +8,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/runtime.h"
 #include "tessera/methods/step_context.h"
+#include "tessera/models/encoder_registry.h"
 
 namespace tessera::methods {
 
@@ -36,7 +37,7 @@ models::PatchGdNet make_patchgd_net(const Config& c, const std::vector<Task>& ta
                 " trains one softmax task; the data set '", c.data.dataset, "' has ", tasks.size(), " tasks");
   models::BackboneOptions b;
   b.arch = c.model.encoder;
-  b.args = c.model.encoder_args;
+  b.args = models::model_encoder_args(c.model);
   b.in_channels = c.model.in_channels;
   b.stages = c.model.stages;
   b.width = c.model.width;

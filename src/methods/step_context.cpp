@@ -33,6 +33,12 @@ void StepContext::backward(const torch::Tensor& loss, Gradients gradients) {
   pending_ = gradients == Gradients::pending;
 }
 
+void StepContext::backward_outputs(const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& grads) {
+  TESSERA_ASSERT(pending_, "backward_outputs() outside a pending backward");
+  AutocastGuard fp32(Precision::fp32);
+  torch::autograd::backward(outputs, grads);
+}
+
 void StepContext::accumulate(const torch::Tensor& loss) {
   TESSERA_ASSERT(!pending_, "accumulate() before the previous backward's gradients were completed");
   run_backward(loss);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <functional>
 
+#include "tessera/core/config.h"
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
 #include "tessera/core/pickle.h"
@@ -129,13 +130,15 @@ const std::vector<NamedModel>& named_models() {
 const std::vector<std::string> kVitKeys = {
     "img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depth", "num_heads",
     "mlp_ratio", "qkv_bias", "init_values", "class_token", "no_embed_class", "reg_tokens", "pre_norm",
-    "final_norm", "fc_norm", "dynamic_img_size", "mlp_layer", "act_layer", "grad_checkpointing", "trainable_blocks"};
+    "final_norm", "fc_norm", "dynamic_img_size", "mlp_layer", "act_layer", "grad_checkpointing", "trainable_blocks",
+    "lora_rank", "lora_alpha", "lora_targets"};
 // timm arguments accepted only at their inference-time defaults (dropouts: tessera's ViT has none).
 const std::vector<std::pair<std::string, json>> kVitFixed = {
     {"drop_rate", 0.0}, {"pos_drop_rate", 0.0}, {"patch_drop_rate", 0.0}, {"proj_drop_rate", 0.0},
     {"attn_drop_rate", 0.0}, {"drop_path_rate", 0.0}, {"qk_norm", false}, {"dynamic_img_pad", false},
     {"pos_embed", "learn"}, {"weight_init", ""}};
-const std::vector<std::string> kTesseraOnly = {"grad_checkpointing", "trainable_blocks"};
+const std::vector<std::string> kTesseraOnly = {"grad_checkpointing", "trainable_blocks", "lora_rank", "lora_alpha",
+                                               "lora_targets"};
 
 template <typename T>
 T arg(const json& args, const std::string& key, const std::string& origin) {
@@ -155,7 +158,7 @@ VitOptions vit_options(const json& args, const std::string& origin) {
     TESSERA_CHECK(fixed != kVitFixed.end(), origin, ": the ViT has no argument '", key, "'; known: img_size, patch_size, ",
                   "in_chans, num_classes, global_pool, embed_dim, depth, num_heads, mlp_ratio, qkv_bias, init_values, ",
                   "class_token, no_embed_class, reg_tokens, pre_norm, final_norm, fc_norm, dynamic_img_size, mlp_layer, ",
-                  "act_layer, grad_checkpointing, trainable_blocks");
+                  "act_layer, grad_checkpointing, trainable_blocks, lora_rank, lora_alpha, lora_targets");
     TESSERA_CHECK(value == fixed->second || (value.is_number() && fixed->second.is_number() && value.get<double>() == 0),
                   origin, ": argument ", key, " = ", value.dump(), " is not supported (tessera's ViT takes only ",
                   fixed->second.dump(), ")");
@@ -195,6 +198,9 @@ VitOptions vit_options(const json& args, const std::string& origin) {
   if (has("dynamic_img_size")) o.dynamic_img_size = arg<bool>(args, "dynamic_img_size", origin);
   if (has("grad_checkpointing")) o.checkpoint_blocks = arg<bool>(args, "grad_checkpointing", origin);
   if (has("trainable_blocks")) o.trainable_blocks = arg<int64_t>(args, "trainable_blocks", origin);
+  if (has("lora_rank")) o.lora.rank = arg<int64_t>(args, "lora_rank", origin);
+  if (has("lora_alpha")) o.lora.alpha = arg<double>(args, "lora_alpha", origin);
+  if (has("lora_targets")) o.lora.targets = parse_lora_targets(arg<std::string>(args, "lora_targets", origin), origin);
   if (has("mlp_layer")) {
     const auto m = arg<std::string>(args, "mlp_layer", origin);
     TESSERA_CHECK(m == "mlp" || m == "swiglu_packed" || m == "swiglu", origin, ": mlp_layer '", m,
@@ -423,6 +429,25 @@ BackbonePtr make_encoder(const EncoderSpec& spec, const BackboneOptions& common)
   return net;
 }
 
+std::string model_encoder_args(const ModelConfig& m) {
+  if (m.encoder == "projector") return m.encoder_args;
+  const bool tunes = m.train_blocks >= 0 || m.lora_rank > 0 || m.grad_checkpointing;
+  if (!tunes) return m.encoder_args;
+  const auto spec = resolve_encoder(m.encoder, m.encoder_args);
+  const char* key = m.lora_rank > 0 ? "model.lora_rank" : m.train_blocks >= 0 ? "model.train_blocks" : "model.grad_checkpointing";
+  TESSERA_CHECK(spec.is_vit(), key, " applies to ViT encoders (vit_*, uni, a timm model folder, ...); model.encoder ",
+                m.encoder, " is a ", spec.architecture, ": drop ", key, " or choose a ViT encoder");
+  json args = spec.args;
+  if (m.train_blocks >= 0) args["trainable_blocks"] = m.train_blocks;
+  if (m.grad_checkpointing) args["grad_checkpointing"] = true;
+  if (m.lora_rank > 0) {
+    args["lora_rank"] = m.lora_rank;
+    args["lora_alpha"] = m.lora_alpha;
+    args["lora_targets"] = m.lora_targets;
+  }
+  return args.dump();
+}
+
 BackbonePtr make_backbone(const BackboneOptions& options) {
   return make_encoder(resolve_encoder(options.arch, options.args), options);
 }
@@ -477,7 +502,8 @@ int64_t load_encoder_weights(BackboneImpl& encoder, const std::string& path, boo
   }
   for (const auto& [name, t] : own) {
     const bool final_layer = name.rfind("fc.", 0) == 0 || name.rfind("head.", 0) == 0 || name.rfind("classifier.", 0) == 0;
-    if (!dict.count(name) && !final_layer) missing.push_back(name);
+    const bool adapter = name.find("_lora.") != std::string::npos;  // LoRA adapters are new: they keep their start
+    if (!dict.count(name) && !final_layer && !adapter) missing.push_back(name);
   }
   TESSERA_CHECK(misshaped.empty(), "'", path, "': ", misshaped.size(), " tensors have shapes the encoder does not (",
                 first_names(misshaped), "); check the architecture and its arguments");
@@ -527,10 +553,11 @@ void export_encoder_folder(const EncoderSpec& spec, BackboneImpl& encoder, const
   fs::create_directories(folder);
   StateDict tensors;
   const bool head = spec.args.value("num_classes", 0) > 0;  // a run's replaced final Linear is not the encoder's
-  for (const auto& p : encoder.named_parameters()) {
-    if (head || p.key().rfind("head.", 0) != 0) tensors[p.key()] = p.value().detach().to(torch::kFloat);
+  const auto* vit = encoder.as<VisionTransformerImpl>();
+  TESSERA_ASSERT(vit, "a ViT spec built a ", encoder.name());
+  for (const auto& [name, value] : vit->merged_state()) {  // LoRA adapters merged into plain weights
+    if (head || name.rfind("head.", 0) != 0) tensors[name] = value.is_floating_point() ? value.to(torch::kFloat) : value;
   }
-  for (const auto& b : encoder.named_buffers()) tensors[b.key()] = b.value().detach();
   write_safetensors((fs::path(folder) / "model.safetensors").string(), tensors);
   const int64_t features = head ? encoder.out_features() : encoder.feature_dim();
   write_file_atomic((fs::path(folder) / "config.json").string(), encoder_folder_config(spec, features).dump(2) + "\n");

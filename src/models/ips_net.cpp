@@ -4,6 +4,7 @@
 
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
+#include "tessera/models/encoder_registry.h"
 
 namespace tessera::models {
 
@@ -13,7 +14,7 @@ IpsNetOptions ips_net_options(const ModelConfig& c, const std::vector<Task>& tas
   o.projector.in_features = c.in_features;
   o.projector.dim = c.dim;
   if (!o.features) o.encoder.arch = c.encoder;
-  if (!o.features) o.encoder.args = c.encoder_args;
+  if (!o.features) o.encoder.args = model_encoder_args(c);
   o.encoder.in_channels = c.in_channels;
   o.encoder.stages = c.stages;
   o.encoder.width = c.width;

@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <map>
 
 #include "tessera/core/error.h"
 #include "tessera/core/precision.h"
@@ -13,8 +14,16 @@ namespace tessera::models {
 namespace {
 
 // A Linear module's maths through the fastest GEMM for its operands (onednn_linear.h).
-torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
-  return fast_linear(x, layer->weight, layer->bias);
+torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x, const Lora& adapter = nullptr) {
+  auto y = fast_linear(x, layer->weight, layer->bias);
+  return adapter ? y + adapter->delta(x) : y;
+}
+
+// The adapter of a Linear site when the options target it, registered as <name>_lora.
+Lora adapter(torch::nn::Module& parent, const std::string& name, const torch::nn::Linear& layer, const LoraOptions& o,
+             LoraTarget target) {
+  if (!o.enabled() || !(o.targets & target)) return nullptr;
+  return parent.register_module(name + "_lora", Lora(layer->options.in_features(), layer->options.out_features(), o));
 }
 
 torch::nn::LayerNorm layer_norm(int64_t dim) {
@@ -92,16 +101,21 @@ void VitOptions::check() const {
   TESSERA_CHECK(reg_tokens >= 0, "ViT reg_tokens must be >= 0");
   TESSERA_CHECK(trainable_blocks >= -1, "trainable_blocks must be -1 (all) or the number of last blocks to train");
   TESSERA_CHECK(num_classes >= 0, "num_classes must be >= 0");
+  TESSERA_CHECK(lora.rank >= 0, "lora_rank must be >= 0 (0: no adapters), got ", lora.rank);
+  TESSERA_CHECK(!lora.enabled() || trainable_blocks < 0, "LoRA adapters (lora_rank ", lora.rank, ") train instead of the ",
+                "blocks' weights; drop trainable_blocks (model.train_blocks) or lora_rank (model.lora_rank)");
 }
 
-VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads, bool qkv_bias) : heads_(heads) {
+VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads, bool qkv_bias, const LoraOptions& lora) : heads_(heads) {
   qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(dim, 3 * dim).bias(qkv_bias)));
   proj = register_module("proj", torch::nn::Linear(dim, dim));
+  qkv_lora = adapter(*this, "qkv", qkv, lora, kLoraQkv);
+  proj_lora = adapter(*this, "proj", proj, lora, kLoraProj);
 }
 
 torch::Tensor VitAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t B = x.size(0), N = x.size(1), C = x.size(2), hd = C / heads_;
-  const auto qkv_out = linear(qkv, x).reshape({B, N, 3, heads_, hd}).permute({2, 0, 3, 1, 4});
+  const auto qkv_out = linear(qkv, x, qkv_lora).reshape({B, N, 3, heads_, hd}).permute({2, 0, 3, 1, 4});
   const auto q = qkv_out[0], k = qkv_out[1], v = qkv_out[2];
   torch::Tensor out;
 #if TORCH_VERSION_MAJOR >= 2
@@ -111,39 +125,44 @@ torch::Tensor VitAttentionImpl::forward(const torch::Tensor& x) {
   const auto attn = torch::matmul(q * (1.0 / std::sqrt(static_cast<double>(hd))), k.transpose(-2, -1)).softmax(-1);
   out = torch::matmul(attn, v);
 #endif
-  return linear(proj, out.transpose(1, 2).reshape({B, N, C}));
+  return linear(proj, out.transpose(1, 2).reshape({B, N, C}), proj_lora);
 }
 
-VitMlpBlockImpl::VitMlpBlockImpl(int64_t dim, int64_t hidden, VitMlp kind, VitAct act) : kind_(kind), act_(act) {
+VitMlpBlockImpl::VitMlpBlockImpl(int64_t dim, int64_t hidden, VitMlp kind, VitAct act, const LoraOptions& lora)
+    : kind_(kind), act_(act) {
   if (kind == VitMlp::kSwiGlu) {
     fc1_g = register_module("fc1_g", torch::nn::Linear(dim, hidden));
     fc1_x = register_module("fc1_x", torch::nn::Linear(dim, hidden));
     fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
-    return;
+    fc1_g_lora = adapter(*this, "fc1_g", fc1_g, lora, kLoraMlp);
+    fc1_x_lora = adapter(*this, "fc1_x", fc1_x, lora, kLoraMlp);
+  } else {
+    fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(kind == VitMlp::kSwiGluPacked ? hidden / 2 : hidden, dim));
+    fc1_lora = adapter(*this, "fc1", fc1, lora, kLoraMlp);
   }
-  fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
-  fc2 = register_module("fc2", torch::nn::Linear(kind == VitMlp::kSwiGluPacked ? hidden / 2 : hidden, dim));
+  fc2_lora = adapter(*this, "fc2", fc2, lora, kLoraMlp);
 }
 
 torch::Tensor VitMlpBlockImpl::forward(const torch::Tensor& x) {
   const auto act = [this](const torch::Tensor& t) { return act_ == VitAct::kSilu ? torch::silu(t) : torch::gelu(t); };
-  if (kind_ == VitMlp::kSwiGlu) return linear(fc2, act(linear(fc1_g, x)) * linear(fc1_x, x));
-  auto h = linear(fc1, x);
+  if (kind_ == VitMlp::kSwiGlu) return linear(fc2, act(linear(fc1_g, x, fc1_g_lora)) * linear(fc1_x, x, fc1_x_lora), fc2_lora);
+  auto h = linear(fc1, x, fc1_lora);
   if (kind_ == VitMlp::kSwiGluPacked) {
     const auto halves = h.chunk(2, -1);  // GluMlp(gate_last=False): act(first half) * second half
     h = act(halves[0]) * halves[1];
   } else {
     h = act(h);
   }
-  return linear(fc2, h);
+  return linear(fc2, h, fc2_lora);
 }
 
 VitBlockImpl::VitBlockImpl(const VitOptions& o) {
   norm1 = register_module("norm1", layer_norm(o.embed_dim));
-  attn = register_module("attn", VitAttention(o.embed_dim, o.num_heads, o.qkv_bias));
+  attn = register_module("attn", VitAttention(o.embed_dim, o.num_heads, o.qkv_bias, o.lora));
   if (o.init_values > 0) ls1 = register_module("ls1", LayerScale(o.embed_dim, o.init_values))->gamma;
   norm2 = register_module("norm2", layer_norm(o.embed_dim));
-  mlp = register_module("mlp", VitMlpBlock(o.embed_dim, o.mlp_hidden(), o.mlp_layer, o.act_layer));
+  mlp = register_module("mlp", VitMlpBlock(o.embed_dim, o.mlp_hidden(), o.mlp_layer, o.act_layer, o.lora));
   if (o.init_values > 0) ls2 = register_module("ls2", LayerScale(o.embed_dim, o.init_values))->gamma;
 }
 
@@ -169,6 +188,12 @@ VisionTransformerImpl::VisionTransformerImpl(VitOptions options) : options_(std:
   if (o.final_norm && !o.use_fc_norm()) norm = register_module("norm", layer_norm(o.embed_dim));
   if (o.final_norm && o.use_fc_norm()) fc_norm = register_module("fc_norm", layer_norm(o.embed_dim));
   if (o.num_classes > 0) head = register_module("head", torch::nn::Linear(o.pooled_dim(), o.num_classes));
+  if (o.lora.enabled()) {
+    // Only the adapters train; the base weights are read in place by every forward.
+    for (auto& p : named_parameters()) {
+      if (p.key().find("_lora.") == std::string::npos) p.value().set_requires_grad(false);
+    }
+  }
   if (o.trainable_blocks >= 0) {
     // Everything before the last K blocks stays as loaded; the final norms and the head still train.
     for (auto& p : patch_embed_proj->parameters()) p.set_requires_grad(false);
@@ -183,6 +208,25 @@ VisionTransformerImpl::VisionTransformerImpl(VitOptions options) : options_(std:
       for (auto& p : blocks[i]->parameters()) p.set_requires_grad(false);
     }
   }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> VisionTransformerImpl::merged_state() const {
+  std::map<std::string, const LoraImpl*> adapters;  // site (e.g. blocks.0.attn.qkv) -> its adapter
+  for (const auto& m : named_modules()) {
+    const auto* lora = m.value()->as<LoraImpl>();
+    if (lora) adapters[m.key().substr(0, m.key().size() - std::string("_lora").size())] = lora;
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& p : named_parameters()) {
+    if (p.key().find("_lora.") != std::string::npos) continue;
+    auto value = p.value().detach();
+    const auto dot = p.key().rfind('.');
+    const auto site = adapters.find(p.key().substr(0, dot));
+    if (site != adapters.end() && p.key().substr(dot + 1) == "weight") value = site->second->merged(value);
+    out.emplace_back(p.key(), value);
+  }
+  for (const auto& b : named_buffers()) out.emplace_back(b.key(), b.value().detach());
+  return out;
 }
 
 torch::Tensor resample_abs_pos_embed(const torch::Tensor& pos_embed, int64_t rows, int64_t cols, int64_t prefix) {

@@ -67,7 +67,7 @@ std::unique_ptr<methods::Method> make_method(const Config& config, const std::ve
   if (config.model.encoder != "projector") {
     // model.weights, else a model folder's own weight file: strict for ViTs (a timm state dict names every
     // tensor), lenient for torchvision CNNs (truncated ResNets load the stages they keep).
-    const auto spec = models::resolve_encoder(config.model.encoder, config.model.encoder_args);
+    const auto spec = models::resolve_encoder(config.model.encoder, models::model_encoder_args(config.model));
     const auto weights = config.model.weights.empty() ? spec.weights : config.model.weights;
     if (!weights.empty()) {
       auto* backbone = dynamic_cast<models::BackboneImpl*>(&method->encoder());

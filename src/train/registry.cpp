@@ -90,7 +90,7 @@ void validate_model(const Config& config) {
                   config.data.patch, " is larger than the image ", config.data.height, "x", config.data.width,
                   "; lower data.patch");
   }
-  if (config.model.encoder != "projector") models::resolve_encoder(config.model.encoder, config.model.encoder_args);
+  if (config.model.encoder != "projector") models::resolve_encoder(config.model.encoder, models::model_encoder_args(config.model));
   TESSERA_CHECK((dataset.input == "features") == (config.model.encoder == "projector"),
                 dataset.input == "features" ? "feature bags train with model.encoder projector"
                                             : "model.encoder projector reads feature bags (data.dataset feature_bags)");

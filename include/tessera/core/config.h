@@ -58,6 +58,12 @@ struct ModelConfig {
   double attn_dropout = 0.1;
   bool pos_enc = true;
   bool freeze_bn = false;  // encoder BatchNorm always in eval mode (fixed statistics)
+  // Fine-tuning a ViT encoder (folded into its arguments, models::model_encoder_args).
+  int64_t train_blocks = -1;        // train only the last K blocks and the final norm; -1: all
+  int64_t lora_rank = 0;            // LoRA adapters of this rank, base weights frozen; 0: none
+  double lora_alpha = 0;            // adapter scale alpha / rank; 0: alpha = rank
+  std::string lora_targets = "qkv,proj";  // Linear layers adapted: any of qkv, proj, mlp
+  bool grad_checkpointing = false;  // recompute each block in the backward pass instead of keeping its activations
 };
 
 // Whole-slide images (data.dataset slides | feature_bags) listed in data.manifest.
@@ -79,6 +85,7 @@ struct IpsConfig {
   std::string shuffle = "none";    // none | batch | instance
   std::string loading = "eager";   // eager | eager_sequential | lazy
   int64_t seq_batch = 1;           // images per selection pass with eager_sequential
+  int64_t grad_chunk = 0;          // winners encoded with gradients at a time (0: all B x M at once)
 };
 
 struct PatchGdConfig {

@@ -23,6 +23,10 @@ struct IpsOptions {
   int64_t seq_batch = 1;
   int64_t patch = 50, stride = 50;
   int64_t seed = 0;  // seeds evaluation-time shuffling so evaluation is deterministic
+  // Winners encoded with gradients at a time (0: all at once). The step encodes the winners without a
+  // graph, back-propagates the aggregator's loss to their embeddings, then re-encodes them chunk by
+  // chunk with gradients: peak activations of one chunk, gradients equal to the unchunked pass.
+  int64_t grad_chunk = 0;
 };
 
 // Selected patches ready for the gradient pass.
@@ -77,6 +81,10 @@ class Ips final : public Method {
   torch::Tensor select_group(const std::vector<data::PatchBagPtr>& group, const Encoder& encoder,
                              const ScoreObserver& observer, c10::optional<at::Generator> gen);
   torch::Tensor embed(const Selection& selection);
+  // The step's gradient pass in chunks of options_.grad_chunk (see IpsOptions::grad_chunk).
+  TaskTensors chunked_step(const Selection& selection, const TaskTensors& labels, StepContext& context, torch::Tensor& loss);
+  // Encoder rows (K, ...) -> (K, D) encoded chunk by chunk in the current grad mode.
+  torch::Tensor encode_in_chunks(const torch::Tensor& rows, int64_t chunk);
   // Streamed selections: the projector's first layer applied chunk by chunk, and its gradient
   // completed after backward by re-reading the winners.
   torch::Tensor streamed_first_layer(const Selection& selection);

@@ -25,6 +25,9 @@ class StepContext {
   // Backward of the loss whose gradients the next step() applies (autocast is off inside; the loss is
   // scaled when a scaler is set). With complete gradients, data-parallel reduction overlaps it.
   void backward(const torch::Tensor& loss, Gradients gradients = Gradients::complete);
+  // A further backward pass of the pending step: outputs whose gradients the pending backward produced
+  // (already scaled, so they are not scaled again), e.g. IPS's gradient pass re-encoding chunk by chunk.
+  void backward_outputs(const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& grads);
   // Backward whose gradients add to those of later backward passes before a step (accumulation).
   void accumulate(const torch::Tensor& loss);
   // The point after which every gradient of this step is final (reductions may start here).

@@ -11,6 +11,10 @@
 #include "tessera/models/backbone.h"
 #include "tessera/models/safetensors.h"
 
+namespace tessera {
+struct ModelConfig;
+}
+
 namespace tessera::models {
 
 // How images reach the encoder (timm's pretrained_cfg).
@@ -45,6 +49,10 @@ std::vector<EncoderInfo> list_encoders();
 // pretrained_cfg, and model.safetensors or pytorch_model.bin). args_json: a JSON object of arguments
 // that override (timm's names; strings swiglu_packed, swiglu, mlp, gelu, silu stand for timm's classes).
 EncoderSpec resolve_encoder(const std::string& name, const std::string& args_json = "");
+// A run's encoder arguments: model.encoder_args with the fine-tuning keys folded in (model.train_blocks,
+// model.lora_rank / lora_alpha / lora_targets, model.grad_checkpointing), as a JSON object text. They
+// apply to ViT encoders; asking them of another encoder is an error naming the key.
+std::string model_encoder_args(const ModelConfig& model);
 
 // Builds the encoder a spec describes. common: what the run adds (input channels, a replaced final
 // Linear of out_features, the ResNet options, frozen BatchNorm).

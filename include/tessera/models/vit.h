@@ -13,6 +13,7 @@
 #include <string>
 
 #include "tessera/models/backbone.h"
+#include "tessera/models/lora.h"
 
 namespace tessera::models {
 
@@ -48,9 +49,11 @@ struct VitOptions {
   VitMlp mlp_layer = VitMlp::kMlp;
   VitAct act_layer = VitAct::kGelu;
   // tessera's training options (not timm's): recompute each block in the backward pass instead of
-  // keeping its activations; train only the last K blocks (and the final norms and head); -1: all.
+  // keeping its activations; train only the last K blocks (and the final norms and head); -1: all;
+  // LoRA adapters on the blocks' Linear layers, everything else frozen.
   bool checkpoint_blocks = false;
   int64_t trainable_blocks = -1;
+  LoraOptions lora;
 
   int64_t num_prefix_tokens() const { return (class_token ? 1 : 0) + reg_tokens; }
   bool use_fc_norm() const { return fc_norm < 0 ? global_pool == VitPool::kAvg : fc_norm == 1; }
@@ -62,9 +65,10 @@ struct VitOptions {
 
 class VitAttentionImpl : public torch::nn::Module {
  public:
-  VitAttentionImpl(int64_t dim, int64_t heads, bool qkv_bias);
+  VitAttentionImpl(int64_t dim, int64_t heads, bool qkv_bias, const LoraOptions& lora);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  Lora qkv_lora{nullptr}, proj_lora{nullptr};  // adapters (registered as qkv_lora / proj_lora) when asked
 
  private:
   int64_t heads_;
@@ -73,10 +77,11 @@ TORCH_MODULE(VitAttention);
 
 class VitMlpBlockImpl : public torch::nn::Module {
  public:
-  VitMlpBlockImpl(int64_t dim, int64_t hidden, VitMlp kind, VitAct act);
+  VitMlpBlockImpl(int64_t dim, int64_t hidden, VitMlp kind, VitAct act, const LoraOptions& lora);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Linear fc1{nullptr}, fc2{nullptr};
   torch::nn::Linear fc1_g{nullptr}, fc1_x{nullptr};  // SwiGLU
+  Lora fc1_lora{nullptr}, fc2_lora{nullptr}, fc1_g_lora{nullptr}, fc1_x_lora{nullptr};
 
  private:
   VitMlp kind_;
@@ -108,6 +113,9 @@ class VisionTransformerImpl : public BackboneImpl {
   int64_t feature_dim() const override { return options_.pooled_dim(); }
   int64_t out_features() const override { return options_.num_classes > 0 ? options_.num_classes : feature_dim(); }
   const VitOptions& options() const { return options_; }
+  // The state dict timm loads: LoRA adapters merged into their layers' weights (W + (alpha / r) B A)
+  // and left out; without adapters, the parameters and buffers as they are.
+  std::vector<std::pair<std::string, torch::Tensor>> merged_state() const;
 
   torch::nn::Conv2d patch_embed_proj{nullptr};  // registered as patch_embed.proj
   torch::Tensor cls_token, reg_token, pos_embed;
