@@ -7,7 +7,7 @@ DEMO_RUN ?= runs/demo
 SLIDES ?= data/slides
 SLIDES_RUN ?= runs/slides-demo
 
-.PHONY: deps build test demo slides-demo patchgd-demo bench check-libtorch2 clean
+.PHONY: deps build test demo slides-demo vit-demo patchgd-demo bench check-libtorch2 clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -43,6 +43,11 @@ slides-demo: build data/mnist/t10k-labels-idx1-ubyte $(SLIDES)/manifest.csv
 	$(TESSERA) localization --run $(SLIDES_RUN) --out $(SLIDES_RUN)/localization.json
 	$(TESSERA) predict --run $(SLIDES_RUN) --slide $(SLIDES)/slide_065.tif --tiff --out $(SLIDES_RUN)/predict
 	@echo "heatmap: $(SLIDES_RUN)/predict/heatmap.png (tissue thumbnails: $(SLIDES)/cache/thumbnails/)"
+
+# A small ViT fine-tuned end to end with IPS on the same slides under a memory budget the unchunked
+# gradient pass exceeds (refused first, then trained in chunks), beside the frozen-feature route.
+vit-demo: build data/mnist/t10k-labels-idx1-ubyte $(SLIDES)/manifest.csv
+	TESSERA=$(TESSERA) SLIDES=$(SLIDES) bash scripts/vit-demo.sh
 
 # PatchGD at full resolution vs GD downscaled to fit, same memory budget, same training time.
 patchgd-demo: build data/mnist/t10k-labels-idx1-ubyte

@@ -17,6 +17,8 @@ void add_bench(CLI::App& app) {
   sub->add_option("--M", o->M, "patches kept");
   sub->add_option("--I", o->I, "patches scored per iteration");
   sub->add_option("--encoder", o->encoder, "a registered encoder (tessera embed --list-encoders)");
+  sub->add_option("--encoder-args", o->encoder_args, "JSON object over the encoder's arguments, e.g. '{\"depth\": 2}'");
+  sub->add_option("--grad-chunk", o->grad_chunk, "ips.grad_chunk: winners encoded with gradients at a time (0: all)");
   sub->add_option("--encoder-width", o->width_factor, "channels of the first ResNet stage");
   sub->add_option("--stages", o->stages, "ResNet stages kept");
   sub->add_option("--loading", o->loading, "eager | eager_sequential | lazy");

@@ -12,6 +12,7 @@
 #include "tessera/app/report.h"
 #include "tessera/app/train.h"
 #include "tessera/core/memory.h"
+#include "tessera/core/run_dir.h"
 #include "tessera/data/prepare_images.h"
 #include "tessera/train/registry.h"
 
@@ -68,6 +69,21 @@ void add_train(CLI::App& app) {
                                memory::format_bytes(last["peak_rss_bytes"].get<int64_t>()));
     }
     std::cout << "run directory: " << config.run_dir << "\n";
+  });
+}
+
+void add_plan(CLI::App& app) {
+  auto* sub = app.add_subcommand("plan", "what fits a memory budget: the planner's trial steps, without training");
+  auto opts = std::make_shared<ConfigOptions>();
+  opts->add_to(*sub);
+  auto budget = std::make_shared<std::string>();
+  auto json_out = std::make_shared<std::string>();
+  sub->add_option("--budget", *budget, "memory budget, e.g. 24GiB (none: measure one step as configured)");
+  sub->add_option("--json", *json_out, "also write the plan as JSON to this file");
+  sub->callback([opts, budget, json_out] {
+    const auto plan = app::plan(opts->resolve(), *budget);
+    if (!json_out->empty()) write_file_atomic(*json_out, plan.dump(2) + "\n");
+    std::cout << app::format_plan(plan);
   });
 }
 

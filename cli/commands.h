@@ -20,6 +20,7 @@ class ConfigOptions {
 };
 
 void add_train(CLI::App& app);
+void add_plan(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_predict(CLI::App& app);
 void add_import(CLI::App& app);  // import-ips, import-patchgd

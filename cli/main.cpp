@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", tessera::version_line());
   app.require_subcommand(1);
   tessera::cli::add_train(app);
+  tessera::cli::add_plan(app);
   tessera::cli::add_eval(app);
   tessera::cli::add_predict(app);
   tessera::cli::add_import(app);

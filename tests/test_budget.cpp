@@ -223,3 +223,85 @@ TEST(Budget, TooSmallForPatchGdsSmallestChunkFailsBeforeTraining) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// IPS fine-tuning a ViT: 16 winners of 36 patches per image; activations of the gradient pass dominate.
+Config tiny_vit_ips(const std::string& mnist, const std::string& run) {
+  auto c = testing::tiny_config(mnist, run);
+  c.model.encoder = "vit_small_patch16_224";
+  c.model.encoder_args = R"({"img_size": 28, "patch_size": 7, "embed_dim": 64, "depth": 4, "num_heads": 2})";
+  c.ips.M = 16;
+  c.ips.I = 8;
+  c.data.workers = 0;
+  c.train.batch_size = 2;
+  return c;
+}
+
+// A budget the unchunked gradient pass exceeds and chunks of 8 fit: the planner takes the requested
+// batch with the cheapest chunk that fits, and the budget check names that setting as the fix.
+TEST(Budget, PlannerChoosesIpsGradChunksWhenTheBatchDoesNotFitWhole) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = tiny_vit_ips(dir.str(), dir.file("run"));
+  train::apply_runtime(config);
+  auto train_set = train::make_datasets(config).first;
+  BudgetGuard guard;
+  const int64_t baseline = memory::cpu_live_bytes();
+  const auto [fits_whole, peak_whole] = train::trial_step(config, train_set);
+  auto chunked = config;
+  chunked.ips.grad_chunk = 16;
+  const auto [fits_chunked, peak_chunked] = train::trial_step(chunked, train_set);
+  ASSERT_TRUE(fits_whole && fits_chunked);
+  ASSERT_LT(peak_chunked - baseline, (peak_whole - baseline) * 3 / 4) << "chunks of 16 of 32 winners must save memory";
+  config.train.memory_budget = "test";
+  memory::set_budget(between(baseline, peak_chunked, peak_whole) * 100 / 95);
+
+  const auto plan = train::plan_batch(config, train_set, /*max_batch=*/2);
+  EXPECT_EQ(plan.batch_size, 2);
+  ASSERT_FALSE(plan.settings.empty());
+  EXPECT_EQ(plan.settings.front().first, "ips.grad_chunk");
+  const int64_t chunk = std::stoll(plan.settings.front().second);
+  EXPECT_GE(chunk, 1);
+  EXPECT_LE(chunk, 16);
+  EXPECT_EQ(plan.trials.front()["fits"], false) << "the configuration as given is tried first";
+  const auto record = plan.to_json(config);
+  EXPECT_EQ(record["settings"]["ips.grad_chunk"], plan.settings.front().second);
+  auto planned = config;
+  plan.apply(planned);
+  EXPECT_EQ(planned.ips.grad_chunk, chunk);
+
+  // Training the configuration as given: the error names the chunk that fits.
+  const auto message = testing::error_of([&] { train::check_budget(config, train_set); });
+  EXPECT_NE(message.find("ips.grad_chunk 0"), std::string::npos) << message;
+  EXPECT_NE(message.find("--ips.grad_chunk"), std::string::npos) << message;
+}
+
+TEST(Budget, TooSmallForOneChunkOfOnePatchNamesTheKnobs) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = tiny_vit_ips(dir.str(), dir.file("run"));
+  train::apply_runtime(config);
+  auto train_set = train::make_datasets(config).first;
+  config.train.memory_budget = "short of the smallest step";
+  BudgetGuard guard;
+  const int64_t baseline = memory::cpu_live_bytes();
+  auto smallest = config;
+  smallest.train.batch_size = 1;
+  smallest.ips.grad_chunk = 1;
+  smallest.model.grad_checkpointing = true;
+  const auto [fits, peak] = train::trial_step(smallest, train_set);
+  ASSERT_TRUE(fits);
+  memory::set_budget(baseline + (peak - baseline) * 4 / 5);  // the model fits, its smallest step does not
+  const auto planned = testing::error_of([&] { train::plan_batch(config, train_set, 2); });
+  EXPECT_NE(planned.find("ips.grad_chunk 1, model.grad_checkpointing true"), std::string::npos) << planned;
+  EXPECT_NE(planned.find("raise the budget"), std::string::npos) << planned;
+  const auto checked = testing::error_of([&] { train::check_budget(config, train_set); });
+  EXPECT_NE(checked.find("even its smallest step, batch 1 with ips.grad_chunk 1, model.grad_checkpointing true"),
+            std::string::npos)
+      << checked;
+}
+
+}  // namespace
+}  // namespace tessera

@@ -64,3 +64,37 @@ TEST(Cli, ImportRejectsAStateDictOfAnotherModel) {
 
 }  // namespace
 }  // namespace tessera
+
+namespace tessera {
+namespace {
+
+// tessera plan: without a budget the peak of one step as configured; with one, the planner's trials
+// (the configuration as given first) and a chunk of the gradient pass that fits. Nothing is written
+// but the JSON asked for.
+TEST(Cli, PlanMeasuresAStepAndPlansChunksUnderABudget) {
+  testing::TempDir dir;
+  const std::string config = "--data.mnist_dir " + testing::fake_mnist_dir(dir) +
+                             " --data.height 168 --data.width 168 --data.patch 28 --data.stride 28 --data.train_size 4"
+                             " --data.test_size 2 --data.workers 0 --data.noise_glyphs 5 --train.batch_size 2 --train.threads 1"
+                             " --model.encoder vit_small_patch16_224 --model.in_channels 1 --model.heads 2 --model.d_k 8"
+                             " --model.d_inner 32 --ips.M 16 --ips.I 8 --run.dir " + dir.file("run") +
+                             " --model.encoder_args '{\"img_size\": 28, \"patch_size\": 7, \"embed_dim\": 64, \"depth\": 4, \"num_heads\": 2}'";
+  ASSERT_EQ(run("plan " + config + " --json " + dir.file("whole.json")), 0);
+  const auto whole = nlohmann::json::parse(testing::read_text(dir.file("whole.json")));
+  ASSERT_GT(whole["peak_tensor_bytes"].get<int64_t>(), 0);
+  ASSERT_EQ(run("plan " + config + " --ips.grad_chunk 8 --json " + dir.file("chunked.json")), 0);
+  const int64_t chunked = nlohmann::json::parse(testing::read_text(dir.file("chunked.json")))["peak_tensor_bytes"];
+  ASSERT_LT(chunked, whole["peak_tensor_bytes"].get<int64_t>());
+  // A budget between the two: the plan keeps batch 2 and chooses a chunk.
+  const int64_t budget = (chunked + whole["peak_tensor_bytes"].get<int64_t>()) / 2 * 100 / 95;
+  ASSERT_EQ(run("plan " + config + " --budget " + std::to_string(budget) + " --json " + dir.file("plan.json")), 0);
+  const auto plan = nlohmann::json::parse(testing::read_text(dir.file("plan.json")));
+  EXPECT_EQ(plan["batch_size"], 2);
+  EXPECT_TRUE(plan["settings"].contains("ips.grad_chunk")) << plan.dump();
+  EXPECT_EQ(plan["trials"][0]["fits"], false);
+  EXPECT_TRUE(plan["trials"][0]["settings"].empty());
+  EXPECT_FALSE(std::filesystem::exists(dir.file("run"))) << "plan must not create the run";
+}
+
+}  // namespace
+}  // namespace tessera

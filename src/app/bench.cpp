@@ -25,6 +25,7 @@
 #include "tessera/core/config.h"
 #include "tessera/core/precision.h"
 #include "tessera/methods/ips.h"
+#include "tessera/models/encoder_registry.h"
 #include "tessera/methods/loss_scaler.h"
 #include "tessera/methods/step_context.h"
 #include "tessera/train/experiment.h"
@@ -50,6 +51,7 @@ class RepeatingBag final : public data::PatchBag {
 methods::Ips make_method(const BenchIpsOptions& o, const std::string& loading) {
   models::IpsNetOptions net;
   net.encoder.arch = o.encoder;
+  net.encoder.args = o.encoder_args;
   net.encoder.in_channels = o.channels;
   net.encoder.stages = o.stages;
   net.encoder.width = o.width_factor;
@@ -61,6 +63,7 @@ methods::Ips make_method(const BenchIpsOptions& o, const std::string& loading) {
   ips.M = o.M;
   ips.I = o.I;
   ips.loading = loading;
+  ips.grad_chunk = o.grad_chunk;
   ips.patch = ips.stride = o.patch;
   methods::Ips method(models::IpsNet(net), ips, runtime::device_from_name(o.device));
   method.set_precision(parse_precision(o.precision));
@@ -88,9 +91,7 @@ StepTime timed_step(methods::Ips& ips, std::vector<data::PatchBagPtr> bags, cons
   const auto sel = ips.select(bags);
   bags.clear();
   const auto selected = clock::now();
-  context.zero_grad();
-  context.backward(methods::multitask_loss(ips.forward(sel), labels, ips.tasks()));
-  context.step();
+  ips.train_on(sel, labels, context);
   return {std::chrono::duration<double>(clock::now() - start).count(),
           std::chrono::duration<double>(selected - start).count()};
 }
@@ -122,10 +123,13 @@ void run_step_bench(const BenchIpsOptions& o) {
   const double step_median = median(times), selection_median = median(selection_times);
   const auto mem = memory::snapshot();
   std::cout << fmt::format(
-      "| method | B | N | patch | M | I | encoder | loading | precision | device | threads | step s (median of {}) | selection s | peak tensors | peak RSS |\n"
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-      "| ips | {} | {} | {} | {} | {} | {} w{} s{} | {} | {} | {} | {} | {:.2f} | {:.2f} | {} | {} |\n",
-      times.size(), o.batch, N, o.patch, o.M, o.I, o.encoder, o.width_factor, o.stages, o.loading, o.precision,
+      "| method | B | N | patch | M | I | grad chunk | encoder | loading | precision | device | threads | step s (median of {}) | selection s | peak tensors | peak RSS |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+      "| ips | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2f} | {:.2f} | {} | {} |\n",
+      times.size(), o.batch, N, o.patch, o.M, o.I, o.grad_chunk,
+      models::resolve_encoder(o.encoder, o.encoder_args).is_vit() ? o.encoder + " " + o.encoder_args
+                                                                 : fmt::format("{} w{} s{}", o.encoder, o.width_factor, o.stages),
+      o.loading, o.precision,
       o.device, torch::get_num_threads(), step_median, selection_median, memory::format_bytes(mem.peak_tensor_bytes),
       memory::format_bytes(mem.peak_rss_bytes));
   if (!o.json.empty()) {
@@ -133,7 +137,8 @@ void run_step_bench(const BenchIpsOptions& o) {
                      {"selection_seconds_median", selection_median}, {"step_seconds", times},
                      {"peak_tensor_bytes", mem.peak_tensor_bytes}, {"peak_rss_bytes", mem.peak_rss_bytes},
                      {"settings", {{"batch", o.batch}, {"height", o.height}, {"width", o.width}, {"N", N},
-                                   {"patch", o.patch}, {"M", o.M}, {"I", o.I}, {"encoder", o.encoder},
+                                   {"patch", o.patch}, {"M", o.M}, {"I", o.I}, {"grad_chunk", o.grad_chunk},
+                                   {"encoder", o.encoder}, {"encoder_args", o.encoder_args},
                                    {"encoder_width", o.width_factor}, {"stages", o.stages}, {"loading", o.loading},
                                    {"threads", torch::get_num_threads()}, {"precision", o.precision},
                                    {"device", o.device}}}};

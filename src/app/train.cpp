@@ -8,6 +8,7 @@
 #include "tessera/core/distributed.h"
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
+#include "tessera/core/memory.h"
 #include "tessera/core/run_dir.h"
 #include "tessera/core/runtime.h"
 #include "tessera/train/experiment.h"
@@ -29,15 +30,17 @@ nlohmann::json train(Config config, bool resume) {
   if (config.train.auto_batch && !resume) {
     plan = train::plan_batch(config, train_set, /*max_batch=*/config.train.batch_size);
     // Ranks plan alone (the budget is per rank) and follow rank 0's plan, so all take the same steps.
-    auto chosen = torch::tensor({static_cast<double>(plan->batch_size), plan->q, static_cast<double>(plan->image_size)},
+    auto chosen = torch::tensor({static_cast<double>(plan->batch_size), plan->q, static_cast<double>(plan->image_size),
+                                 static_cast<double>(plan->settings_index)},
                                 torch::kDouble);
     dist::broadcast({chosen}, "batch plan broadcast");
     plan->batch_size = static_cast<int64_t>(chosen[0].item<double>());
     plan->q = chosen[1].item<double>();
     plan->image_size = static_cast<int64_t>(chosen[2].item<double>());
-    config.train.batch_size = plan->batch_size;
-    config.patchgd.q = plan->q;
-    config.gd.image_size = plan->image_size;
+    plan->settings_index = static_cast<int64_t>(chosen[3].item<double>());
+    const auto& info = train::find_method(config.train.method);
+    plan->settings = plan->settings_index == 0 ? methods::MethodInfo::Settings{} : info.memory_settings(config)[plan->settings_index - 1];
+    plan->apply(config);
   } else if (!resume) {
     train::check_budget(config, train_set);
   }
@@ -47,9 +50,12 @@ nlohmann::json train(Config config, bool resume) {
   if (plan && dist::is_main()) {
     run.write_text("plan.json", plan->to_json(config).dump(2) + "\n");
     const auto& info = train::find_method(config.train.method);
-    log::info("plan: batch size {}{}{} fits {} (trials in {})", plan->batch_size,
+    std::string settings;
+    for (const auto& [k, v] : plan->settings) settings += fmt::format(", {} {}", k, v);
+    log::info("plan: batch size {}{}{}{} fits {} (trials in {})", plan->batch_size,
               info.plans_sampling_fraction ? fmt::format(", q {:.4f}", plan->q) : "",
               info.plans_image_size && plan->image_size > 0 ? fmt::format(", images downscaled to {} px", plan->image_size) : "",
+              settings,
               config.train.memory_budget, run.file("plan.json"));
   }
   auto method = train::make_method(config, train_set->tasks());
@@ -61,6 +67,44 @@ nlohmann::json train(Config config, bool resume) {
             torch::get_num_threads(), config.train.precision == "fp32" ? "" : ", " + config.train.precision);
   train::Trainer trainer(config, *method, train_set, test_set);
   return trainer.fit(resume);
+}
+
+nlohmann::json plan(Config config, const std::string& budget) {
+  if (!budget.empty()) config.train.memory_budget = budget;
+  train::apply_runtime(config);
+  auto [train_set, test_set] = train::make_datasets(config, {/*train=*/true, /*test=*/false});
+  TESSERA_CHECK(train_set, "data set ", config.data.dataset, " has no training split; check the data settings");
+  if (config.train.memory_budget.empty()) {
+    const auto [fits, peak] = train::trial_step(config, train_set);
+    return {{"method", config.train.method}, {"batch_size", config.train.batch_size}, {"fits", fits}, {"peak_tensor_bytes", peak}};
+  }
+  return train::plan_batch(config, train_set, config.train.batch_size).to_json(config);
+}
+
+std::string format_plan(const nlohmann::json& plan) {
+  std::string out;
+  if (!plan.contains("trials")) {
+    return fmt::format("{} at batch {}: peak tensor memory {} ({} bytes)\n", plan["method"].get<std::string>(),
+                       plan["batch_size"].get<int64_t>(), memory::format_bytes(plan["peak_tensor_bytes"].get<int64_t>()),
+                       plan["peak_tensor_bytes"].get<int64_t>());
+  }
+  out += fmt::format("{:>6} {:<44} {:>12} {}\n", "batch", "settings", "peak", "fits");
+  for (const auto& t : plan["trials"]) {
+    std::string settings;
+    for (const auto& [k, v] : t["settings"].items()) settings += fmt::format("{}{} {}", settings.empty() ? "" : ", ", k, v.get<std::string>());
+    if (plan.contains("q")) settings += fmt::format("{}patchgd.q {:.4f}", settings.empty() ? "" : ", ", t["q"].get<double>());
+    if (plan.contains("image_size") && t["image_size"].get<int64_t>() > 0) {
+      settings += fmt::format("{}gd.image_size {}", settings.empty() ? "" : ", ", t["image_size"].get<int64_t>());
+    }
+    out += fmt::format("{:>6} {:<44} {:>12} {}\n", t["batch_size"].get<int64_t>(), settings.empty() ? "(as configured)" : settings,
+                       memory::format_bytes(t["peak_tensor_bytes"].get<int64_t>()), t["fits"].get<bool>() ? "yes" : "no");
+  }
+  std::string chosen;
+  if (plan.contains("settings")) {
+    for (const auto& [k, v] : plan["settings"].items()) chosen += fmt::format(" --{} {}", k, v.get<std::string>());
+  }
+  out += fmt::format("fits {}: --train.batch_size {}{}\n", plan["memory_budget"].get<std::string>(), plan["batch_size"].get<int64_t>(), chosen);
+  return out;
 }
 
 nlohmann::json evaluate(const std::string& run_dir, int64_t threads) {

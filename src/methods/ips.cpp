@@ -6,6 +6,7 @@
 #include "tessera/core/error.h"
 #include "tessera/core/runtime.h"
 #include "tessera/methods/step_context.h"
+#include "tessera/models/encoder_registry.h"
 
 #include <future>
 
@@ -350,15 +351,22 @@ StepResult Ips::train_step(data::Batch batch, StepContext& context) {
   net_->train();
   const auto selection = select(bags(batch));
   batch.images = torch::Tensor();  // only the M winners are needed from here on
+  batch.bags.clear();
+  return train_on(selection, batch.labels, context);
+}
+
+StepResult Ips::train_on(const Selection& selection, const TaskTensors& labels, StepContext& context) {
+  const auto precision_scope = autocast();
+  net_->train();
   context.zero_grad();
   if (options_.grad_chunk > 0 && selection.streamed.empty()) {
     torch::Tensor loss;
-    const auto outputs = chunked_step(selection, batch.labels, context, loss);
+    const auto outputs = chunked_step(selection, labels, context, loss);
     context.step();
     return {loss.item<double>(), to_cpu_detached(outputs)};
   }
   const auto outputs = forward(selection);
-  const auto loss = multitask_loss(outputs, batch.labels, tasks());
+  const auto loss = multitask_loss(outputs, labels, tasks());
   check_finite_loss(loss, "IPS");
   const bool streamed = !selection.streamed.empty();
   context.backward(loss, streamed ? StepContext::Gradients::pending : StepContext::Gradients::complete);
@@ -417,6 +425,25 @@ MethodInfo ips_method() {
   m.summary = "Iterative Patch Selection: score all patches without gradients, train on the M best";
   m.inputs = {"image", "slide", "features"};
   m.memory_knobs = "train.batch_size, ips.grad_chunk, ips.M, ips.I or data.patch";
+  m.memory_settings = [](const Config& c) {
+    // Chunks of the gradient pass (powers of two below the configured one), then the same with each ViT
+    // block recomputed in the backward pass.
+    std::vector<MethodInfo::Settings> out;
+    if (c.model.encoder == "projector") return out;
+    const bool vit = models::resolve_encoder(c.model.encoder, c.model.encoder_args).is_vit();
+    for (const bool recompute : {false, true}) {
+      if (recompute && !vit) break;
+      if (!recompute && c.model.grad_checkpointing) continue;
+      for (int64_t chunk = 32; chunk >= 1; chunk /= 2) {
+        if (c.ips.grad_chunk > 0 && (chunk > c.ips.grad_chunk || (!recompute && chunk == c.ips.grad_chunk))) continue;
+        if (chunk >= c.train.batch_size * c.ips.M) continue;
+        MethodInfo::Settings s{{"ips.grad_chunk", std::to_string(chunk)}};
+        if (recompute) s.emplace_back("model.grad_checkpointing", "true");
+        out.push_back(s);
+      }
+    }
+    return out;
+  };
   m.picture = "selection";
   m.any_image_size = true;  // a patch grid of any size; positions index the grid
   m.schedule_from_one = true;

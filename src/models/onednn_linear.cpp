@@ -26,7 +26,8 @@ class OneDnnLinear : public torch::autograd::Function<OneDnnLinear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& bias) {
-    ctx->save_for_backward({x.reshape({-1, x.size(-1)}), weight});
+    // The input is kept only for the weight's gradient: a frozen layer (LoRA's base) does not hold it.
+    ctx->save_for_backward({weight.requires_grad() ? x.reshape({-1, x.size(-1)}) : torch::Tensor(), weight});
     ctx->saved_data["has_bias"] = bias.defined();
     return linear_nd(x, weight, bias);
   }

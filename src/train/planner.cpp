@@ -17,6 +17,38 @@ namespace {
 int64_t patch_count(const Config& c) { return data::PatchGrid::fit(c.data.height, c.data.width, c.data.patch, c.data.patch).count(); }
 }  // namespace
 
+namespace {
+nlohmann::json settings_json(const methods::MethodInfo::Settings& settings) {
+  auto j = nlohmann::json::object();
+  for (const auto& [k, v] : settings) j[k] = v;
+  return j;
+}
+
+std::string describe(const methods::MethodInfo::Settings& settings) {
+  std::string out;
+  for (const auto& [k, v] : settings) out += fmt::format("{}{} {}", out.empty() ? "" : ", ", k, v);
+  return out;
+}
+
+// The config's current values of the keys a setting changes, e.g. ", ips.grad_chunk 0".
+std::string describe_current(Config config, const methods::MethodInfo::Settings& settings) {
+  std::string out;
+  for (const auto& f : config.fields()) {
+    for (const auto& s : settings) {
+      if (s.first == f.key) out += fmt::format(", {} {}", f.key, f.get());
+    }
+  }
+  return out;
+}
+}  // namespace
+
+void BatchPlan::apply(Config& config) const {
+  for (const auto& [k, v] : settings) config.set(k, v);
+  config.train.batch_size = batch_size;
+  config.patchgd.q = q;
+  config.gd.image_size = image_size;
+}
+
 nlohmann::json BatchPlan::to_json(const Config& config) const {
   nlohmann::json j{{"method", config.train.method},
                    {"memory_budget", config.train.memory_budget},
@@ -26,6 +58,7 @@ nlohmann::json BatchPlan::to_json(const Config& config) const {
                    {"trials", trials}};
   if (find_method(config.train.method).plans_sampling_fraction) j["q"] = q;
   if (find_method(config.train.method).plans_image_size) j["image_size"] = image_size;
+  if (find_method(config.train.method).memory_settings) j["settings"] = settings_json(settings);
   return j;
 }
 
@@ -70,6 +103,7 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
   TESSERA_CHECK(memory::budget() > 0, "--train.auto_batch needs a budget: set train.memory_budget (e.g. 4GiB)");
   BatchPlan plan;
   Config config = base;
+  plan.batch_size = base.train.batch_size;
   // Trials run against 95 % of the budget: headroom for what a trial does not reproduce exactly
   // (allocation order across loader threads, metric buffers).
   const int64_t budget = memory::budget();
@@ -82,14 +116,15 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
   plan.image_size = config.gd.image_size;
   const auto& method = find_method(config.train.method);
   const auto fits = [&](int64_t b) {
-    config.train.batch_size = b;
-    config.patchgd.q = plan.q;
-    config.gd.image_size = plan.image_size;
+    config = base;
+    plan.batch_size = b;
+    plan.apply(config);
     const auto [ok, peak] = trial_step(config, train_set);
-    plan.trials.push_back({{"batch_size", b}, {"q", plan.q}, {"image_size", plan.image_size}, {"fits", ok}, {"peak_tensor_bytes", peak}});
-    log::info("plan: batch {}{}{} {} (peak tensors {})", b, method.plans_sampling_fraction ? fmt::format(", q {:.4f}", plan.q) : "",
+    plan.trials.push_back({{"batch_size", b}, {"q", plan.q}, {"image_size", plan.image_size},
+                           {"settings", settings_json(plan.settings)}, {"fits", ok}, {"peak_tensor_bytes", peak}});
+    log::info("plan: batch {}{}{}{} {} (peak tensors {})", b, method.plans_sampling_fraction ? fmt::format(", q {:.4f}", plan.q) : "",
               method.plans_image_size && plan.image_size > 0 ? fmt::format(", image {} px", plan.image_size) : "",
-              ok ? "fits" : "does not fit", memory::format_bytes(peak));
+              plan.settings.empty() ? "" : ", " + describe(plan.settings), ok ? "fits" : "does not fit", memory::format_bytes(peak));
     return ok;
   };
   const int64_t lo_limit = [&] {
@@ -103,7 +138,26 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
   }();
   max_batch = std::min(max_batch, train_set->size());
   TESSERA_CHECK(max_batch >= lo_limit, "the training set is too small to plan a batch");
-  if (!fits(lo_limit)) {
+  int64_t good = lo_limit, bad = -1;
+  const auto settings = method.memory_settings ? method.memory_settings(base) : std::vector<methods::MethodInfo::Settings>{};
+  if (!settings.empty()) {
+    // The requested batch with the cheapest setting that fits it ...
+    for (size_t i = 0; i <= settings.size(); ++i) {
+      plan.settings = i == 0 ? methods::MethodInfo::Settings{} : settings[i - 1];
+      plan.settings_index = static_cast<int64_t>(i);
+      if (fits(max_batch)) return plan;
+    }
+    // ... else the cheapest at which the smallest batch fits, and the largest batch under it.
+    bad = max_batch;
+    bool found = false;
+    for (size_t i = 0; i <= settings.size() && !found; ++i) {
+      plan.settings = i == 0 ? methods::MethodInfo::Settings{} : settings[i - 1];
+      plan.settings_index = static_cast<int64_t>(i);
+      found = lo_limit < max_batch && fits(lo_limit);
+    }
+    TESSERA_CHECK(found, "no batch fits train.memory_budget ", config.train.memory_budget, ": even batch ", lo_limit, " with ",
+                  describe(settings.back()), " needs more; raise the budget or lower ", method.memory_knobs);
+  } else if (!fits(lo_limit)) {
     const bool can_sample_less = method.plans_sampling_fraction, can_downscale = method.plans_image_size;
     const int64_t n = patch_count(config);
     constexpr int64_t kSmallestSide = 16;
@@ -123,7 +177,6 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
                   " needs more; raise the budget or lower ", method.memory_knobs);
   }
   // Doubling, then bisection between the last batch that fitted and the first that did not.
-  int64_t good = lo_limit, bad = -1;
   while (bad < 0 && good < max_batch) {
     const int64_t next = std::min(max_batch, good * 2);
     if (fits(next)) good = next;
@@ -143,9 +196,25 @@ void check_budget(const Config& config, const data::DatasetPtr& train_set) {
   const auto [fits, peak] = trial_step(config, train_set);
   if (fits) return;
   const auto& method = find_method(config.train.method);
+  // Methods with memory settings: the cheapest that fits this batch is the fix to name.
+  const auto settings = method.memory_settings ? method.memory_settings(config) : std::vector<methods::MethodInfo::Settings>{};
+  for (const auto& s : settings) {
+    Config trial = config;
+    for (const auto& [k, v] : s) trial.set(k, v);
+    if (!trial_step(trial, train_set).first) continue;
+    std::string flags;
+    for (const auto& [k, v] : s) flags += fmt::format(" --{} {}", k, v);
+    fail("train.memory_budget ", config.train.memory_budget, " does not fit a ", config.train.method, " step at batch ",
+         config.train.batch_size, describe_current(config, s), " (the trial reached ", memory::format_bytes(peak), "); ",
+         describe(s), " fits: pass", flags, " (or --train.auto_batch true to plan the batch too)");
+  }
   Config smallest = config;
   smallest.train.batch_size = std::min(config.train.batch_size, method.min_batch_size(config));
+  if (!settings.empty()) {
+    for (const auto& [k, v] : settings.back()) smallest.set(k, v);
+  }
   std::string what = fmt::format("batch {}", smallest.train.batch_size);
+  if (!settings.empty()) what += " with " + describe(settings.back());
   if (method.plans_sampling_fraction) {
     const int64_t n = patch_count(config);
     smallest.patchgd.q = 1.0 / static_cast<double>(n);

@@ -11,7 +11,8 @@ namespace tessera::app {
 struct BenchIpsOptions {
   int64_t batch = 16, height = 1500, width = 1500, channels = 1, patch = 50;
   int64_t M = 100, I = 100, width_factor = 64, stages = 2, steps = 3, warmup = 1, threads = 0;
-  std::string encoder = "resnet18", loading = "eager", patches, json;
+  int64_t grad_chunk = 0;  // ips.grad_chunk
+  std::string encoder = "resnet18", encoder_args, loading = "eager", patches, json;
   std::string precision = "fp32", device = "cpu";
 };
 

@@ -66,6 +66,9 @@ class Ips final : public Method {
   Selection select(const std::vector<data::PatchBagPtr>& bags, const ScoreObserver& observer = {},
                    c10::optional<at::Generator> shuffle_gen = c10::nullopt);
   TaskTensors forward(const Selection& selection);  // gradient pass in the module's current mode
+  // The training step after selection: gradient pass (in chunks when grad_chunk > 0), backward and the
+  // optimiser step through the context. train_step = select + train_on.
+  StepResult train_on(const Selection& selection, const TaskTensors& labels, StepContext& context);
   // Attention scores of the final aggregation over the selected patches (B, L), eval mode.
   torch::Tensor final_scores(const Selection& selection);
   // Attention of the aggregator over all N patches of one bag at once (N), eval mode: the heatmap

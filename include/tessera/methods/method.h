@@ -78,6 +78,10 @@ struct MethodInfo {
   // Smallest batch a training step of this configuration supports.
   std::function<int64_t(const Config&)> min_batch_size = [](const Config&) { return int64_t{1}; };
   std::string memory_knobs;          // settings that shrink a step's memory, for budget errors
+  // Settings that trade compute for memory (config key -> value), cheapest first; the planner and the
+  // budget check try them in order (IPS: ips.grad_chunk, then block recomputation). Empty: none.
+  using Settings = std::vector<std::pair<std::string, std::string>>;
+  std::function<std::vector<Settings>(const Config&)> memory_settings;
   std::string picture;               // what predict draws: "selection" | "patch grid" | "" (none)
   bool plans_sampling_fraction = false;  // the planner may lower patchgd.q when no batch fits
   bool plans_image_size = false;         // the planner may downscale the image (gd.image_size) when no batch fits

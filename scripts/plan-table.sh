@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Probes for docs/benchmarks.md's fine-tuning memory table: `tessera plan` (one trial step, no budget)
+# of IPS fine-tuning UNI, UNI2-h and Virchow2 at 224 px, batch 1, I 32, for fp32 / bf16, LoRA r 8 /
+# full fine-tuning and ips.grad_chunk 8 / 32, each at encoder depth 1 and 2 with M = the chunk; and
+# one probe per model and precision at M 16 for the bytes each further winner adds. Each probe's JSON
+# goes to docs/plan/. scripts/plan-table.py turns them into the table (every block of a ViT holds the
+# same bytes, every winner the same patch and embedding, so the full depth, M and batch follow
+# linearly; the script also checks that against a direct trial at UNI's full depth).
+# Usage: scripts/plan-table.sh [out dir]   (TESSERA overrides build/tessera)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tessera=${TESSERA:-build/tessera}
+out=${1:-docs/plan}
+mkdir -p "$out"
+probe() {  # name, then overrides
+  local name=$1; shift
+  [ -f "$out/$name.json" ] && return
+  echo "probe $name"
+  "$tessera" plan --config configs/plan/probe.yaml --train.memory_budget "" --json "$out/$name.json" "$@" > /dev/null
+}
+side() { [ "$1" = 8 ] && echo 672 || echo 1344; }  # N = 9 or 36 patches: M = chunk, and a scan after it
+for model in uni uni2-h virchow2; do
+  for precision in fp32 bf16; do
+    for tuning in lora8 full; do
+      rank=$([ $tuning = lora8 ] && echo 8 || echo 0)
+      for chunk in 8 32; do
+        for depth in 1 2; do
+          probe "$model-$precision-$tuning-c$chunk-d$depth" --model.encoder "$model" --model.encoder_args "{\"depth\": $depth}" \
+            --train.precision "$precision" --model.lora_rank "$rank" --ips.M "$chunk" --ips.grad_chunk "$chunk" \
+            --data.height "$(side $chunk)" --data.width "$(side $chunk)"
+        done
+      done
+    done
+    probe "$model-$precision-lora8-c8-d1-m16" --model.encoder "$model" --model.encoder_args '{"depth": 1}' \
+      --train.precision "$precision" --model.lora_rank 8 --ips.M 16 --ips.grad_chunk 8 --data.height 1344 --data.width 1344
+  done
+done
+# The check: UNI at its full depth, measured directly.
+probe "uni-bf16-lora8-c8-d24" --model.encoder uni --train.precision bf16 --model.lora_rank 8 --ips.M 8 --ips.grad_chunk 8 \
+  --data.height 672 --data.width 672
