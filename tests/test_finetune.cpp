@@ -22,7 +22,8 @@ std::string tiny_vit_args(int64_t depth = 2, const nlohmann::json& extra = nlohm
   return a.dump();
 }
 
-methods::Ips make_ips(const std::string& arch, const std::string& args, int64_t M, int64_t chunk, bool freeze_bn = true) {
+methods::Ips make_ips(const std::string& arch, const std::string& args, int64_t M, int64_t chunk, bool freeze_bn = true,
+                      bool head = false) {
   torch::manual_seed(3);
   models::IpsNetOptions o;
   o.encoder.arch = arch;
@@ -31,6 +32,8 @@ methods::Ips make_ips(const std::string& arch, const std::string& args, int64_t 
   o.encoder.stages = 2;
   o.encoder.width = 8;
   o.freeze_bn = freeze_bn;
+  o.projection_head = head;
+  o.projector.dim = 24;
   o.aggregator.heads = 2;
   o.aggregator.d_k = 8;
   o.aggregator.d_inner = 32;
@@ -88,6 +91,7 @@ void expect_same_gradients(const std::vector<torch::Tensor>& want, const std::ve
 
 struct ChunkCase {
   std::string name, arch, args;
+  bool head = false;  // a projection head, whose BatchNorm sees all winners in both passes
 };
 
 class ChunkedGradientPass : public ::testing::TestWithParam<ChunkCase> {};
@@ -95,7 +99,7 @@ class ChunkedGradientPass : public ::testing::TestWithParam<ChunkCase> {};
 // M = 7 winners per image in chunks of 3 (not a multiple), two images of 12 patches.
 TEST_P(ChunkedGradientPass, EqualsTheUnchunkedPass) {
   const auto& c = GetParam();
-  auto whole = make_ips(c.arch, c.args, 7, 0), chunked = make_ips(c.arch, c.args, 7, 3);
+  auto whole = make_ips(c.arch, c.args, 7, 0, true, c.head), chunked = make_ips(c.arch, c.args, 7, 3, true, c.head);
   const auto batch = bag_batch(whole, {{3, 4}, {4, 3}});
   expect_same_gradients(step_grads(whole, batch), step_grads(chunked, batch), 1e-5, c.name);
 }
@@ -103,7 +107,7 @@ TEST_P(ChunkedGradientPass, EqualsTheUnchunkedPass) {
 // One image of 4 patches beside one of 12 with M = 7: the short one's winners are padded.
 TEST_P(ChunkedGradientPass, EqualsTheUnchunkedPassWithAPaddingMask) {
   const auto& c = GetParam();
-  auto whole = make_ips(c.arch, c.args, 7, 0), chunked = make_ips(c.arch, c.args, 7, 2);
+  auto whole = make_ips(c.arch, c.args, 7, 0, true, c.head), chunked = make_ips(c.arch, c.args, 7, 2, true, c.head);
   const auto batch = bag_batch(whole, {{2, 2}, {3, 4}});
   ASSERT_TRUE(whole.select(batch.bags).mask.defined()) << "the batch must need padding";
   expect_same_gradients(step_grads(whole, batch), step_grads(chunked, batch), 1e-5, c.name + " padded");
@@ -113,7 +117,7 @@ TEST_P(ChunkedGradientPass, EqualsTheUnchunkedPassWithAPaddingMask) {
 // tolerance of test_precision.cpp (every gradient's cosine > 0.98).
 TEST_P(ChunkedGradientPass, MatchesTheUnchunkedPassInBf16) {
   const auto& c = GetParam();
-  auto whole = make_ips(c.arch, c.args, 7, 0), chunked = make_ips(c.arch, c.args, 7, 3);
+  auto whole = make_ips(c.arch, c.args, 7, 0, true, c.head), chunked = make_ips(c.arch, c.args, 7, 3, true, c.head);
   const auto batch = bag_batch(whole, {{3, 4}, {4, 3}});
   const auto want = step_grads(whole, batch, Precision::bf16), got = step_grads(chunked, batch, Precision::bf16);
   ASSERT_EQ(want.size(), got.size());
@@ -133,6 +137,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(ChunkCase{"vit", "vit_small_patch16_224", tiny_vit_args()},
                       ChunkCase{"vit_lora", "vit_small_patch16_224",
                                 tiny_vit_args(2, {{"lora_rank", 4}, {"lora_targets", "qkv,proj,mlp"}})},
+                      ChunkCase{"vit_projection_head", "vit_small_patch16_224", tiny_vit_args(), true},
                       ChunkCase{"resnet_frozen_bn", "resnet18", ""}),
     [](const auto& info) { return info.param.name; });
 

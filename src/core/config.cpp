@@ -112,7 +112,10 @@ std::vector<Config::Field> Config::fields() {
       field("model.encoder_args", &model.encoder_args,
             "encoder arguments over its defaults, a JSON object in timm's names, e.g. '{\"depth\": 2, \"embed_dim\": 64}'"),
       field("model.in_features", &model.in_features, "projector: width of the feature rows"),
-      field("model.dim", &model.dim, "projector: embedding width D"),
+      field("model.dim", &model.dim, "projector (and model.projection_head): embedding width D"),
+      field("model.projection_head", &model.projection_head,
+            "IPS with an image encoder: the feature-bag projector (LayerNorm, Linear to model.dim, BatchNorm over the "
+            "winners, ReLU) between the encoder and the aggregator"),
       field("model.in_channels", &model.in_channels, "input channels of the encoder's stem"),
       field("model.stages", &model.stages, "ResNet stages kept, 2 or 4"),
       field("model.width", &model.width, "channels of the first ResNet stage (torchvision: 64)"),

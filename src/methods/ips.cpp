@@ -265,10 +265,14 @@ torch::Tensor Ips::embed(const Selection& s) {
 }
 
 torch::Tensor Ips::encode_in_chunks(const torch::Tensor& rows, int64_t chunk) {
+  return net_->head(backbone_in_chunks(rows, chunk));
+}
+
+torch::Tensor Ips::backbone_in_chunks(const torch::Tensor& rows, int64_t chunk) {
   const int64_t K = rows.size(0);
-  if (chunk <= 0 || chunk >= K) return net_->encode(rows);
+  if (chunk <= 0 || chunk >= K) return net_->backbone(rows);
   std::vector<torch::Tensor> parts;
-  for (int64_t begin = 0; begin < K; begin += chunk) parts.push_back(net_->encode(rows.slice(0, begin, std::min(begin + chunk, K))));
+  for (int64_t begin = 0; begin < K; begin += chunk) parts.push_back(net_->backbone(rows.slice(0, begin, std::min(begin + chunk, K))));
   return torch::cat(parts);
 }
 
@@ -286,12 +290,14 @@ TaskTensors Ips::chunked_step(const Selection& s, const TaskTensors& labels, Ste
     // by the gradient pass, so they are restored after this one.
     std::vector<torch::Tensor> buffers;
     for (const auto& b : net_->buffers()) buffers.push_back(b.clone());
-    leaf = encode_in_chunks(rows, chunk);
+    leaf = backbone_in_chunks(rows, chunk);
     size_t i = 0;
     for (auto& b : net_->buffers()) b.copy_(buffers[i++]);
   }
-  leaf.requires_grad_(true);
-  const auto emb = valid.defined() ? torch::zeros({B, L, D}, leaf.options()).index_put({valid}, leaf) : leaf.view({B, L, D});
+  leaf = leaf.detach().requires_grad_(true);
+  // The head (a projector's BatchNorm) runs on all winners at once, as in the unchunked pass.
+  const auto packed = net_->head(leaf);
+  const auto emb = valid.defined() ? torch::zeros({B, L, D}, packed.options()).index_put({valid}, packed) : packed.view({B, L, D});
   const auto pos = net_->positions(s.idx);
   const auto outputs = net_->aggregate(pos.defined() ? emb + pos : emb, s.mask);
   loss = multitask_loss(outputs, labels, tasks());
@@ -303,7 +309,8 @@ TaskTensors Ips::chunked_step(const Selection& s, const TaskTensors& labels, Ste
   const auto grad = leaf.grad();
   for (int64_t begin = 0; begin < K; begin += chunk) {
     const int64_t end = std::min(begin + chunk, K);
-    const auto out = net_->encode(rows.slice(0, begin, end));
+    const auto out = net_->backbone(rows.slice(0, begin, end));
+    if (!out.requires_grad()) break;  // feature rows: nothing before the head to train
     context.backward_outputs({out}, {grad.slice(0, begin, end).to(out.scalar_type())});
   }
   context.gradients_complete();

@@ -13,6 +13,7 @@ IpsNetOptions ips_net_options(const ModelConfig& c, const std::vector<Task>& tas
   o.features = c.encoder == "projector";
   o.projector.in_features = c.in_features;
   o.projector.dim = c.dim;
+  o.projection_head = c.projection_head;
   if (!o.features) o.encoder.arch = c.encoder;
   if (!o.features) o.encoder.args = model_encoder_args(c);
   o.encoder.in_channels = c.in_channels;
@@ -40,6 +41,11 @@ IpsNetImpl::IpsNetImpl(IpsNetOptions options) : options_(std::move(options)) {
     b.freeze_bn = options_.freeze_bn;
     encoder = register_module("encoder", make_backbone(b));
     encoder->use_channels_last();
+    if (options_.projection_head) {
+      auto p = options_.projector;
+      p.in_features = encoder->out_features();
+      projector = register_module("projector", Projector(p));
+    }
   }
   options_.aggregator.dim = dim();
   options_.aggregator.tokens = static_cast<int64_t>(options_.tasks.size());
@@ -53,12 +59,17 @@ IpsNetImpl::IpsNetImpl(IpsNetOptions options) : options_(std::move(options)) {
   heads = register_module("heads", torch::nn::ModuleDict(task_heads));
 }
 
-torch::Tensor IpsNetImpl::encode(const torch::Tensor& patches) {
-  return options_.features ? projector->forward(patches) : encoder->forward(patches);
+torch::Tensor IpsNetImpl::backbone(const torch::Tensor& patches) {
+  return options_.features ? patches : encoder->forward(patches);
 }
 
+torch::Tensor IpsNetImpl::head(const torch::Tensor& features) { return projector ? projector->forward(features) : features; }
+
 std::function<torch::Tensor(const torch::Tensor&)> IpsNetImpl::frozen_encoder() const {
-  return options_.features ? projector->frozen() : encoder->inference_function();
+  if (options_.features) return projector->frozen();
+  auto image = encoder->inference_function();
+  if (!projector) return image;
+  return [image, project = projector->frozen()](const torch::Tensor& x) { return project(image(x)); };
 }
 
 torch::Tensor IpsNetImpl::positions(const torch::Tensor& idx) const {

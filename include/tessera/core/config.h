@@ -44,6 +44,7 @@ struct ModelConfig {
   std::string encoder_args;          // JSON object of architecture arguments over the encoder's, e.g. {"depth": 2}
   int64_t in_features = 2048;  // projector: width of the bags' feature rows
   int64_t dim = 512;           // projector: embedding width D
+  bool projection_head = false;  // image encoders: the projector (to width dim) between encoder and aggregator
   int64_t in_channels = 1;
   int64_t stages = 2;    // ResNet stages kept (2 or 4)
   int64_t width = 64;    // channels of the first stage (torchvision: 64)

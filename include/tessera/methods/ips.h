@@ -86,8 +86,9 @@ class Ips final : public Method {
   torch::Tensor embed(const Selection& selection);
   // The step's gradient pass in chunks of options_.grad_chunk (see IpsOptions::grad_chunk).
   TaskTensors chunked_step(const Selection& selection, const TaskTensors& labels, StepContext& context, torch::Tensor& loss);
-  // Encoder rows (K, ...) -> (K, D) encoded chunk by chunk in the current grad mode.
+  // Encoder rows (K, ...) -> (K, D): the backbone chunk by chunk, the head on all rows, current grad mode.
   torch::Tensor encode_in_chunks(const torch::Tensor& rows, int64_t chunk);
+  torch::Tensor backbone_in_chunks(const torch::Tensor& rows, int64_t chunk);
   // Streamed selections: the projector's first layer applied chunk by chunk, and its gradient
   // completed after backward by re-reading the winners.
   torch::Tensor streamed_first_layer(const Selection& selection);
