@@ -5,11 +5,12 @@ Each probe is `tessera plan`'s peak tensor bytes of one IPS training step (two s
 pass are run; AdamW's state counts) at batch 1 with M = the chunk. A ViT's blocks are identical, so
 peak(depth L) = peak(1) + (L - 1) * (peak(2) - peak(1)); every further winner adds the same bytes w
 (its 224 px patch, its embedding and their share of the aggregator), measured as (peak(M 16) -
-peak(M 8)) / 8 at chunk 8. peak(B, M) = peak(L) + (B * M - chunk) * w. The check compares the formula
+peak(M 8)) / 8 at chunk 8, depth 1, on the same images with the same scan chunks (I 8). peak(B, M) = peak(L) + (B * M - chunk) * w. The check compares the formula
 with a direct trial at UNI's full depth.
 Usage: scripts/plan-table.py [probe dir]
 """
 import json
+import os
 import sys
 
 probes = sys.argv[1] if len(sys.argv) > 1 else "docs/plan"
@@ -27,25 +28,41 @@ def at_depth(model, precision, tuning, chunk, depth):
 
 
 def per_winner(model, precision):
-    return (peak(f"{model}-{precision}-lora8-c8-d1-m16") - peak(f"{model}-{precision}-lora8-c8-d1")) / 8
+    return (peak(f"{model}-{precision}-w16") - peak(f"{model}-{precision}-w8")) / 8
+
+
+def have(*names):
+    return all(os.path.exists(f"{probes}/{n}.json") for n in names)
 
 
 GiB = 2**30
+missing = []
 print("| encoder | precision | trained | grad chunk | M 100, batch 1 | M 100, batch 16 | M 500, batch 1 | M 500, batch 16 |")
 print("|---|---|---|---|---|---|---|---|")
 for model in DEPTH:
     for precision in ("fp32", "bf16"):
-        w = per_winner(model, precision)
         for tuning in ("lora8", "full"):
             for chunk in (8, 32):
+                needed = [f"{model}-{precision}-{tuning}-c{chunk}-d{d}" for d in (1, 2)]
+                needed += [f"{model}-{precision}-w8", f"{model}-{precision}-w16"]
+                if not have(*needed):
+                    missing.append(f"{model} {precision} {tuning} chunk {chunk}")
+                    continue
+                w = per_winner(model, precision)
                 base = at_depth(model, precision, tuning, chunk, DEPTH[model])
                 cells = [(base + (b * m - chunk) * w) / GiB for m in (100, 500) for b in (1, 16)]
                 print(f"| {NAME[model]} | {precision} | {'LoRA r 8' if tuning == 'lora8' else 'all weights'} | {chunk} | "
                       + " | ".join(f"{c:.1f} GiB" for c in cells) + " |")
+if missing:
+    print("\nnot measured (probes missing): " + "; ".join(missing))
+if not have("uni-bf16-lora8-c8-d24", "uni-bf16-lora8-c8-d1", "uni-bf16-lora8-c8-d2"):
+    sys.exit(0)
 direct = peak("uni-bf16-lora8-c8-d24")
 formula = at_depth("uni", "bf16", "lora8", 8, 24)
 print(f"\ncheck: UNI bf16 LoRA chunk 8 at depth 24, M 8: direct trial {direct / GiB:.3f} GiB, "
       f"from depths 1 and 2 {formula / GiB:.3f} GiB ({100 * (formula - direct) / direct:+.1f} %)")
 for model in DEPTH:
+    if not have(*(f"{model}-{p}-w{m}" for p in ("fp32", "bf16") for m in (8, 16))):
+        continue
     print(f"bytes per further winner, {model}: fp32 {per_winner(model, 'fp32') / 2**20:.2f} MiB, "
           f"bf16 {per_winner(model, 'bf16') / 2**20:.2f} MiB")

@@ -2,7 +2,7 @@
 # Probes for docs/benchmarks.md's fine-tuning memory table: `tessera plan` (one trial step, no budget)
 # of IPS fine-tuning UNI, UNI2-h and Virchow2 at 224 px, batch 1, I 32, for fp32 / bf16, LoRA r 8 /
 # full fine-tuning and ips.grad_chunk 8 / 32, each at encoder depth 1 and 2 with M = the chunk; and
-# one probe per model and precision at M 16 for the bytes each further winner adds. Each probe's JSON
+# two probes per model and precision at M 8 and 16 (same images, I 8) for the bytes a further winner adds. Each probe's JSON
 # goes to docs/plan/. scripts/plan-table.py turns them into the table (every block of a ViT holds the
 # same bytes, every winner the same patch and embedding, so the full depth, M and batch follow
 # linearly; the script also checks that against a direct trial at UNI's full depth).
@@ -19,8 +19,11 @@ probe() {  # name, then overrides
   "$tessera" plan --config configs/plan/probe.yaml --train.memory_budget "" --json "$out/$name.json" "$@" > /dev/null
 }
 side() { [ "$1" = 8 ] && echo 672 || echo 1344; }  # N = 9 or 36 patches: M = chunk, and a scan after it
+# The check: UNI at its full depth, measured directly.
+probe "uni-bf16-lora8-c8-d24" --model.encoder uni --train.precision bf16 --model.lora_rank 8 --ips.M 8 --ips.grad_chunk 8 \
+  --data.height 672 --data.width 672
 for model in uni uni2-h virchow2; do
-  for precision in fp32 bf16; do
+  for precision in bf16 fp32; do
     for tuning in lora8 full; do
       rank=$([ $tuning = lora8 ] && echo 8 || echo 0)
       for chunk in 8 32; do
@@ -31,10 +34,10 @@ for model in uni uni2-h virchow2; do
         done
       done
     done
-    probe "$model-$precision-lora8-c8-d1-m16" --model.encoder "$model" --model.encoder_args '{"depth": 1}' \
-      --train.precision "$precision" --model.lora_rank 8 --ips.M 16 --ips.grad_chunk 8 --data.height 1344 --data.width 1344
+    for M in 8 16; do  # the bytes of a further winner: same images (N 36), same scan chunks (I 8)
+      probe "$model-$precision-w$M" --model.encoder "$model" --model.encoder_args '{"depth": 1}' \
+        --train.precision "$precision" --model.lora_rank 8 --ips.M "$M" --ips.I 8 --ips.grad_chunk 8 \
+        --data.height 1344 --data.width 1344
+    done
   done
 done
-# The check: UNI at its full depth, measured directly.
-probe "uni-bf16-lora8-c8-d24" --model.encoder uni --train.precision bf16 --model.lora_rank 8 --ips.M 8 --ips.grad_chunk 8 \
-  --data.height 672 --data.width 672

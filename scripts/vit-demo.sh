@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make vit-demo`: a small ViT fine-tuned end to end with IPS on the generated slides of `make
 # slides-demo`, under a memory budget the unchunked gradient pass exceeds. The ViT (vit_small_patch16_224's
-# architecture at a smaller shape) first sees MNIST digits for 3 minutes (configs/vit-demo-pretrain.yaml)
+# architecture at a smaller shape) first sees MNIST digits for 90 s (configs/vit-demo-pretrain.yaml)
 # and is exported as a timm model folder: the demo's stand-in for a foundation model. Then the run with
 # ips.grad_chunk 0 is refused with the error naming the knob, and it trains with chunks
 # (configs/vit-demo.yaml). Beside it the frozen-encoder route with the same folder (extract-features,
