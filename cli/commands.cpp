@@ -78,7 +78,7 @@ void add_plan(CLI::App& app) {
   opts->add_to(*sub);
   auto budget = std::make_shared<std::string>();
   auto json_out = std::make_shared<std::string>();
-  sub->add_option("--budget", *budget, "memory budget, e.g. 24GiB (none: measure one step as configured)");
+  sub->add_option("--budget", *budget, "memory budget, e.g. 24GiB (default: train.memory_budget; neither: one step as configured, measured)");
   sub->add_option("--json", *json_out, "also write the plan as JSON to this file");
   sub->callback([opts, budget, json_out] {
     const auto plan = app::plan(opts->resolve(), *budget);

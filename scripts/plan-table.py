@@ -3,10 +3,10 @@
 
 Each probe is `tessera plan`'s peak tensor bytes of one IPS training step (two steps and an evaluation
 pass are run; AdamW's state counts) at batch 1 with M = the chunk. A ViT's blocks are identical, so
-peak(depth L) = peak(1) + (L - 1) * (peak(2) - peak(1)); every further winner adds the same bytes w
-(its 224 px patch, its embedding and their share of the aggregator), measured as (peak(M 16) -
-peak(M 8)) / 8 at chunk 8, depth 1, on the same images with the same scan chunks (I 8). peak(B, M) = peak(L) + (B * M - chunk) * w. The check compares the formula
-with a direct trial at UNI's full depth.
+peak(depth L) = peak(1) + (L - 1) * (peak(2) - peak(1)); the check compares that with a direct trial
+at UNI's full depth. Larger M and batches keep every further winner's 224 px patch (fp32, 588 KiB) on
+the device: those columns add (B * M - chunk) * 588 KiB, computed, not measured (at these probe sizes
+the probe's own images hide it).
 Usage: scripts/plan-table.py [probe dir]
 """
 import json
@@ -28,7 +28,7 @@ def at_depth(model, precision, tuning, chunk, depth):
 
 
 def per_winner(model, precision):
-    return (peak(f"{model}-{precision}-w16") - peak(f"{model}-{precision}-w8")) / 8
+    return 3 * 224 * 224 * 4  # a winner's stored patch; its embedding (<= 6 KiB) is left out
 
 
 def have(*names):
@@ -37,14 +37,13 @@ def have(*names):
 
 GiB = 2**30
 missing = []
-print("| encoder | precision | trained | grad chunk | M 100, batch 1 | M 100, batch 16 | M 500, batch 1 | M 500, batch 16 |")
-print("|---|---|---|---|---|---|---|---|")
+print("| encoder | precision | trained | grad chunk | measured: batch 1, M = chunk | M 100, batch 1 | M 100, batch 16 | M 500, batch 1 | M 500, batch 16 |")
+print("|---|---|---|---|---|---|---|---|---|")
 for model in DEPTH:
     for precision in ("fp32", "bf16"):
         for tuning in ("lora8", "full"):
             for chunk in (8, 32):
                 needed = [f"{model}-{precision}-{tuning}-c{chunk}-d{d}" for d in (1, 2)]
-                needed += [f"{model}-{precision}-w8", f"{model}-{precision}-w16"]
                 if not have(*needed):
                     missing.append(f"{model} {precision} {tuning} chunk {chunk}")
                     continue
@@ -52,7 +51,7 @@ for model in DEPTH:
                 base = at_depth(model, precision, tuning, chunk, DEPTH[model])
                 cells = [(base + (b * m - chunk) * w) / GiB for m in (100, 500) for b in (1, 16)]
                 print(f"| {NAME[model]} | {precision} | {'LoRA r 8' if tuning == 'lora8' else 'all weights'} | {chunk} | "
-                      + " | ".join(f"{c:.1f} GiB" for c in cells) + " |")
+                      f"{base / GiB:.1f} GiB | " + " | ".join(f"{c:.1f} GiB" for c in cells) + " |")
 if missing:
     print("\nnot measured (probes missing): " + "; ".join(missing))
 if not have("uni-bf16-lora8-c8-d24", "uni-bf16-lora8-c8-d1", "uni-bf16-lora8-c8-d2"):
@@ -61,8 +60,3 @@ direct = peak("uni-bf16-lora8-c8-d24")
 formula = at_depth("uni", "bf16", "lora8", 8, 24)
 print(f"\ncheck: UNI bf16 LoRA chunk 8 at depth 24, M 8: direct trial {direct / GiB:.3f} GiB, "
       f"from depths 1 and 2 {formula / GiB:.3f} GiB ({100 * (formula - direct) / direct:+.1f} %)")
-for model in DEPTH:
-    if not have(*(f"{model}-{p}-w{m}" for p in ("fp32", "bf16") for m in (8, 16))):
-        continue
-    print(f"bytes per further winner, {model}: fp32 {per_winner(model, 'fp32') / 2**20:.2f} MiB, "
-          f"bf16 {per_winner(model, 'bf16') / 2**20:.2f} MiB")

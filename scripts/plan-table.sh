@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Probes for docs/benchmarks.md's fine-tuning memory table: `tessera plan` (one trial step, no budget)
 # of IPS fine-tuning UNI, UNI2-h and Virchow2 at 224 px, batch 1, I 32, for fp32 / bf16, LoRA r 8 /
-# full fine-tuning and ips.grad_chunk 8 / 32, each at encoder depth 1 and 2 with M = the chunk; and
-# two probes per model and precision at M 8 and 16 (same images, I 8) for the bytes a further winner adds. Each probe's JSON
+# full fine-tuning and ips.grad_chunk 8 / 32, each at encoder depth 1 and 2 with M = the chunk. Each probe's JSON
 # goes to docs/plan/. scripts/plan-table.py turns them into the table (every block of a ViT holds the
-# same bytes, every winner the same patch and embedding, so the full depth, M and batch follow
-# linearly; the script also checks that against a direct trial at UNI's full depth).
+# same bytes, so the full depth follows linearly; the script checks that against a direct trial at
+# UNI's full depth).
 # Usage: scripts/plan-table.sh [out dir]   (TESSERA overrides build/tessera)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,11 +32,6 @@ for model in uni uni2-h virchow2; do
             --data.height "$(side $chunk)" --data.width "$(side $chunk)"
         done
       done
-    done
-    for M in 8 16; do  # the bytes of a further winner: same images (N 36), same scan chunks (I 8)
-      probe "$model-$precision-w$M" --model.encoder "$model" --model.encoder_args '{"depth": 1}' \
-        --train.precision "$precision" --model.lora_rank 8 --ips.M "$M" --ips.I 8 --ips.grad_chunk 8 \
-        --data.height 1344 --data.width 1344
     done
   done
 done
