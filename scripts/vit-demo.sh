@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `make vit-demo`: a small ViT fine-tuned end to end with IPS on the generated slides of `make
 # slides-demo`, under a memory budget the unchunked gradient pass exceeds. The ViT (vit_small_patch16_224's
-# architecture at a smaller shape) first sees MNIST digits for 90 s (configs/vit-demo-pretrain.yaml)
+# architecture at a smaller shape) first learns tiles of tissue with and without digit ink for 90 s
+# (configs/vit-demo-pretrain.yaml: its own textures and MNIST's training digits, never the demo's slides)
 # and is exported as a timm model folder: the demo's stand-in for a foundation model. Then the run with
-# ips.grad_chunk 0 is refused with the error naming the knob, and it trains with chunks
-# (configs/vit-demo.yaml). Beside it the frozen-encoder route with the same folder (extract-features,
+# ips.grad_chunk 0 is refused with the error naming the knob, and it trains with chunks and rank-8 LoRA
+# adapters (configs/vit-demo.yaml). Beside it the frozen-encoder route with the same folder (extract-features,
 # then IPS on the bags, same budget: configs/vit-demo-frozen.yaml). Prints one row per route and writes
 # runs/vit-demo/report.html with both runs.
 # Usage: scripts/vit-demo.sh (TESSERA, SLIDES and VIT_DEMO_DIR override the paths).
@@ -18,7 +19,7 @@ start=$(date +%s)
 [ -f "$slides/cache-l1/summary.json" ] ||
   "$tessera" preprocess --manifest "$slides/manifest.csv" --out "$slides/cache-l1" --patch 128 --level 1
 
-echo "== the encoder: a small ViT that has seen digits, as a timm model folder"
+echo "== the encoder: a small ViT pretrained on tissue tiles, as a timm model folder"
 "$tessera" train -c configs/vit-demo-pretrain.yaml --run.dir "$out/pretrain"
 "$tessera" export-encoder --run "$out/pretrain" --out "$out/encoder"
 
@@ -47,7 +48,7 @@ out, seconds, budget = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 print("| route | encoder | trained | budget | peak tensors | training s | test AUC | test accuracy |")
 print("|---|---|---|---|---|---|---|---|")
 auc = {}
-for route, trained in (("end-to-end", "encoder + aggregator (chunks of 16)"), ("frozen", "aggregator on frozen features")):
+for route, trained in (("end-to-end", "LoRA r 8 + head + aggregator, chunks of 16"), ("frozen", "projector + aggregator on frozen features")):
     rows = [json.loads(l) for l in open(f"{out}/{route}/metrics.jsonl")]
     last = [r for r in rows if "test" in r][-1]
     auc[route] = last["test"]["label"]["auc"]

@@ -15,7 +15,9 @@
 #include "tessera/slides/reader.h"
 #include "tessera/slides/slide_dataset.h"
 #include "tessera/slides/synthetic.h"
+#include "tessera/slides/tissue_tiles.h"
 #include "tessera/train/experiment.h"
+#include "tessera/train/registry.h"
 #include "tessera/train/trainer.h"
 
 namespace tessera {
@@ -35,6 +37,16 @@ std::string write_slide(const testing::TempDir& dir, const std::string& name, co
   const auto path = dir.file(name);
   slides::write_synthetic_slide(path, o, nullptr);
   return path;
+}
+
+// f() fails with one tessera error whose message holds needle.
+void expect_error(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no error for " << needle;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
 }
 
 TEST(SlideReader, BothBackendsReturnTheGeneratorsPixels) {
@@ -273,14 +285,6 @@ TEST(BadSlides, ClearErrorsOrRecordedAndSkipped) {
     std::ofstream(dir.file("truncated.tif"), std::ios::binary) << bytes.substr(0, bytes.size() / 3);
   }
   std::ofstream(dir.file("notes.svs")) << "not a slide";
-  const auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
-    try {
-      f();
-      ADD_FAILURE() << "no error for " << needle;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
   expect_error([&] { slides::open_slide(dir.file("missing.tif")); }, "does not exist");
   expect_error([&] { slides::open_slide(dir.file("notes.svs")); }, "notes.svs");
   expect_error([&] {
@@ -415,6 +419,91 @@ TEST(FeatureBags, ViTEncoderBagsTrainIps) {
   train::Trainer(c, *method, train_set, test_set).fit(false);
   EXPECT_FALSE(torch::equal(before, method->module().parameters().front()));
   EXPECT_TRUE(fs::exists(dir.file("run/checkpoint.pt")));
+}
+
+TEST(TissueTiles, TilesAreTheTextureWithTheLabelledDigitInInkAtTheLevelsScale) {
+  testing::TempDir dir;
+  const auto mnist = testing::fake_mnist_dir(dir);
+  const auto digits = std::make_shared<const data::MnistDigits>(data::load_mnist(mnist, "train"));
+  slides::TissueTilesOptions o;
+  o.tile = 32;
+  o.downsample = 2;
+  o.digit_size = 28;
+  o.textures = 3;
+  o.size = 24;
+  o.seed = 4;
+  const slides::TissueTiles tiles(digits, o);
+  const int64_t S = 64, T = slides::kTextureSide;
+  const auto ink = torch::tensor({slides::kDigitInk[0], slides::kDigitInk[1], slides::kDigitInk[2]});
+  int64_t inked = 0;
+  for (int64_t i = 0; i < tiles.size(); ++i) {
+    const auto l = tiles.layout(i);
+    ASSERT_EQ(l.digit, i % 2 == 0 ? 10 : (i / 2) % 10);
+    EXPECT_EQ(tiles.get(i).labels.at("digit").item<int64_t>(), l.digit);
+    const auto level0 = tiles.level0(i);
+    ASSERT_EQ(level0.sizes(), (std::vector<int64_t>{S, S, 3}));
+    // Every pixel off the digit's ink is the texture's pixel at the window's place (wrapping around).
+    const auto window = tiles.texture(l.texture)
+                            .index_select(0, torch::arange(l.row, l.row + S).remainder(T))
+                            .index_select(1, torch::arange(l.col, l.col + S).remainder(T))
+                            .round()
+                            .clamp(0, 255);
+    auto alpha = torch::zeros({S, S});
+    if (l.digit != 10) {
+      EXPECT_EQ(digits->labels[l.mnist_index].item<int64_t>(), l.digit);
+      // The digit's centre lies on the tile, at least a quarter of its side from the edges.
+      EXPECT_GE(l.digit_row + 14, 7);
+      EXPECT_LE(l.digit_row + 14, S - 7);
+      const auto glyph = digits->images[l.mnist_index].to(torch::kFloat32).div(255);  // scale 1: 28 px
+      for (int64_t y = 0; y < 28; ++y) {
+        for (int64_t x = 0; x < 28; ++x) {
+          const int64_t ty = l.digit_row + y, tx = l.digit_col + x;
+          if (ty >= 0 && ty < S && tx >= 0 && tx < S) alpha[ty][tx] = glyph[y][x];
+        }
+      }
+    }
+    const auto a = alpha.unsqueeze(-1);
+    const auto expected = (window * (1 - a) + ink.view({1, 1, 3}) * a).round().clamp(0, 255);
+    EXPECT_LE((level0 - expected).abs().max().item<float>(), 1.0f) << "tile " << i;
+    inked += (alpha.gt(0.99).any().item<bool>() && l.digit != 10);
+    // The picture is the level: 2 x 2 averages of the level-0 values, in [0, 1].
+    const auto picture = tiles.picture(i);
+    ASSERT_EQ(picture.sizes(), (std::vector<int64_t>{3, 32, 32}));
+    EXPECT_TRUE(torch::allclose(picture, torch::avg_pool2d(level0.permute({2, 0, 1}).unsqueeze(0), {2, 2})[0] / 255, 1e-5, 1e-6));
+  }
+  EXPECT_GE(inked, 6) << "most digit tiles show ink";
+  // A pure function of (seed, index); another seed gives other tiles.
+  const slides::TissueTiles again(digits, o);
+  EXPECT_TRUE(torch::equal(again.picture(5), tiles.picture(5)));
+  o.seed = 5;
+  EXPECT_FALSE(torch::equal(slides::TissueTiles(digits, o).picture(5), tiles.picture(5)));
+}
+
+TEST(TissueTiles, RegistryEntryNormalisesAndChecksItsSettings) {
+  testing::TempDir dir;
+  Config c;
+  c.data.dataset = "tissue_tiles";
+  c.data.mnist_dir = testing::fake_mnist_dir(dir);
+  c.data.height = c.data.width = 32;
+  c.data.digit_size = 40;
+  c.data.mean = "0.5,0.5,0.5";
+  c.data.std = "0.25,0.25,0.25";
+  c.data.train_size = 6;
+  c.data.test_size = 4;
+  c.slide.level = 1;
+  auto [train_set, test_set] = train::make_datasets(c);
+  ASSERT_EQ(train_set->tasks().size(), 1u);
+  EXPECT_EQ(train_set->tasks()[0].outputs, 11);
+  EXPECT_EQ(train_set->size(), 6);
+  EXPECT_EQ(test_set->size(), 4);
+  const auto image = train_set->get(3).image;
+  EXPECT_EQ(image.sizes(), (std::vector<int64_t>{3, 32, 32}));
+  EXPECT_TRUE(torch::allclose(image, (train_set->picture(3) - 0.5) / 0.25, 1e-5, 1e-5));
+  c.data.digit_size = 65;  // more than the 64 level-0 pixels of a 32-px tile at level 1
+  expect_error([&] { train::make_datasets(c); }, "data.digit_size");
+  c.data.digit_size = 40;
+  c.data.std = "";
+  expect_error([&] { train::find_dataset("tissue_tiles").validate(c); }, "data.mean and data.std together");
 }
 
 }  // namespace

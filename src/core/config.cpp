@@ -81,7 +81,7 @@ bool one_of(const std::string& v, std::initializer_list<const char*> options) {
 std::vector<Config::Field> Config::fields() {
   return {
       field("run.dir", &run_dir, "run directory: config, metrics, checkpoint, pictures"),
-      field("data.dataset", &data.dataset, "data set: megapixel_mnist | ultramnist | ultramnist28 | scattered_mnist | csv | slides | feature_bags"),
+      field("data.dataset", &data.dataset, "data set: megapixel_mnist | ultramnist | ultramnist28 | scattered_mnist | csv | slides | feature_bags | tissue_tiles"),
       field("data.manifest", &data.manifest, "slides, feature_bags: CSV with slide,label[,split] columns"),
       field("data.mnist_dir", &data.mnist_dir, "folder with the MNIST IDX files (scripts/get-mnist.sh)"),
       field("data.height", &data.height, "image height in pixels (generated sets: canvas; csv: every image's height)"),
@@ -97,7 +97,7 @@ std::vector<Config::Field> Config::fields() {
       field("data.stride", &data.stride, "patch grid step in pixels (IPS; PatchGD uses the patch side)"),
       field("data.channels", &data.channels, "ultramnist, csv: image channels, 1 (grey) or 3 (RGB)"),
       field("data.max_scale", &data.max_scale, "ultramnist: largest digit scale (0: the benchmark's)"),
-      field("data.digit_size", &data.digit_size, "scattered_mnist: the digit's side in pixels"),
+      field("data.digit_size", &data.digit_size, "scattered_mnist: the digit's side in pixels; tissue_tiles: in level-0 pixels"),
       field("data.train_csv", &data.train_csv, "csv: training rows path,label (paths relative to the CSV)"),
       field("data.test_csv", &data.test_csv, "csv: test rows path,label"),
       field("data.classes", &data.classes, "csv: number of classes (0: largest label + 1)"),

@@ -14,7 +14,7 @@ namespace tessera::slides {
 namespace {
 
 using vips::VImage;
-constexpr int64_t kTextureTile = 512;
+constexpr int64_t kTextureTile = kTextureSide;
 
 using detail::image_from_tensor;
 
@@ -107,7 +107,7 @@ Scene render(const SyntheticSlideOptions& o, const data::MnistDigits* digits) {
   if (o.digits > 0) {
     TESSERA_CHECK(digits && digits->images.size(0) > 0, "synthetic slide with digits needs MNIST digits (data.mnist_dir)");
     const int64_t side = 28 * o.digit_scale, cells = (side + kTissueCell - 1) / kTissueCell + 1;
-    const auto ink = torch::tensor({62.f, 24.f, 104.f}).view({1, 1, 3});
+    const auto ink = torch::tensor({kDigitInk[0], kDigitInk[1], kDigitInk[2]}).view({1, 1, 3});
     for (int64_t d = 0, tries = 0; d < o.digits && tries < 1000 * o.digits; ++tries) {
       // A random spot whose whole footprint (plus a cell of margin) is tissue.
       const int64_t cy = torch::randint(0, mask.size(0), {1}, gen).item<int64_t>();
@@ -139,6 +139,11 @@ Scene render(const SyntheticSlideOptions& o, const data::MnistDigits* digits) {
 }
 
 }  // namespace
+
+torch::Tensor synthetic_tissue_texture(uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return tissue_texture(gen);
+}
 
 torch::Tensor synthetic_tissue_mask(const SyntheticSlideOptions& o) {
   check_options(o);

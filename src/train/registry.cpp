@@ -13,6 +13,7 @@
 #include "tessera/methods/patchgd.h"
 #ifdef TESSERA_WITH_SLIDES
 #include "tessera/slides/slide_dataset.h"
+#include "tessera/slides/tissue_tiles.h"
 #endif
 
 namespace tessera::train {
@@ -54,6 +55,7 @@ const std::vector<data::DatasetInfo>& dataset_registry() {
 #ifdef TESSERA_WITH_SLIDES
       slides::slides_dataset(),
       slides::feature_bags_dataset(),
+      slides::tissue_tiles_dataset(),
 #endif
   };
   return table;
@@ -62,7 +64,7 @@ const std::vector<data::DatasetInfo>& dataset_registry() {
 const methods::MethodInfo& find_method(const std::string& name) { return find(method_registry(), name, "train.method"); }
 const data::DatasetInfo& find_dataset(const std::string& name) {
 #ifndef TESSERA_WITH_SLIDES
-  TESSERA_CHECK(name != "slides" && name != "feature_bags", "data.dataset ", name,
+  TESSERA_CHECK(name != "slides" && name != "feature_bags" && name != "tissue_tiles", "data.dataset ", name,
                 " needs a build with slide support (TESSERA_WITH_SLIDES=ON)");
 #endif
   return find(dataset_registry(), name, "data.dataset");

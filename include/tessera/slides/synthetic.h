@@ -40,6 +40,13 @@ torch::Tensor synthetic_tissue_mask(const SyntheticSlideOptions& options);
 // Level-0 pixels (h, w, 3) uint8 of a region, exactly as written (before lossy compression).
 torch::Tensor synthetic_region(const SyntheticSlideOptions& options, const data::MnistDigits* digits, int64_t x,
                                int64_t y, int64_t w, int64_t h);
+// The tissue texture make-slides tiles its tissue with, drawn from `seed`: (kTextureSide, kTextureSide, 3)
+// uint8, pink stroma with colour drift and purple nuclei; it repeats seamlessly.
+constexpr int64_t kTextureSide = 512;
+torch::Tensor synthetic_tissue_texture(uint64_t seed);
+// The RGB colour of make-slides' digit ink, blended over the tissue by the digit's grey value.
+inline constexpr float kDigitInk[3] = {62.f, 24.f, 104.f};
+
 // Writes the slide (atomically) and returns where the digits went. digits may be null when options.digits = 0.
 std::vector<DigitBox> write_synthetic_slide(const std::string& path, const SyntheticSlideOptions& options,
                                             const data::MnistDigits* digits);
