@@ -1,7 +1,7 @@
 """Writes reference-format models, configs, inputs and expected outputs for the import tests into argv[1].
 
 argv[2] picks the set:
-  "ips"     -- IPSNet as the IPS reference builds it (spec-ips.md): encoder Sequential, transf.crs_attn /
+  "ips"     -- IPSNet as the IPS reference code builds it (docs/methods.md): encoder Sequential, transf.crs_attn /
                transf.mlp, output_layers.<task>.0, one query token per task id; three settings beyond the
                shared fixture's (one RGB softmax task on a 4-stage ResNet-18 with D_v != D_k and no
                positional encoding, saved with storages tagged cuda:0; three tasks listed out of id order
@@ -43,7 +43,7 @@ def save_on_gpu(obj, path):
         torch.serialization.location_tag = original
 
 
-# ---------------------------------------------------------------- IPS reference (spec-ips.md)
+# ---------------------------------------------------------------- IPS reference (the authors' ips code)
 class CrossAttention(nn.Module):
     def __init__(self, n_token, H, D, D_k, D_v, attn_dropout, dropout):
         super().__init__()

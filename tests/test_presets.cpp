@@ -1,5 +1,5 @@
-// Every paper preset against the reference settings written down in docs/reference-settings.md (from
-// shared/docs/spec-ips.md and spec-patchgd.md): a preset that drifts from its paper fails here.
+// Every paper preset against the reference settings written down in docs/reference-settings.md (from the
+// papers and their reference code): a preset that drifts from its paper fails here.
 #include <filesystem>
 #include <map>
 
