@@ -127,6 +127,9 @@ void add_predict(CLI::App& app) {
   sub->add_option("--bag", o->bag, "feature bag (.h5) of the slide, for runs trained on feature bags");
   sub->add_option("--thumbnail", o->thumbnail, "longest side of the heatmap PNG");
   sub->add_flag("--tiff", o->tiff, "also write a full-resolution pyramidal TIFF heatmap overlay");
+  sub->add_flag("--geojson", o->geojson,
+                "also write scores.geojson: one QuPath detection per patch (level-0 polygon, measurement 'attention', "
+                "the selected ones classified 'Selected')");
   sub->add_option("--out", o->out, "output directory (default: <run>/predict)");
   sub->add_option("--threads", o->threads, "torch threads (0: all cores)");
   image->excludes(slide);

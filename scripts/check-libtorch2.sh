@@ -41,7 +41,7 @@ log "LibTorch $version headers"
 build=$cache/build
 if [[ ! -f $build/compile_commands.json ]]; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
-        -DCMAKE_DISABLE_PRECOMPILE_HEADERS=ON >"$cache/configure.log"
+        -DCMAKE_DISABLE_PRECOMPILE_HEADERS=ON -DTESSERA_WITH_PYTHON=OFF >"$cache/configure.log"
 fi
 cmake --build "$build" --target tessera_commit >/dev/null
 
@@ -62,8 +62,10 @@ def check(entry):
     done = subprocess.run(command, shell=True, cwd=entry["directory"], capture_output=True, text=True)
     return entry["file"], done.returncode, done.stderr
 failed = 0
+# The Python extension builds against Debian's python3-torch only (the GPU machines' PyTorch has its own).
+entries = [e for e in json.load(open(commands)) if "/python/src/" not in e["file"]]
 with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-    for path, code, errors in pool.map(check, json.load(open(commands))):
+    for path, code, errors in pool.map(check, entries):
         if code:
             failed += 1
             print(f"FAILED {path}\n" + "\n".join(l for l in errors.splitlines() if "error" in l), flush=True)

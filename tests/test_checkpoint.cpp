@@ -71,6 +71,51 @@ TEST(Checkpoint, ResumeWithChunksAndLoraEqualsStraightRunBitwise) {
   EXPECT_EQ(adapters, 2 * 3 * 2);  // qkv, fc1, fc2 of 2 blocks, A and B
 }
 
+// An interruption (Ctrl-C in the Python layer: TrainHooks::interrupted) stops after the current step with
+// a checkpoint of the exact position; resuming then equals the straight run. on_epoch sees every record
+// metrics.jsonl gets.
+TEST(Checkpoint, InterruptedRunResumesExactlyAndHooksSeeEveryEpoch) {
+  testing::TempDir dir;
+  testing::write_fake_mnist(dir.str());
+  auto config = testing::tiny_config(dir.str(), dir.file("straight"));
+  config.train.deterministic = true;
+  config.ips.shuffle = "instance";
+  config.data.train_size = 6;  // 3 steps per epoch
+  config.train.epochs = 2;
+  const auto straight = train_steps(config, 0, false);
+
+  config.run_dir = dir.file("interrupted");
+  config.train.log_every = 1;  // steps.jsonl: one record per step
+  train::apply_runtime(config);
+  auto [train_set, test_set] = train::make_datasets(config);
+  auto ips = train::make_ips(config, train_set->tasks());
+  int64_t polls = 0;
+  std::vector<int64_t> epochs_seen;
+  train::TrainHooks hooks;
+  hooks.interrupted = [&polls] { return ++polls == 4; };  // after step 4: mid-epoch 2
+  hooks.on_epoch = [&epochs_seen](const nlohmann::json& record) { epochs_seen.push_back(record["epoch"].get<int64_t>()); };
+  const auto record = train::Trainer(config, *ips, train_set, test_set, hooks).fit(false);
+  EXPECT_EQ(record["stopped"], "interrupted");
+  EXPECT_EQ(record["step"], 4);
+  EXPECT_EQ(epochs_seen, std::vector<int64_t>{1});
+  // A record written after the checkpoint (a crash before the next one) is dropped when resuming.
+  std::ofstream(dir.file("interrupted/steps.jsonl"), std::ios::app) << R"({"step": 5, "loss": 99.0})" << "\n";
+  const auto resumed = train_steps(config, 0, true);
+  std::ifstream steps(dir.file("interrupted/steps.jsonl"));
+  std::vector<int64_t> logged;
+  for (std::string line; std::getline(steps, line);) {
+    const auto record = nlohmann::json::parse(line);
+    logged.push_back(record["step"].get<int64_t>());
+    EXPECT_LT(record["loss"].get<double>(), 50.0) << line;
+    EXPECT_GT(record["lr"].get<double>(), 0.0) << line;
+  }
+  EXPECT_EQ(logged, (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
+  ASSERT_EQ(straight.size(), resumed.size());
+  for (const auto& [name, value] : straight) {
+    EXPECT_TRUE(torch::equal(value, resumed.at(name))) << name;
+  }
+}
+
 TEST(Checkpoint, FailedWriteKeepsThePreviousCheckpoint) {
   testing::TempDir dir;
   torch::nn::Linear model(3, 2);

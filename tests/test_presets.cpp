@@ -32,6 +32,18 @@ Settings ips_camelyon16() {
           {"train.weight_decay", "0.1"}, {"train.warmup_epochs", "10"}, {"train.seed", "0"}};
 }
 
+Settings ips_traffic_signs() {
+  return {{"train.method", "ips"}, {"data.dataset", "csv"}, {"data.height", "1200"}, {"data.width", "1600"},
+          {"data.channels", "3"}, {"data.classes", "4"}, {"data.mean", "0.485,0.456,0.406"},
+          {"data.std", "0.229,0.224,0.225"}, {"data.patch", "100"}, {"data.stride", "100"},
+          {"model.encoder", "resnet18"}, {"model.in_channels", "3"}, {"model.stages", "4"},
+          {"model.weights", "weights/resnet18-imagenet.pth"}, {"model.heads", "8"}, {"model.d_k", "64"},
+          {"model.d_inner", "2048"}, {"model.pos_enc", "false"}, {"model.dropout", "0.1"}, {"model.attn_dropout", "0.1"},
+          {"ips.M", "10"}, {"ips.I", "32"}, {"ips.shuffle", "batch"}, {"ips.loading", "eager"}, {"train.epochs", "150"},
+          {"train.batch_size", "16"}, {"train.lr", "0.0003"}, {"train.weight_decay", "0.1"}, {"train.warmup_epochs", "10"},
+          {"train.schedule", "cosine"}, {"train.min_lr_factor", "0.001"}, {"train.seed", "0"}};
+}
+
 // The PatchGD reference's training settings, shared by every PatchGD-paper row.
 Settings patchgd_common() {
   return {{"model.stages", "4"}, {"data.channels", "3"}, {"model.in_channels", "3"}, {"patchgd.latent", "256"},
@@ -124,6 +136,7 @@ TEST(Presets, EveryPaperPresetHoldsTheReferenceSettings) {
   for (auto& [k, v] : panda_rows()) rows[k] = v;
   rows["megapixel-mnist.yaml"] = ips_megapixel_mnist();
   rows["camelyon16-features.yaml"] = ips_camelyon16();
+  rows["traffic-signs.yaml"] = ips_traffic_signs();
   for (const auto& [file, expected] : rows) {
     const auto path = std::string(TESSERA_TESTS_DIR) + "/../configs/" + file;
     ASSERT_TRUE(std::filesystem::exists(path)) << path;
@@ -137,7 +150,7 @@ TEST(Presets, EveryPaperPresetHoldsTheReferenceSettings) {
       EXPECT_TRUE(same_value(actual[key], value)) << file << ": " << key << " is " << actual[key] << ", the reference's " << value;
     }
   }
-  EXPECT_EQ(rows.size(), 12u + 9u + 2u);
+  EXPECT_EQ(rows.size(), 12u + 9u + 3u);
 }
 
 }  // namespace

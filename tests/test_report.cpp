@@ -128,6 +128,10 @@ TEST(Report, TickLabelsFitTheirRange) {
   EXPECT_EQ(axis_labels(loss, "text-anchor=\"middle\">").front(), "1");
   const auto seconds = app::svg_line_chart("seconds", "epoch", {{"s", {{1, 45}, {5, 130}}}});
   EXPECT_EQ(axis_labels(seconds, "text-anchor=\"end\""), (std::vector<std::string>{"45", "66", "88", "109", "130"}));
+  // Two runs of one point each that differ in the fifth digit (memory 240.0916 and 240.097 MiB): a padded
+  // axis around them (+-10 %), not one magnified to 240.0916..240.097.
+  const auto memory = app::svg_line_chart("memory", "epoch", {{"a", {{1, 240.0916}}}, {"b", {{1, 240.097}}}});
+  EXPECT_EQ(axis_labels(memory, "text-anchor=\"end\""), (std::vector<std::string>{"216", "228", "240", "252", "264"}));
 }
 
 TEST(Report, LegendEntriesNeverOverlap) {
@@ -174,6 +178,29 @@ TEST(Report, TimeLimitedRunSaysWhereItStopped) {
   EXPECT_NE(html.find("<td>0 epochs and 2 samples of the next, 1 step (stopped by train.time_limit)</td>"),
             std::string::npos)
       << html.substr(html.find("<th>trained"), 200);
+}
+
+TEST(Report, StepRecordsDrawShortRunsAgainstSteps) {
+  // A run shorter than two epochs (the PatchGD demo's runs end inside their first): train.log_every
+  // records the loss every step, and the report draws loss and learning rate by step, with the test
+  // loss at the evaluation's step.
+  testing::TempDir dir;
+  auto c = testing::tiny_config(testing::fake_mnist_dir(dir), dir.file("run"));
+  c.train.epochs = 1;
+  c.train.log_every = 1;
+  c.data.workers = 0;
+  train::apply_runtime(c);
+  auto [train_set, test_set] = train::make_datasets(c);
+  auto method = train::make_method(c, train_set->tasks());
+  train::Trainer(c, *method, train_set, test_set).fit(false);
+  const auto steps = testing::read_text(dir.file("run/steps.jsonl"));
+  EXPECT_EQ(count_of(steps, "\n"), 4) << steps;  // 8 images in batches of 2
+  const auto html = testing::read_text(app::write_report({{dir.file("run")}, "", 0, 1}));
+  const auto chart = html.substr(html.find("aria-label=\"loss by step\""));
+  const auto svg = chart.substr(0, chart.find("</svg>"));
+  EXPECT_EQ(count_of(svg, "<polyline"), 2) << svg;  // train by step, test at the epoch's step
+  EXPECT_EQ(count_of(svg, "<circle"), 5) << svg;    // four steps and one evaluation
+  EXPECT_NE(html.find("aria-label=\"learning rate by step\""), std::string::npos);
 }
 
 TEST(Report, MissingRunSaysSo) {

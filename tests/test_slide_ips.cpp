@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
+#include <sstream>
 
 #include "helpers.h"
 #include "tessera/app/slide_workflows.h"
@@ -194,14 +195,45 @@ TEST(SlideWorkflow, MakePreprocessTrainPredictAndFeatureBags) {
                              "--model.pos_enc false --ips.M 4 --ips.I 8 --ips.loading lazy";
   ASSERT_EQ(run("train --data.dataset slides --model.in_channels 3 --model.width 8 --run.dir " + dir.file("run") + common, log), 0)
       << read_text(log);
-  ASSERT_EQ(run("predict --run " + dir.file("run") + " --slide " + slides_dir + "/slide_001.tif --tiff --out " + dir.file("pred"), log), 0)
+  ASSERT_EQ(run("predict --run " + dir.file("run") + " --slide " + slides_dir + "/slide_001.tif --tiff --geojson --out " +
+                dir.file("pred"), log), 0)
       << read_text(log);
-  for (const auto& f : {"prediction.json", "scores.csv", "heatmap.png", "heatmap.tif"}) {
+  for (const auto& f : {"prediction.json", "scores.csv", "heatmap.png", "heatmap.tif", "scores.geojson"}) {
     EXPECT_TRUE(fs::exists(dir.file("pred/") + f)) << f;
   }
   const auto prediction = nlohmann::json::parse(read_text(dir.file("pred/prediction.json")));
   const auto scores = read_text(dir.file("pred/scores.csv"));
   EXPECT_EQ(std::count(scores.begin(), scores.end(), '\n'), prediction["patches"].get<int64_t>() + 1);
+  // scores.geojson: QuPath's schema (FeatureCollection of detections, closed level-0 squares of the
+  // patch's footprint, 128 px at level 0 here), read back equal to scores.csv, the M selected classified.
+  const auto geojson = nlohmann::json::parse(read_text(dir.file("pred/scores.geojson")));
+  EXPECT_EQ(geojson["type"], "FeatureCollection");
+  ASSERT_EQ(static_cast<int64_t>(geojson["features"].size()), prediction["patches"].get<int64_t>());
+  std::istringstream rows(scores);
+  std::string line;
+  std::getline(rows, line);  // x,y,score,selected
+  int64_t classified = 0;
+  for (const auto& feature : geojson["features"]) {
+    ASSERT_TRUE(std::getline(rows, line));
+    int64_t x = 0, y = 0, chosen = 0;
+    double score = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "%ld,%ld,%lf,%ld", &x, &y, &score, &chosen), 4) << line;
+    EXPECT_EQ(feature["type"], "Feature");
+    EXPECT_EQ(feature["properties"]["objectType"], "detection");
+    EXPECT_EQ(feature["geometry"]["type"], "Polygon");
+    const auto ring = feature["geometry"]["coordinates"][0];
+    ASSERT_EQ(ring.size(), 5u);
+    EXPECT_EQ(ring[0], ring[4]);
+    EXPECT_EQ(ring[0], nlohmann::json({x, y}));
+    EXPECT_EQ(ring[2], nlohmann::json({x + 128, y + 128}));
+    EXPECT_NEAR(feature["properties"]["measurements"]["attention"].get<double>(), score, 1e-5 * std::abs(score) + 1e-9);
+    EXPECT_EQ(feature["properties"].contains("classification"), chosen == 1);
+    if (chosen) {
+      EXPECT_EQ(feature["properties"]["classification"]["name"], "Selected");
+      ++classified;
+    }
+  }
+  EXPECT_EQ(classified, 4);  // M
   const auto overlay = slides::open_slide(dir.file("pred/heatmap.tif"));
   EXPECT_EQ(overlay->levels()[0].width, 1024);
 

@@ -39,7 +39,7 @@ configure() {
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_PREFIX_PATH="$torch_prefix;$deps/usr;$deps/usr/lib/x86_64-linux-gnu/cmake;$build/gtest" \
         -DCMAKE_CXX_FLAGS="-I$deps/usr/include" -DNCCL_INCLUDE_DIR="$nccl_include" \
-        -DTESSERA_WITH_VIPS=OFF -DTESSERA_WITH_SLIDES=OFF -DCMAKE_CUDA_ARCHITECTURES=native "$@" \
+        -DTESSERA_WITH_VIPS=OFF -DTESSERA_WITH_SLIDES=OFF -DTESSERA_WITH_PYTHON=OFF -DCMAKE_CUDA_ARCHITECTURES=native "$@" \
         2>&1 | tee -a "$out/configure.log" | grep -E "tessera:|Error" || true
 }
 log "configuring"

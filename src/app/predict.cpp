@@ -12,6 +12,7 @@
 #include "tessera/train/experiment.h"
 #include "tessera/train/registry.h"
 #ifdef TESSERA_WITH_SLIDES
+#include "tessera/slides/geojson.h"
 #include "tessera/slides/h5.h"
 #include "tessera/slides/heatmap.h"
 #include "tessera/slides/slide_dataset.h"
@@ -40,31 +41,15 @@ nlohmann::json describe_outputs(const TaskTensors& outputs, const std::vector<Ta
 }
 
 Prediction predict_image(const PredictOptions& o, train::OpenedRun& run, const std::string& out_dir) {
-  const auto& spec = run.spec;
-  const auto& info = train::find_method(spec.method);
-  TESSERA_CHECK(spec.input.kind == "image", "run '", o.run, "' was trained on ", spec.input.kind == "slide" ? "slides" : "feature bags",
-                "; pass --slide", spec.input.kind == "features" ? " and --bag" : "", " instead of --image");
-  const bool any_size = info.any_image_size;
-  const auto picture = data::conform_image(data::read_image(o.image), spec.input.channels, any_size ? 0 : spec.input.height,
-                                           any_size ? 0 : spec.input.width, o.image);
-  data::Batch batch;
-  batch.images = spec.input.normalization.apply(picture, "image '" + o.image + "'").unsqueeze(0);
-  batch.indices = {0};
-  // Methods that explain their prediction give the outputs with the patch scores, in one pass.
-  const auto scores = info.picture.empty() ? methods::Method::PatchScores{} : run.method->patch_scores(batch);
+  const auto picture = data::read_image(o.image);
+  auto image = predict_picture(run, picture, "image '" + o.image + "'");
   Prediction p;
-  p.result = describe_outputs(info.picture.empty() ? run.method->predict(batch) : scores.outputs, spec.tasks);
+  p.result = std::move(image.result);
   p.result["image"] = o.image;
-  p.result["method"] = spec.method;
   RunDir target(out_dir);
-  if (!info.picture.empty()) {
-    for (int64_t k = 0; k < scores.scores.size(0); ++k) {
-      p.result["patches"].push_back({{"row", scores.rows[k].item<int64_t>()},
-                                     {"col", scores.cols[k].item<int64_t>()},
-                                     {"score", scores.scores[k].item<double>()}});
-    }
-    const auto name = scores.outline ? "selection.png" : "patches.png";
-    data::write_png(target.file(name), draw_patch_scores(picture, scores));
+  if (image.scores.scores.defined()) {
+    const auto name = image.scores.outline ? "selection.png" : "patches.png";
+    data::write_png(target.file(name), draw_patch_scores(image.picture, image.scores));
     p.files.push_back(target.file(name));
   }
   target.write_text("prediction.json", p.result.dump(2) + "\n");
@@ -116,6 +101,10 @@ Prediction predict_slide(const PredictOptions& o, train::OpenedRun& run, const s
   target.write_text("prediction.json", p.result.dump(2) + "\n");
   slides::write_scores_csv(target.file("scores.csv"), grid, scores, selected);
   p.files = {target.file("prediction.json"), target.file("scores.csv")};
+  if (o.geojson) {
+    slides::write_scores_geojson(target.file("scores.geojson"), grid, scores, selected, "attention");
+    p.files.push_back(target.file("scores.geojson"));
+  }
   if (reader) {
     data::write_png(target.file("heatmap.png"), slides::heatmap_overlay(*reader, grid, scores, o.thumbnail));
     p.files.push_back(target.file("heatmap.png"));
@@ -129,6 +118,29 @@ Prediction predict_slide(const PredictOptions& o, train::OpenedRun& run, const s
 #endif
 
 }  // namespace
+
+ImagePrediction predict_picture(train::OpenedRun& run, const torch::Tensor& image, const std::string& what) {
+  const auto& spec = run.spec;
+  const auto& info = train::find_method(spec.method);
+  TESSERA_CHECK(spec.input.kind == "image", "the run was trained on ", spec.input.kind == "slide" ? "slides" : "feature bags",
+                "; predict a slide", spec.input.kind == "features" ? " with its feature bag" : "", " instead of ", what);
+  const bool any_size = info.any_image_size;
+  ImagePrediction p;
+  p.picture = data::conform_image(image, spec.input.channels, any_size ? 0 : spec.input.height, any_size ? 0 : spec.input.width, what);
+  data::Batch batch;
+  batch.images = spec.input.normalization.apply(p.picture, what).unsqueeze(0);
+  batch.indices = {0};
+  // Methods that explain their prediction give the outputs with the patch scores, in one pass.
+  if (!info.picture.empty()) p.scores = run.method->patch_scores(batch);
+  p.result = describe_outputs(info.picture.empty() ? run.method->predict(batch) : p.scores.outputs, spec.tasks);
+  p.result["method"] = spec.method;
+  for (int64_t k = 0; p.scores.scores.defined() && k < p.scores.scores.size(0); ++k) {
+    p.result["patches"].push_back({{"row", p.scores.rows[k].item<int64_t>()},
+                                   {"col", p.scores.cols[k].item<int64_t>()},
+                                   {"score", p.scores.scores[k].item<double>()}});
+  }
+  return p;
+}
 
 torch::Tensor draw_patch_scores(const torch::Tensor& image, const methods::Method::PatchScores& ps) {
   auto rgb = (image.size(0) == 1 ? image.expand({3, -1, -1}) : image.slice(0, 0, 3)).clone().mul_(0.8);

@@ -78,9 +78,10 @@ std::string png_tag(const torch::Tensor& image, const std::string& caption, cons
                      escape(caption), base64(bytes));
 }
 
-std::vector<nlohmann::json> read_metrics(const std::string& run) {
+// The records of a run's JSON-lines file (metrics.jsonl, steps.jsonl); none when it is missing.
+std::vector<nlohmann::json> read_records(const std::string& run, const std::string& name) {
   std::vector<nlohmann::json> records;
-  std::ifstream in((fs::path(run) / "metrics.jsonl").string());
+  std::ifstream in((fs::path(run) / name).string());
   for (std::string line; std::getline(in, line);) {
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_object()) records.push_back(j);
@@ -214,7 +215,12 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
   svg += fmt::format("<text x=\"{}\" y=\"17\" font-size=\"13\" font-weight=\"bold\">{}</text>\n", left, escape(title));
   if (!std::isfinite(x0)) return svg + fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"12\">no data</text></svg>\n", left, H / 2);
   if (x1 == x0) x0 -= 1, x1 += 1;
-  if (y1 == y0) y0 -= std::max(1e-9, std::fabs(y0) * 0.1), y1 += std::max(1e-9, std::fabs(y1) * 0.1);
+  // A single value, or values that differ by less than 0.1 % of their size (a learning rate within one
+  // epoch's warm-up, memory that moved by kilobytes), get a padded axis around them, not a magnified one.
+  if (const double size = std::max(std::fabs(y0), std::fabs(y1)); y1 - y0 < 1e-3 * size || y1 == y0) {
+    const double centre = (y0 + y1) / 2, pad = std::max(1e-9, 0.1 * size);
+    y0 = centre - pad, y1 = centre + pad;
+  }
   const double ph = H - top - bottom;
   const auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * pw; };
   const auto py = [&](double y) { return top + (1 - (y - y0) / (y1 - y0)) * ph; };
@@ -266,12 +272,13 @@ std::string write_report(const ReportOptions& o) {
   struct Run {
     std::string dir, name;
     std::vector<nlohmann::json> metrics;
+    std::vector<nlohmann::json> steps;  // steps.jsonl (train.log_every)
   };
   std::vector<Run> runs;
   for (const auto& dir : o.runs) {
     TESSERA_CHECK(fs::exists(fs::path(dir) / "checkpoint.pt"), "run '", dir, "' has no checkpoint.pt; is it a run directory?");
     const auto name = fs::path(dir).filename().string();
-    runs.push_back({dir, name.empty() ? dir : name, read_metrics(dir)});
+    runs.push_back({dir, name.empty() ? dir : name, read_records(dir, "metrics.jsonl"), read_records(dir, "steps.jsonl")});
   }
   // Every scalar of a record by a path like "train/loss" or "test/majority/accuracy".
   std::vector<std::string> keys;
@@ -323,6 +330,34 @@ std::string write_report(const ReportOptions& o) {
   std::map<std::string, int64_t> colour_of;  // one run: by label, in order of first appearance
   std::string body;
   body += "<h2>Learning curves</h2>\n<div class=\"charts\">\n";
+  // Runs that logged every few steps (train.log_every): loss and learning rate against steps, with the
+  // test loss at the step of each evaluation, so runs shorter than an epoch show their course too.
+  if (std::any_of(runs.begin(), runs.end(), [](const Run& r) { return !r.steps.empty(); })) {
+    std::vector<ChartSeries> loss, lr;
+    for (const auto& r : runs) {
+      if (r.steps.empty()) continue;
+      const auto colour = static_cast<int64_t>(&r - runs.data());
+      const std::string prefix = runs.size() > 1 ? r.name + " " : "";
+      ChartSeries train{prefix + "train", {}, runs.size() > 1 ? colour : 0, false};
+      ChartSeries rate{prefix.empty() ? "learning rate" : r.name, {}, colour, false};
+      for (const auto& rec : r.steps) {
+        const double step = rec.value("step", 0.0);
+        if (rec.contains("loss")) train.points.emplace_back(step, rec["loss"].get<double>());
+        if (rec.contains("lr")) rate.points.emplace_back(step, rec["lr"].get<double>());
+      }
+      ChartSeries test{prefix + "test", {}, runs.size() > 1 ? colour : 1, runs.size() > 1};
+      for (const auto& rec : r.metrics) {
+        if (rec.contains("test") && rec["test"].contains("loss") && rec.contains("step")) {
+          test.points.emplace_back(rec["step"].get<double>(), rec["test"]["loss"].get<double>());
+        }
+      }
+      loss.push_back(train);
+      if (!test.points.empty()) loss.push_back(test);
+      lr.push_back(rate);
+    }
+    body += svg_line_chart("loss by step", "step", loss);
+    body += svg_line_chart("learning rate by step", "step", lr);
+  }
   for (const auto& [title, chart_keys] : charts) {
     std::vector<ChartSeries> series;
     for (const auto& r : runs) {

@@ -18,7 +18,7 @@
 
 namespace tessera::app {
 
-nlohmann::json train(Config config, bool resume) {
+nlohmann::json train(Config config, bool resume, train::TrainHooks hooks) {
   // Joins the data-parallel group when launched by torchrun, SLURM or tessera launch (else a no-op).
   dist::init_from_env(config.train.dist_timeout);
   train::apply_runtime(config);
@@ -65,7 +65,7 @@ nlohmann::json train(Config config, bool resume) {
                    : config.data.dataset + " bags",
             config.train.batch_size, dist::world_size() > 1 ? fmt::format(" per rank x {} ranks", dist::world_size()) : "",
             torch::get_num_threads(), config.train.precision == "fp32" ? "" : ", " + config.train.precision);
-  train::Trainer trainer(config, *method, train_set, test_set);
+  train::Trainer trainer(config, *method, train_set, test_set, std::move(hooks));
   return trainer.fit(resume);
 }
 

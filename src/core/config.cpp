@@ -181,6 +181,8 @@ std::vector<Config::Field> Config::fields() {
       field("train.threads", &train.threads, "torch threads (0: all cores)"),
       field("train.device", &train.device, "cpu | cuda"),
       field("train.checkpoint_every", &train.checkpoint_every, "steps between checkpoints (0: each epoch end)"),
+      field("train.log_every", &train.log_every,
+            "steps between records of the training loss and learning rate in steps.jsonl (0: none); tessera report draws them"),
       field("train.eval_every", &train.eval_every, "epochs between test evaluations"),
       field("train.precise_bn", &train.precise_bn,
             "training batches that recompute BatchNorm statistics before each evaluation (0: off)"),

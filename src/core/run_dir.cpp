@@ -20,9 +20,11 @@ std::string RunDir::file(const std::string& name) const { return (std::filesyste
 
 void RunDir::write_text(const std::string& name, const std::string& text) const { write_file_atomic(file(name), text); }
 
-void RunDir::append_metrics(const nlohmann::json& record) const {
-  std::ofstream out(file("metrics.jsonl"), std::ios::app);
-  TESSERA_CHECK(out, "cannot append to '", file("metrics.jsonl"), "'");
+void RunDir::append_metrics(const nlohmann::json& record) const { append_line("metrics.jsonl", record); }
+
+void RunDir::append_line(const std::string& name, const nlohmann::json& record) const {
+  std::ofstream out(file(name), std::ios::app);
+  TESSERA_CHECK(out, "cannot append to '", file(name), "'");
   out << record.dump() << "\n";
 }
 

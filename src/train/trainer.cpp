@@ -22,9 +22,10 @@
 
 namespace tessera::train {
 
-Trainer::Trainer(Config config, methods::Method& method, data::DatasetPtr train_set, data::DatasetPtr test_set)
+Trainer::Trainer(Config config, methods::Method& method, data::DatasetPtr train_set, data::DatasetPtr test_set,
+                 TrainHooks hooks)
     : config_(std::move(config)), method_(method), train_set_(std::move(train_set)), test_set_(std::move(test_set)),
-      run_(config_.run_dir) {
+      run_(config_.run_dir), hooks_(std::move(hooks)) {
   TESSERA_CHECK(train_set_ && train_set_->size() > 0, "the training set is empty; set data.train_size > 0");
   spec_ = make_run_spec(config_, method_.tasks(), train_set_->normalization());
   optimizer_ = std::make_unique<torch::optim::AdamW>(
@@ -68,6 +69,19 @@ bool out_of_time_on_any_rank(bool mine) {
   return flag.item<float>() > 0;
 }
 
+// Resuming from a checkpoint at `step`: records of later steps (written after it, before a crash) go.
+void drop_step_records_after(const std::string& path, int64_t step) {
+  if (!std::filesystem::exists(path)) return;
+  std::ifstream in(path);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (record.is_object() && record.value("step", int64_t{0}) <= step) kept += line + "\n";
+  }
+  write_file_atomic(path, kept);
+}
+
 // The last line of metrics.jsonl, or null.
 nlohmann::json last_record(const std::string& path) {
   std::ifstream in(path);
@@ -104,11 +118,13 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
       return last_record(run_.file("metrics.jsonl"));
     }
     log::info("resumed from {} at epoch {}, step {}", checkpoint_path(), state_.epoch + 1, state_.step);
+    if (dist::is_main()) drop_step_records_after(run_.file("steps.jsonl"), state_.step);
   } else if (dist::is_main()) {
     if (std::filesystem::exists(checkpoint_path())) {
       log::warn("{} holds an earlier run; starting afresh (use --resume to continue it)", run_.path());
       std::filesystem::remove(run_.file("metrics.jsonl"));
     }
+    std::filesystem::remove(run_.file("steps.jsonl"));
   }
   // A backbone trained by another run brings its training time along (it counts against time_limit).
   if (!resume && !config_.model.init_from.empty()) {
@@ -141,6 +157,8 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
     Progress progress(fmt::format("epoch {}/{}", state_.epoch + 1, t.epochs), loader.num_batches());
     auto mark = std::chrono::steady_clock::now();
     bool out_of_time = false;
+    double window_loss = 0;  // train.log_every: the mean loss of the steps since the last record
+    int64_t window_steps = 0;
     while (auto batch = loader.next()) {
       const double lr = schedule.at(schedule_step());
       for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
@@ -156,9 +174,27 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
       state_.train_seconds += std::chrono::duration<double>(now - mark).count();
       mark = now;
       progress.advance(1, fmt::format("loss {:.4f} lr {:.2e}", result.loss, lr));
+      window_loss += result.loss;
+      ++window_steps;
+      if (t.log_every > 0 && state_.step % t.log_every == 0) {
+        if (dist::is_main()) {
+          run_.append_line("steps.jsonl", {{"step", state_.step},
+                                           {"epoch", state_.epoch + 1},
+                                           {"samples", state_.epoch * size + state_.samples_in_epoch},
+                                           {"loss", window_loss / static_cast<double>(window_steps)},
+                                           {"lr", lr},
+                                           {"train_seconds", state_.train_seconds}});
+        }
+        window_loss = 0, window_steps = 0;
+      }
       const bool stop = stop_after_steps > 0 && steps_this_call >= stop_after_steps;
-      if ((t.checkpoint_every > 0 && state_.step % t.checkpoint_every == 0) || stop) save();
+      const bool interrupted = hooks_.interrupted && hooks_.interrupted();
+      if ((t.checkpoint_every > 0 && state_.step % t.checkpoint_every == 0) || stop || interrupted) save();
       if (stop) return metrics.summary();
+      if (interrupted) {
+        log::info("interrupted at step {}: checkpoint written; --resume continues", state_.step);
+        return {{"epoch", state_.epoch + 1}, {"step", state_.step}, {"train", metrics.summary()}, {"stopped", "interrupted"}};
+      }
       if ((out_of_time = t.time_limit > 0 && out_of_time_on_any_rank(state_.train_seconds >= t.time_limit))) break;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -189,7 +225,10 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
       if (t.precise_bn > 0) record["precise_bn_seconds"] = recompute_batch_norm_statistics();
       record["test"] = evaluate(test_set_);
     }
-    if (dist::is_main()) run_.append_metrics(record);
+    if (dist::is_main()) {
+      run_.append_metrics(record);
+      if (hooks_.on_epoch) hooks_.on_epoch(record);
+    }
     progress.finish(fmt::format("train loss {:.4f}{} | {:.0f}s, peak tensors {}, peak RSS {}",
                                 train_summary["loss"].get<double>(),
                                 record.contains("test") ? fmt::format(", test {}", record["test"].dump()) : "",

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tessera/methods/method.h"
+#include "tessera/train/experiment.h"
 
 namespace tessera::app {
 
@@ -18,6 +19,7 @@ struct PredictOptions {
   std::string out;    // output folder; empty: <run>/predict
   int64_t thumbnail = 1024;  // slides: longest side of heatmap.png
   bool tiff = false;         // slides: also a full-resolution pyramidal TIFF overlay
+  bool geojson = false;      // slides: also scores.geojson (QuPath detections with the attention)
   int64_t threads = 0;       // 0: all cores
 };
 
@@ -25,6 +27,15 @@ struct Prediction {
   nlohmann::json result;           // what prediction.json holds
   std::vector<std::string> files;  // files written
 };
+
+struct ImagePrediction {
+  nlohmann::json result;                    // prediction.json's outputs, predicted classes, patches, method
+  methods::Method::PatchScores scores;      // undefined scores for methods without a picture
+  torch::Tensor picture;                    // the image as the run reads it (C, H, W) in [0, 1]
+};
+// One image (C, H, W) in [0, 1] (any channel count and size the run accepts: conformed as `predict`
+// does) through an opened run, nothing written. what names the input in errors.
+ImagePrediction predict_picture(train::OpenedRun& run, const torch::Tensor& image, const std::string& what);
 
 // Writes prediction.json (outputs per task, predicted classes, per-patch scores) and a picture:
 // selection.png for IPS (selected patches outlined, blue = low to red = high attention),

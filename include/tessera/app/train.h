@@ -5,14 +5,15 @@
 #include <string>
 
 #include "tessera/core/config.h"
+#include "tessera/train/trainer.h"
 
 namespace tessera::app {
 
 // Trains config into config.run_dir (resuming when asked): validates, plans the batch when
 // train.auto_batch is set (writing plan.json), writes train.log, config.yaml with the run spec,
 // metrics.jsonl and checkpoint.pt. Returns the last epoch's record; a run that had already finished
-// returns its last record without training.
-nlohmann::json train(Config config, bool resume);
+// returns its last record without training. hooks: per-epoch records and interruption (the Python layer).
+nlohmann::json train(Config config, bool resume, train::TrainHooks hooks = {});
 
 // Evaluates a run's checkpoint on the test set of the config it trained with; the network and the
 // tasks come from the run spec, and only the test set is opened. threads 0: all cores.

@@ -120,6 +120,7 @@ struct TrainConfig {
   int64_t threads = 0;  // 0: all cores
   std::string device = "cpu";
   int64_t checkpoint_every = 0;  // steps between checkpoints; 0: at the end of each epoch
+  int64_t log_every = 0;         // steps between training-loss records in steps.jsonl; 0: none
   int64_t eval_every = 1;        // epochs between test-set evaluations (the last epoch always evaluates)
   int64_t precise_bn = 0;        // training batches that recompute BatchNorm statistics before each evaluation; 0: off
   std::string memory_budget;     // e.g. 4GiB; empty: no cap

@@ -13,6 +13,7 @@ class RunDir {
   std::string file(const std::string& name) const;
   void write_text(const std::string& name, const std::string& text) const;  // atomic
   void append_metrics(const nlohmann::json& record) const;                   // one line in metrics.jsonl
+  void append_line(const std::string& name, const nlohmann::json& record) const;  // one line in <name> (JSON lines)
 
  private:
   std::string path_;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/optim/adamw.h>
 
+#include <functional>
 #include <memory>
 
 #include "tessera/core/config.h"
@@ -24,9 +25,19 @@ namespace tessera::train {
 nlohmann::json evaluate(methods::Method& method, const data::DatasetPtr& dataset, int64_t batch_size, int64_t workers,
                         int64_t prefetch);
 
+// What a caller (the Python layer) observes and controls of a fit, beyond the config.
+struct TrainHooks {
+  // Called with each epoch's record after it is written to metrics.jsonl (rank 0).
+  std::function<void(const nlohmann::json& record)> on_epoch;
+  // Polled after every step; true stops the fit there with a checkpoint of the exact position (the
+  // returned record says "stopped": "interrupted"; --resume continues).
+  std::function<bool()> interrupted;
+};
+
 class Trainer {
  public:
-  Trainer(Config config, methods::Method& method, data::DatasetPtr train_set, data::DatasetPtr test_set);
+  Trainer(Config config, methods::Method& method, data::DatasetPtr train_set, data::DatasetPtr test_set,
+          TrainHooks hooks = {});
 
   // Trains to config.train.epochs (resuming from <run>/checkpoint.pt if resume). stop_after_steps > 0
   // stops early after that many steps in this call, with a checkpoint (used to test resuming).
@@ -52,6 +63,7 @@ class Trainer {
   std::unique_ptr<methods::LossScaler> scaler_;         // fp16 only
   std::unique_ptr<methods::GradientReducer> reducer_;   // data-parallel runs only
   TrainState state_;
+  TrainHooks hooks_;
 };
 
 }  // namespace tessera::train

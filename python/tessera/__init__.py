@@ -1,0 +1,260 @@
+"""tessera: classifiers on images far larger than memory (IPS, PatchGD), from Python.
+
+The same engine as the ``tessera`` command: every function here calls one function of the C++ library,
+and tensors cross without copies (the LibTorch that ``torch`` is built on).
+
+    import tessera
+    run = tessera.train(config="configs/demo.yaml", run_dir="runs/demo", train__epochs=2)
+    print(run.metrics[-1]["test"])
+    prediction = run.predict("image.png")          # or a torch.Tensor (C, H, W) in [0, 1]
+    features = tessera.Encoder("path/to/UNI")(batch)   # (B, 3, H, W) uint8 or float -> (B, D)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch  # first: registers the tensor types the core's functions take and return
+
+from . import _core
+
+__all__ = ["Error", "Run", "Prediction", "Encoder", "Slide", "train", "open_run", "open_slide", "list_encoders",
+           "read_image", "write_png", "config_keys", "__version__"]
+
+__version__: str = _core.version()
+Error = _core.Error
+Error.__doc__ = "A tessera error: bad input, a missing file, a budget that does not fit. Its message says what to do."
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _overrides(overrides: Optional[Mapping[str, Any]], keywords: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    """{"train.epochs": 3} and train__epochs=3 -> [("train.epochs", "3")] (bools as true/false)."""
+    items = dict(overrides or {})
+    items.update({key.replace("__", "."): value for key, value in keywords.items()})
+    out = []
+    for key, value in items.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        out.append((key, str(value)))
+    return out
+
+
+def read_image(path: PathLike) -> torch.Tensor:
+    """An image file (PNG, JPEG, TIFF; through libvips) as a float tensor (C, H, W) in [0, 1]."""
+    return _core.read_image(os.fspath(path))
+
+
+def write_png(path: PathLike, image: torch.Tensor) -> None:
+    """Writes an image (C, H, W) in [0, 1], 1 or 3 channels, as an 8-bit PNG (atomically)."""
+    _core.write_png(os.fspath(path), image)
+
+
+def config_keys() -> Dict[str, str]:
+    """Every config key ("section.name") with its one-line description, as ``tessera train --help`` lists them."""
+    return dict(_core.config_keys())
+
+
+def train(config: Optional[PathLike] = None, run_dir: Optional[PathLike] = None,
+          overrides: Optional[Mapping[str, Any]] = None, *, resume: bool = False,
+          on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True, **keywords: Any) -> "Run":
+    """Trains a run, as ``tessera train`` does, and returns it.
+
+    config: a YAML preset (e.g. "configs/demo.yaml"); run_dir: where the run goes (run.dir);
+    overrides: {"train.epochs": 3}, or as keywords with "__" for the dot: ``train__epochs=3``.
+    on_epoch(record) is called after each epoch with its metrics.jsonl record (a dict); with tqdm
+    installed and progress true, a bar counts the epochs. Ctrl-C stops after the current step with a
+    checkpoint of the exact position and raises KeyboardInterrupt; ``resume=True`` continues.
+    """
+    items = _overrides(overrides, keywords)
+    if run_dir is not None:
+        items.append(("run.dir", os.fspath(run_dir)))
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm  # optional
+            epochs = dict(items).get("train.epochs")
+            bar = tqdm(total=int(epochs) if epochs else None, unit="epoch", desc="tessera train")
+        except ImportError:
+            bar = None
+
+    def epoch_done(text: str) -> None:
+        record = json.loads(text)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=record.get("train", {}).get("loss"))
+        if on_epoch is not None:
+            on_epoch(record)
+
+    try:
+        _, directory = _core.train(os.fspath(config) if config is not None else "", items, resume, epoch_done)
+    finally:
+        if bar is not None:
+            bar.close()
+    return open_run(directory)
+
+
+@dataclass
+class Prediction:
+    """What a run predicts for one image.
+
+    outputs: per task, the probabilities (a tensor of the task's classes); predicted: per task, the
+    class (softmax) or the classes at >= 0.5 (sigmoid); scores, rows, cols: the patch scores of methods
+    that explain themselves (IPS: the M selected patches' attention; PatchGD: occlusion per patch), else
+    None; picture: the image as the run read it, (C, H, W) in [0, 1]; record: prediction.json's dict.
+    """
+    outputs: Dict[str, torch.Tensor]
+    predicted: Dict[str, Any]
+    scores: Optional[torch.Tensor]
+    rows: Optional[torch.Tensor]
+    cols: Optional[torch.Tensor]
+    picture: torch.Tensor
+    record: dict
+    outline: bool = field(default=True, repr=False)
+    _run: Any = field(default=None, repr=False)
+
+    def draw(self) -> torch.Tensor:
+        """The picture with the scored patches drawn on it (blue = low, red = high), (3, H, W) in [0, 1]."""
+        if self.scores is None:
+            raise Error("this run's method draws no patch scores")
+        return self._run._core.draw(self.picture, self.scores, self.rows, self.cols, self.outline)
+
+
+class Run:
+    """A trained (or training) run directory: what it is, how it learned, and its model.
+
+    spec: the run spec (method, tasks, input, normalisation, settings) as a dict; config: the resolved
+    config (config.yaml) as text; metrics: metrics.jsonl as a list of dicts, read afresh each time.
+    """
+
+    def __init__(self, directory: PathLike):
+        self.directory = os.fspath(directory)
+        self._core = _core.Run(self.directory)
+
+    def __repr__(self) -> str:
+        return f"tessera.Run({self.directory!r}, method={self.spec['method']!r})"
+
+    @property
+    def spec(self) -> dict:
+        return json.loads(self._core.spec_json)
+
+    @property
+    def config(self) -> str:
+        return self._core.config_yaml
+
+    @property
+    def metrics(self) -> List[dict]:
+        path = os.path.join(self.directory, "metrics.jsonl")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def predict(self, image: Union[PathLike, torch.Tensor]) -> Prediction:
+        """Predicts an image file (PNG/JPEG/TIFF) or a tensor (C, H, W) in [0, 1], with the run's own
+        normalisation, as ``tessera predict --image`` does (nothing is written)."""
+        if isinstance(image, torch.Tensor):
+            picture, what = image, "the image tensor"
+        else:
+            picture, what = _core.read_image(os.fspath(image)), f"image '{os.fspath(image)}'"
+        text, scores, rows, cols, outline, conformed = self._core.predict(picture, what)
+        record = json.loads(text)
+        outputs = {task: torch.tensor(values) for task, values in record["outputs"].items()}
+        return Prediction(outputs, record["predicted"], scores, rows, cols, conformed, record, outline, self)
+
+    def evaluate(self, threads: int = 0) -> dict:
+        """Test-set loss and metrics of the checkpoint, as ``tessera eval`` (only the test split is opened)."""
+        return json.loads(_core.evaluate(self.directory, threads))
+
+    def report(self, path: Optional[PathLike] = None, *others: "Run") -> str:
+        """Writes one self-contained HTML page (learning curves, spec, pictures) and returns its path."""
+        runs = [self.directory] + [r.directory for r in others]
+        return _core.report(runs, os.fspath(path) if path is not None else "")
+
+
+def open_run(directory: PathLike) -> Run:
+    """Opens a run directory (or checkpoint): the network is rebuilt from the run alone."""
+    return Run(directory)
+
+
+class Encoder:
+    """A registered encoder (``list_encoders()``) or a model folder (config.json + weights), in eval mode.
+
+    ``Encoder("uni", weights="pytorch_model.bin", precision="bf16")(batch)`` maps (B, C, H, W) images,
+    uint8 (0-255) or float (0-1), to (B, D) float32 features. normalize=True applies the encoder's own
+    preprocessing (shorter side to size / crop_pct, centre crop, mean/std); normalize=False feeds the
+    batch as it is (already preprocessed).
+    """
+
+    def __init__(self, name_or_folder: PathLike, weights: Optional[PathLike] = None, precision: str = "fp32",
+                 args: Optional[Mapping[str, Any]] = None):
+        self.name = os.fspath(name_or_folder)
+        self._core = _core.Encoder(self.name, os.fspath(weights) if weights else "",
+                                   json.dumps(dict(args)) if args else "", precision)
+
+    def __call__(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self._core(images, normalize)
+
+    @property
+    def num_features(self) -> int:
+        return self._core.num_features
+
+    @property
+    def spec(self) -> dict:
+        """Architecture, arguments and preprocessing, as a run records them."""
+        return json.loads(self._core.spec_json)
+
+    def __repr__(self) -> str:
+        return f"tessera.Encoder({self.name!r}, num_features={self.num_features})"
+
+
+def list_encoders() -> List[Tuple[str, str, str]]:
+    """(name, architecture, summary) of every registered encoder."""
+    return list(_core.list_encoders())
+
+
+class Slide:
+    """A whole-slide image (OpenSlide formats, pyramidal TIFF, or any PNG/JPEG/TIFF through libvips)."""
+
+    def __init__(self, path: PathLike, backend: str = "auto"):
+        self._core = _core.open_slide(os.fspath(path), backend)
+
+    @property
+    def path(self) -> str:
+        return self._core.path
+
+    @property
+    def dimensions(self) -> Tuple[int, int]:
+        """(width, height) of level 0."""
+        width, height, _ = self._core.levels[0]
+        return width, height
+
+    @property
+    def levels(self) -> List[Tuple[int, int, float]]:
+        """(width, height, downsample) per level."""
+        return list(self._core.levels)
+
+    @property
+    def mpp(self) -> float:
+        """Micrometres per level-0 pixel (0 when the file does not say)."""
+        return self._core.mpp
+
+    @property
+    def vendor(self) -> str:
+        return self._core.vendor
+
+    def read_region(self, x: int, y: int, level: int, width: int, height: int):
+        """RGB pixels (height, width, 3) uint8 as a numpy array, top-left (x, y) in level-0 pixels."""
+        return self._core.read_region(x, y, level, width, height).numpy()
+
+    def __repr__(self) -> str:
+        return f"tessera.Slide({self.path!r}, dimensions={self.dimensions}, levels={len(self.levels)})"
+
+
+def open_slide(path: PathLike, backend: str = "auto") -> Slide:
+    """Opens a slide: backend auto (OpenSlide when it recognises the file, else libvips) | openslide | vips."""
+    return Slide(path, backend)

@@ -1,0 +1,199 @@
+"""The Python package against the command line it wraps: training, metrics, prediction, encoders, slides,
+errors and the example. Run by ctest (python.pytest) with PYTHONPATH=build/python and TESSERA_CLI set."""
+import json
+import os
+import pathlib
+import runpy
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import tessera
+
+CLI = os.environ.get("TESSERA_CLI", "build/tessera")
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def write_fake_mnist(folder: pathlib.Path, per_class: int = 6) -> str:
+    """MNIST-format IDX files whose digit d is a bar at a class-dependent row (as tests/helpers.h writes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = per_class * 10
+    images = np.zeros((n, 28, 28), np.uint8)
+    labels = np.arange(n, dtype=np.uint8) % 10
+    for i in range(n):
+        d = i % 10
+        images[i, 4 + 2 * d:8 + 2 * d, 4:24] = 255
+        images[i, 26, i % 28] = 128
+    for prefix in ("train", "t10k"):
+        with open(folder / f"{prefix}-images-idx3-ubyte", "wb") as f:
+            f.write(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes())
+        with open(folder / f"{prefix}-labels-idx1-ubyte", "wb") as f:
+            f.write(struct.pack(">II", 0x801, n) + labels.tobytes())
+    return str(folder)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([CLI, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+TINY = {
+    "data.dataset": "scattered_mnist", "data.height": 56, "data.width": 56, "data.digit_size": 28,
+    "data.patch": 28, "data.stride": 14, "data.train_size": 12, "data.test_size": 6, "data.workers": 0,
+    "model.width": 8, "model.heads": 2, "model.d_k": 8, "model.d_inner": 16,
+    "ips.M": 3, "ips.I": 3, "train.batch_size": 4, "train.warmup_epochs": 0, "train.threads": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny IPS run trained from Python, with the records on_epoch saw."""
+    tmp = tmp_path_factory.mktemp("run")
+    mnist = write_fake_mnist(tmp / "mnist")
+    seen = []
+    run = tessera.train(run_dir=tmp / "run", overrides=dict(TINY, **{"data.mnist_dir": mnist}), train__epochs=2,
+                        on_epoch=seen.append, progress=False)
+    return run, seen, tmp, mnist
+
+
+def test_train_returns_the_run_and_its_metrics(trained):
+    run, seen, tmp, _ = trained
+    assert isinstance(run, tessera.Run)
+    assert [r["epoch"] for r in run.metrics] == [1, 2]
+    assert seen == run.metrics  # on_epoch got each record as metrics.jsonl holds it
+    assert "test" in run.metrics[-1] and run.metrics[-1]["test"]["samples"] == 6
+    assert run.spec["method"] == "ips" and run.spec["tasks"][0]["name"] == "digit"
+    assert "M: 3" in run.config
+    assert tessera.open_run(tmp / "run").metrics == run.metrics
+
+
+def test_predict_equals_the_command_line(trained):
+    run, _, tmp, mnist = trained
+    cli("export-data", "--data.dataset", "scattered_mnist", "--data.mnist_dir", mnist, "--data.height", "56",
+        "--data.width", "56", "--data.digit_size", "28", "--count", "2", "--out", str(tmp / "images"))
+    image = tmp / "images" / "test_00001.png"
+    cli("predict", "--run", str(tmp / "run"), "--image", str(image), "--out", str(tmp / "predict"))
+    expected = json.loads((tmp / "predict" / "prediction.json").read_text())
+    got = run.predict(image)
+    assert got.predicted == expected["predicted"]
+    for task, values in expected["outputs"].items():
+        assert torch.allclose(got.outputs[task], torch.tensor(values), atol=1e-6)
+    assert len(expected["patches"]) == got.scores.numel() == 3
+    for k, patch in enumerate(expected["patches"]):
+        assert (got.rows[k].item(), got.cols[k].item()) == (patch["row"], patch["col"])
+        assert abs(got.scores[k].item() - patch["score"]) < 1e-6
+    # a tensor (C, H, W) in [0, 1] predicts the same as its file
+    from_tensor = run.predict(got.picture.clone())
+    assert torch.allclose(from_tensor.outputs["digit"], got.outputs["digit"], atol=1e-6)
+    picture = got.draw()
+    assert picture.shape[0] == 3 and picture.shape[1:] == got.picture.shape[1:]
+
+
+def test_evaluate_and_report(trained):
+    run, _, tmp, _ = trained
+    result = run.evaluate(threads=1)
+    assert result["samples"] == 6
+    assert result["digit"]["accuracy"] == pytest.approx(run.metrics[-1]["test"]["digit"]["accuracy"])
+    path = run.report(tmp / "report.html")
+    assert pathlib.Path(path).read_text().count("<svg") >= 1
+
+
+def test_encoder_equals_tessera_embed(tmp_path):
+    args = {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2}
+    folder = tmp_path / "vit"
+    cli("export-encoder", "--encoder", "vit_small_patch16_224", "--encoder-args", json.dumps(args), "--out", str(folder))
+    mnist = write_fake_mnist(tmp_path / "mnist")
+    cli("export-data", "--data.dataset", "tissue_tiles", "--data.mnist_dir", mnist, "--data.height", "32",
+        "--data.width", "32", "--data.digit_size", "28", "--slide.level", "0", "--data.patch", "16", "--count", "2", "--out",
+        str(tmp_path / "images"))  # RGB tiles
+    images = [str(tmp_path / "images" / f"test_0000{i}.png") for i in range(2)]
+    cli("embed", "--encoder", str(folder), "--images", *images, "--out", str(tmp_path / "f.npy"), "--threads", "1")
+    expected = torch.from_numpy(np.load(tmp_path / "f.npy"))
+    encoder = tessera.Encoder(folder)
+    assert encoder.num_features == 32
+    batch = torch.stack([tessera.read_image(p) for p in images])  # float (2, 3, 32, 32) in [0, 1]
+    features = encoder(batch)
+    assert features.shape == (2, 32) and features.dtype == torch.float32
+    assert torch.allclose(features, expected, atol=1e-5)
+    uint8 = (batch * 255).round().to(torch.uint8)
+    assert torch.allclose(encoder(uint8), expected, atol=1e-5)
+    # normalize=False feeds the batch as it is: the encoder's own normalisation by hand gives the same
+    mean = torch.tensor(encoder.spec["preprocessing"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.spec["preprocessing"]["std"]).view(1, 3, 1, 1)
+    assert torch.allclose(encoder((batch - mean) / std, normalize=False), expected, atol=1e-5)
+
+
+def test_slide_read_region_equals_the_full_image(tmp_path):
+    mnist = write_fake_mnist(tmp_path / "mnist")
+    cli("make-slides", "--out", str(tmp_path / "slides"), "--mnist-dir", mnist, "--count", "2", "--test-count", "0",
+        "--width", "512", "--height", "512", "--digits", "1", "--digit-scale", "2", "--compression", "none")
+    path = tmp_path / "slides" / "slide_000.tif"
+    whole = (tessera.read_image(str(path)) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    for backend in ("vips", "openslide"):
+        slide = tessera.open_slide(path, backend=backend)
+        assert slide.dimensions == (512, 512)
+        assert slide.levels[0] == (512, 512, 1.0) and len(slide.levels) >= 2
+        region = slide.read_region(100, 60, 0, 64, 48)
+        assert region.shape == (48, 64, 3) and region.dtype == np.uint8
+        assert np.array_equal(region, whole[60:108, 100:164]), backend
+
+
+def test_errors_carry_the_message(tmp_path):
+    with pytest.raises(tessera.Error, match="nothing-here") as error:
+        tessera.open_run(tmp_path / "nothing-here")
+    assert isinstance(error.value, ValueError)
+    with pytest.raises(tessera.Error, match="data.dataset"):
+        tessera.train(run_dir=tmp_path / "bad", data__dataset="no_such_set", progress=False)
+    with pytest.raises(tessera.Error, match="Encoder"):
+        tessera.Encoder("vit_small_patch16_224", args={"img_size": 32, "depth": 1})(torch.zeros(3, 32, 32))
+    assert not (tmp_path / "bad" / "checkpoint.pt").exists()
+
+
+def test_the_example_notebook_runs(tmp_path, monkeypatch):
+    mnist = write_fake_mnist(tmp_path / "mnist")
+    monkeypatch.setenv("TESSERA_EXAMPLE_MNIST", mnist)
+    monkeypatch.setenv("TESSERA_EXAMPLE_OUT", str(tmp_path / "example"))
+    monkeypatch.setenv("TESSERA_EXAMPLE_QUICK", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    runpy.run_path(str(ROOT / "examples" / "notebook.py"), run_name="__main__")
+    assert (tmp_path / "example" / "learning-curve.png").stat().st_size > 1000
+    assert (tmp_path / "example" / "selection.png").stat().st_size > 1000
+
+
+def test_traffic_signs_script_keeps_the_references_images_and_labels(tmp_path):
+    """A hand-made STS layout: each line's expected class (or drop) follows the IPS reference's filter."""
+    lines = {
+        "Set1": [
+            "a.jpg:",                                                                   # no sign: 0
+            "b.jpg:VISIBLE, 100, 60, 80, 40, PROHIBITORY, 70_SIGN;",                    # 2
+            "c.jpg:VISIBLE, 10, 10, 5, 5, OTHER, PEDESTRIAN_CROSSING;",                 # only other signs: dropped
+            "d.jpg:BLURRED, 100, 100, 0, 0, PROHIBITORY, 50_SIGN;VISIBLE, 30, 30, 20, 20, PROHIBITORY, 80_SIGN;",  # 3
+            "e.jpg:OCCLUDED, 100, 100, 0, 0, PROHIBITORY, 50_SIGN;",                    # limit not visible: dropped
+            "f.jpg:MISC_SIGNS;",                                                        # MISC ignored -> no sign: 0
+        ],
+        "Set2": [
+            "g.jpg:VISIBLE, 20, 20, 10, 10, PROHIBITORY, 50_SIGN;VISIBLE, 90, 90, 10, 10, PROHIBITORY, 80_SIGN;",  # larger: 3
+            "h.jpg:SIDE_ROAD, 90, 90, 10, 10, PROHIBITORY, 50_SIGN;",                   # dropped
+        ],
+    }
+    for folder, rows in lines.items():
+        (tmp_path / "sts" / folder).mkdir(parents=True)
+        (tmp_path / "sts" / folder / "annotations.txt").write_text("\n".join(rows) + "\n")
+        for row in rows:
+            image = torch.rand(3, 24, 32)  # a stand-in photo (the real ones are 1280 x 960)
+            tessera.write_png(tmp_path / "sts" / folder / row.split(":")[0], image)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "traffic-signs.py"), "--sts", str(tmp_path / "sts"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    train = (tmp_path / "out" / "train.csv").read_text().split()
+    test = (tmp_path / "out" / "test.csv").read_text().split()
+    assert train == ["path,label", "images/Set1/a.png,0", "images/Set1/b.png,2", "images/Set1/d.png,3",
+                     "images/Set1/f.png,0"]
+    assert test == ["path,label", "images/Set2/g.png,3"]
+    resized = tessera.read_image(tmp_path / "out" / "images" / "Set1" / "b.png")
+    assert resized.shape == (3, 1200, 1600)
