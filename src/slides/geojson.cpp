@@ -4,32 +4,23 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/run_dir.h"
+#include "tessera/slides/heatmap.h"
 
 namespace tessera::slides {
 
 nlohmann::json scores_geojson(const PatchCoords& grid, const torch::Tensor& scores, const torch::Tensor& selected,
                               const std::string& measurement) {
-  TESSERA_ASSERT(scores.dim() == 1 && scores.size(0) == grid.count(), "one score per patch: ", scores.sizes(), " for ",
-                 grid.count(), " patches");
-  TESSERA_ASSERT(!selected.defined() || selected.numel() == grid.count(), "one selection flag per patch");
-  const auto c = grid.coords.to(torch::kLong).contiguous();
-  const auto s = scores.to(torch::kDouble).contiguous();
-  const auto sel = selected.defined() ? selected.to(torch::kBool).contiguous() : torch::Tensor();
-  const auto* cp = c.data_ptr<int64_t>();
-  const auto* sp = s.data_ptr<double>();
-  const bool* selp = sel.defined() ? sel.data_ptr<bool>() : nullptr;
   const int64_t side = grid.footprint;
   auto features = nlohmann::json::array();
-  for (int64_t i = 0; i < grid.count(); ++i) {
-    const int64_t x = cp[2 * i], y = cp[2 * i + 1];
+  for_each_patch_score(grid, scores, selected, [&](int64_t x, int64_t y, double score, bool chosen) {
     // One closed ring, counter-clockwise in image coordinates (y down), as QuPath writes rectangles.
     const nlohmann::json ring = {{x, y}, {x + side, y}, {x + side, y + side}, {x, y + side}, {x, y}};
-    nlohmann::json properties = {{"objectType", "detection"}, {"measurements", {{measurement, sp[i]}}}};
-    if (selp && selp[i]) properties["classification"] = {{"name", "Selected"}, {"color", {230, 40, 40}}};
+    nlohmann::json properties = {{"objectType", "detection"}, {"measurements", {{measurement, score}}}};
+    if (chosen) properties["classification"] = {{"name", "Selected"}, {"color", {230, 40, 40}}};
     features.push_back({{"type", "Feature"},
                         {"geometry", {{"type", "Polygon"}, {"coordinates", {ring}}}},
                         {"properties", std::move(properties)}});
-  }
+  });
   return {{"type", "FeatureCollection"}, {"features", std::move(features)}};
 }
 

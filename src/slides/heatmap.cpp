@@ -50,21 +50,27 @@ torch::Tensor colour_map(const torch::Tensor& values) {
   return anchors.index({lo}) * (1 - t) + anchors.index({lo + 1}) * t;
 }
 
-void write_scores_csv(const std::string& path, const PatchCoords& grid, const torch::Tensor& scores,
-                      const torch::Tensor& selected) {
+void for_each_patch_score(const PatchCoords& grid, const torch::Tensor& scores, const torch::Tensor& selected,
+                          const std::function<void(int64_t x, int64_t y, double score, bool selected)>& row) {
   check_scores(grid, scores);
-  std::string out = selected.defined() ? "x,y,score,selected\n" : "x,y,score\n";
+  TESSERA_ASSERT(!selected.defined() || selected.numel() == grid.count(), "one selection flag per patch");
   const auto c = grid.coords.to(torch::kLong).contiguous();
   const auto s = scores.to(torch::kDouble).contiguous();
   const auto sel = selected.defined() ? selected.to(torch::kBool).contiguous() : torch::Tensor();
   const auto* cp = c.data_ptr<int64_t>();
   const auto* sp = s.data_ptr<double>();
   const bool* selp = sel.defined() ? sel.data_ptr<bool>() : nullptr;
-  for (int64_t i = 0; i < grid.count(); ++i) {
-    out += fmt::format("{},{},{:.6g}", cp[2 * i], cp[2 * i + 1], sp[i]);
-    if (selp) out += selp[i] ? ",1" : ",0";
+  for (int64_t i = 0; i < grid.count(); ++i) row(cp[2 * i], cp[2 * i + 1], sp[i], selp && selp[i]);
+}
+
+void write_scores_csv(const std::string& path, const PatchCoords& grid, const torch::Tensor& scores,
+                      const torch::Tensor& selected) {
+  std::string out = selected.defined() ? "x,y,score,selected\n" : "x,y,score\n";
+  for_each_patch_score(grid, scores, selected, [&](int64_t x, int64_t y, double score, bool chosen) {
+    out += fmt::format("{},{},{:.6g}", x, y, score);
+    if (selected.defined()) out += chosen ? ",1" : ",0";
     out += '\n';
-  }
+  });
   write_file_atomic(path, out);
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/types.h>
 
+#include <functional>
 #include <string>
 
 #include "tessera/slides/reader.h"
@@ -15,6 +16,11 @@ namespace tessera::slides {
 torch::Tensor colour_map(const torch::Tensor& values);
 
 // x,y,score[,selected] rows in coordinate order. selected: (N) bool or undefined.
+// Calls row(x, y, score, selected) for each patch of grid in order: level-0 top-left, its score, and
+// whether it is among `selected` (false for every patch when selected is undefined).
+void for_each_patch_score(const PatchCoords& grid, const torch::Tensor& scores, const torch::Tensor& selected,
+                          const std::function<void(int64_t x, int64_t y, double score, bool selected)>& row);
+
 void write_scores_csv(const std::string& path, const PatchCoords& grid, const torch::Tensor& scores,
                       const torch::Tensor& selected = {});
 
