@@ -197,3 +197,19 @@ def test_traffic_signs_script_keeps_the_references_images_and_labels(tmp_path):
     assert test == ["path,label", "images/Set2/g.png,3"]
     resized = tessera.read_image(tmp_path / "out" / "images" / "Set1" / "b.png")
     assert resized.shape == (3, 1200, 1600)
+
+
+def test_pip_installs_the_package_into_a_virtual_environment(tmp_path):
+    """pip install --no-build-isolation . into a venv that sees Debian's torch, as docs/guide/python.md says."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    done = subprocess.run([str(venv / "bin" / "pip"), "install", "--no-build-isolation", "--no-index", "--quiet", str(ROOT)],
+                          capture_output=True, text=True, env=dict(os.environ, TESSERA_BUILD_DIR=os.environ.get("TESSERA_BUILD_DIR", str(ROOT / "build"))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    check = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import tessera, sys; print(tessera.__version__); print(tessera.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, env={"PATH": os.environ.get("PATH", "")})
+    assert check.returncode == 0, check.stderr
+    version, location = check.stdout.split()
+    assert version == tessera.__version__
+    assert location.startswith(str(venv))
