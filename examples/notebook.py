@@ -22,26 +22,28 @@ if not os.path.exists(os.path.join(mnist, "t10k-labels-idx1-ubyte")):
     subprocess.run(["bash", "scripts/get-mnist.sh", mnist], check=True)
 os.makedirs(out, exist_ok=True)
 
-sizes = {"data.train_size": 16, "data.test_size": 8, "train.eval_every": 1, "data.workers": 0} if quick else {}
+sizes = {"data.train_size": 16, "data.test_size": 8, "data.workers": 0} if quick else {}
 run = tessera.train(config="configs/demo.yaml", run_dir=os.path.join(out, "run"),
-                    overrides={"data.mnist_dir": mnist, **sizes}, train__epochs=2,
+                    overrides={"data.mnist_dir": mnist, "train.eval_every": 1, "train.log_every": 2 if quick else 10,
+                               **sizes},
+                    train__epochs=2,
                     on_epoch=lambda r: print(f"epoch {r['epoch']}: train loss {r['train']['loss']:.3f}"))
 print(run)
 
-# %% The learning curve: training loss per epoch and the test accuracy of each task
-epochs = [r["epoch"] for r in run.metrics]
+# %% The learning curve: the training loss every few steps (steps.jsonl), the test loss and each task's
+# test accuracy after each epoch (metrics.jsonl)
 figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(9, 3.5))
-loss.plot(epochs, [r["train"]["loss"] for r in run.metrics], marker="o", label="train")
-loss.plot([r["epoch"] for r in run.metrics if "test" in r], [r["test"]["loss"] for r in run.metrics if "test" in r],
-          marker="s", label="test")
-loss.set(xlabel="epoch", ylabel="loss", title="loss")
+loss.plot([s["step"] for s in run.steps], [s["loss"] for s in run.steps], label="train (mean of the logged steps)")
+tested = [r for r in run.metrics if "test" in r]
+loss.plot([r["step"] for r in tested], [r["test"]["loss"] for r in tested], "s", label="test")
+loss.set(xlabel="step", ylabel="loss", title="loss")
 loss.legend()
 for task in run.spec["tasks"]:
     name = task["name"]
-    points = [(r["epoch"], r["test"][name]) for r in run.metrics if "test" in r]
-    metric = "accuracy" if "accuracy" in points[0][1] else next(iter(points[0][1]))
-    accuracy.plot([e for e, _ in points], [m[metric] for _, m in points], marker="o", label=f"{name} {metric}")
-accuracy.set(xlabel="epoch", title="test metrics", ylim=(0, 1))
+    metric = "accuracy" if "accuracy" in tested[0]["test"][name] else next(iter(tested[0]["test"][name]))
+    accuracy.plot([r["epoch"] for r in tested], [r["test"][name][metric] for r in tested], marker="o",
+                  label=f"{name} {metric}")
+accuracy.set(xlabel="epoch", title="test metrics", ylim=(0, 1), xticks=[r["epoch"] for r in tested])
 accuracy.legend()
 figure.tight_layout()
 figure.savefig(os.path.join(out, "learning-curve.png"), dpi=100)
@@ -51,7 +53,7 @@ subprocess.run([os.environ.get("TESSERA_CLI", "build/tessera"), "export-data", "
                 "--data.mnist_dir", mnist, "--count", "1", "--out", os.path.join(out, "images")], check=True)
 image = tessera.read_image(os.path.join(out, "images", "test_00000.png"))
 prediction = run.predict(image)
-print({task: int(p.argmax()) for task, p in prediction.outputs.items() if prediction.outputs[task].numel() > 1})
+print("predicted:", prediction.predicted)
 print("selected patches (row, col, attention):",
       [(int(r), int(c), round(float(s), 3)) for r, c, s in zip(prediction.rows, prediction.cols, prediction.scores)])
 

@@ -128,7 +128,8 @@ class Run:
     """A trained (or training) run directory: what it is, how it learned, and its model.
 
     spec: the run spec (method, tasks, input, normalisation, settings) as a dict; config: the resolved
-    config (config.yaml) as text; metrics: metrics.jsonl as a list of dicts, read afresh each time.
+    config (config.yaml) as text; metrics: metrics.jsonl as a list of dicts, read afresh each time;
+    steps: steps.jsonl likewise (train.log_every).
     """
 
     def __init__(self, directory: PathLike):
@@ -149,6 +150,16 @@ class Run:
     @property
     def metrics(self) -> List[dict]:
         path = os.path.join(self.directory, "metrics.jsonl")
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    @property
+    def steps(self) -> List[dict]:
+        """steps.jsonl (written with train.log_every N): the mean training loss of every N steps, with the
+        learning rate, samples seen and training seconds; empty without it."""
+        path = os.path.join(self.directory, "steps.jsonl")
         if not os.path.exists(path):
             return []
         with open(path) as f:
