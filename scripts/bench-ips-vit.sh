@@ -3,7 +3,8 @@
 # N 256 patches (a 16 x 16 grid), I 32, batch 1, for M 25 / 50 / 100 / 200, ips.grad_chunk 0 and 16, fp32
 # and bf16; one JSON per row in docs/bench-ips-vit/, then the table.
 # Usage: scripts/bench-ips-vit.sh [out dir] [steps] [precisions]   (TESSERA overrides build/tessera; TIMED=0 marks rows
-# measured while other work shared the cores: their peak bytes hold, their seconds are not reported)
+# measured while other work shared the cores: their peak bytes hold, their seconds are not reported; WARMUP sets
+# the untimed steps, 1 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tessera=${TESSERA:-build/tessera}
@@ -19,7 +20,7 @@ for precision in $precisions; do
       [ -f "$json" ] && continue
       "$tessera" bench ips --encoder vit_small_patch16_224 --channels 3 --height 3584 --width 3584 --patch 224 \
         --batch 1 --M "$M" --I 32 --grad-chunk "$chunk" --precision "$precision" --loading lazy --threads 2 \
-        --steps "$steps" --warmup 1 --json "$json" > /dev/null
+        --steps "$steps" --warmup "${WARMUP:-1}" --json "$json" > /dev/null
       if [ "$timed" = 0 ]; then
         python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); j["timed"] = False; json.dump(j, open(sys.argv[1], "w"), indent=1)' "$json"
       fi
