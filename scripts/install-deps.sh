@@ -9,7 +9,7 @@ packages=(
   libtorch-dev libgloo-dev libopenblas0-pthread libvips-dev libopenslide-dev libhdf5-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev googletest
   python3-torch python3-torchvision   # the Python package's torch; reference outputs for the parity tests
-  python3-dev pybind11-dev python3-pytest python3-numpy python3-matplotlib python3-setuptools python3-venv python3-pip  # the Python package, its tests and example
+  python3-dev pybind11-dev python3-pytest python3-numpy python3-matplotlib python3-setuptools python3-wheel python3-venv python3-pip  # the Python package, its tests and example
   chromium                            # renders tessera report pages in a test
 )
 missing=()
