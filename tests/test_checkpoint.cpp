@@ -23,6 +23,15 @@ std::map<std::string, torch::Tensor> train_steps(const Config& config, int64_t s
   return params;
 }
 
+// Every parameter and buffer of two runs, bitwise.
+void expect_bitwise_equal(const std::map<std::string, torch::Tensor>& straight,
+                          const std::map<std::string, torch::Tensor>& resumed) {
+  ASSERT_EQ(straight.size(), resumed.size());
+  for (const auto& [name, value] : straight) {
+    EXPECT_TRUE(torch::equal(value, resumed.at(name))) << name;
+  }
+}
+
 TEST(Checkpoint, ResumeEqualsStraightRunBitwise) {
   testing::TempDir dir;
   testing::write_fake_mnist(dir.str());
@@ -37,10 +46,7 @@ TEST(Checkpoint, ResumeEqualsStraightRunBitwise) {
   config.run_dir = dir.file("resumed");
   train_steps(config, 2, false);
   const auto resumed = train_steps(config, 2, true);
-  ASSERT_EQ(straight.size(), resumed.size());
-  for (const auto& [name, value] : straight) {
-    EXPECT_TRUE(torch::equal(value, resumed.at(name))) << name;
-  }
+  expect_bitwise_equal(straight, resumed);
 }
 
 // The same for fine-tuning a ViT: LoRA adapters and IPS's gradient pass in chunks (4 winners of each of
@@ -110,10 +116,7 @@ TEST(Checkpoint, InterruptedRunResumesExactlyAndHooksSeeEveryEpoch) {
     EXPECT_GT(record["lr"].get<double>(), 0.0) << line;
   }
   EXPECT_EQ(logged, (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
-  ASSERT_EQ(straight.size(), resumed.size());
-  for (const auto& [name, value] : straight) {
-    EXPECT_TRUE(torch::equal(value, resumed.at(name))) << name;
-  }
+  expect_bitwise_equal(straight, resumed);
 }
 
 TEST(Checkpoint, FailedWriteKeepsThePreviousCheckpoint) {

@@ -147,23 +147,22 @@ class Run:
     def config(self) -> str:
         return self._core.config_yaml
 
-    @property
-    def metrics(self) -> List[dict]:
-        path = os.path.join(self.directory, "metrics.jsonl")
+    def _records(self, name: str) -> List[dict]:
+        path = os.path.join(self.directory, name)
         if not os.path.exists(path):
             return []
         with open(path) as f:
             return [json.loads(line) for line in f if line.strip()]
 
     @property
+    def metrics(self) -> List[dict]:
+        return self._records("metrics.jsonl")
+
+    @property
     def steps(self) -> List[dict]:
         """steps.jsonl (written with train.log_every N): the mean training loss of every N steps, with the
         learning rate, samples seen and training seconds; empty without it."""
-        path = os.path.join(self.directory, "steps.jsonl")
-        if not os.path.exists(path):
-            return []
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return self._records("steps.jsonl")
 
     def predict(self, image: Union[PathLike, torch.Tensor]) -> Prediction:
         """Predicts an image file (PNG/JPEG/TIFF) or a tensor (C, H, W) in [0, 1], with the run's own
