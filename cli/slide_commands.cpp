@@ -22,6 +22,8 @@ void add_grid_options(CLI::App* sub, slides::PatchGridOptions& g) {
   sub->add_option("--mpp", g.mpp, "read patches at this resolution (um/px) instead of a level");
   sub->add_option("--tissue", g.tissue.method, "tissue detector: otsu | saturation");
   sub->add_option("--min-tissue", g.tissue.min_fraction, "tissue fraction a patch needs");
+  sub->add_option("--annotations", g.annotations,
+                  "folder of QuPath GeoJSON exports <slide id>.geojson: keep patches at least half inside the drawn regions");
 }
 
 void add_slide_info(CLI::App& app) {
@@ -57,10 +59,14 @@ void add_make_slides(CLI::App& app) {
 
 void add_localization(CLI::App& app) {
   auto* sub = app.add_subcommand("localization",
-                                 "how much of a slide run's top-M attention falls on make-slides' ground-truth tumours");
+                                 "how much of a slide run's top-M attention falls on annotated tumours (make-slides' truth or QuPath GeoJSON)");
   auto o = std::make_shared<app::LocalizationOptions>();
   sub->add_option("--run", o->run, "IPS run trained on slides")->required();
   sub->add_option("--truth", o->truth, "tumour boxes slide,x,y,size (default: tumours.csv beside the run's manifest)");
+  sub->add_option("--annotations", o->annotations,
+                  "or: folder of QuPath GeoJSON <slide id>.geojson; a patch is tumour when it overlaps an annotated region");
+  sub->add_option("--class", o->annotation_class,
+                  "with --annotations: only regions of this classification count (default: all but Exclude / Ignore*)");
   sub->add_option("--split", o->split, "manifest split to measure");
   sub->add_option("--out", o->out, "also write the rows and summary as JSON");
   sub->add_option("--threads", o->threads, "torch threads (0: all cores)");

@@ -27,26 +27,6 @@ for precision in $precisions; do
     done
   done
 done
-python3 - "$out" <<'PY'
-import json, pathlib, sys
-out = pathlib.Path(sys.argv[1])
-rows = []
-for precision in ("fp32", "bf16"):
-    for chunk in (0, 16):
-        for M in (25, 50, 100, 200):
-            f = out / f"{precision}-c{chunk}-m{M}.json"
-            if f.exists():
-                rows.append((precision, chunk, M, json.loads(f.read_text())))
-if rows:
-    p = rows[0][3]["provenance"]
-    print(f"measured {p['date']}, tessera {p['tessera']} ({p['commit']}), LibTorch {p['libtorch']}, {p['cpu']}, "
-          f"{p['cores']} cores, ISA {p['isa']}, {p['threads']} threads")
-print("| precision | grad chunk | M | step s: median (range) | selection s (median) | peak tensors |")
-print("|---|---|---|---|---|---|")
-for precision, chunk, M, j in rows:
-    steps = j["step_seconds"]
-    times = (f"{j['step_seconds_median']:.1f} ({min(steps):.1f}-{max(steps):.1f})" if j.get("timed", True)
-             else "not timed (shared cores)")
-    selection = f"{j['selection_seconds_median']:.1f}" if j.get("timed", True) else "-"
-    print(f"| {precision} | {chunk} | {M} | {times} | {selection} | {j['peak_tensor_bytes'] / 2**30:.2f} GiB |")
-PY
+if [ "$out" = docs/bench-ips-vit ]; then
+  python3 scripts/tables.py --print ips-vit   # the table docs/benchmarks.md holds (scripts/tables.py --write puts it there)
+fi

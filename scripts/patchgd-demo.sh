@@ -20,25 +20,11 @@ for method in gd patchgd; do
     --model.init_from "$out/pretrain/checkpoint.pt" --train.memory_budget "$budget" --train.time_limit "$seconds"
 done
 "$tessera" report --run "$out/gd" --run "$out/patchgd" --pictures 2 --out "$out/report.html"
-python3 - "$out" "$budget" <<'PY'
+python3 scripts/tables.py --print patchgd-demo --from "$out"   # docs/results.md's table (--keep puts the runs there)
+python3 - "$out" <<'PY'
 import json, sys
-out, budget = sys.argv[1:]
-acc = {}
-pre = json.loads(open(f"{out}/pretrain/metrics.jsonl").readlines()[-1])
-print(f"shared backbone: GD on 64x64 canvases, {pre['train_seconds']:.0f} s, test accuracy {pre['test']['digit']['accuracy']:.3f}")
-print(f"| method | input | batch | q | budget | peak tensors | training s (with pretraining) | images seen | test accuracy |")
-print("|---|---|---|---|---|---|---|---|---|")
-for method in ("gd", "patchgd"):
-    plan = json.load(open(f"{out}/{method}/plan.json"))
-    rows = [json.loads(l) for l in open(f"{out}/{method}/metrics.jsonl")]
-    last = rows[-1]
-    side = plan.get("image_size") or 512
-    acc[method] = last["test"]["digit"]["accuracy"]
-    peak = max(r["peak_tensor_bytes"] for r in rows) / 2**20
-    q = f"{plan['q']:.4f}" if "q" in plan else "-"
-    seen = last["step"] * plan["batch_size"]
-    print(f"| {method} | {side}x{side} | {plan['batch_size']} | {q} | {budget} | {peak:.1f} MiB | "
-          f"{last['train_seconds']:.0f} | {seen} | {acc[method]:.3f} |")
+out = sys.argv[1]
+acc = {m: json.loads(open(f"{out}/{m}/metrics.jsonl").readlines()[-1])["test"]["digit"]["accuracy"] for m in ("gd", "patchgd")}
 gap = 100 * (acc["patchgd"] - acc["gd"])
 print(f"requirement (PatchGD at least 20 points above GD): {'met' if gap >= 20 else 'NOT met'} ({gap:+.1f} points)")
 print(f"target (PatchGD at least 80 %): {'met' if acc['patchgd'] >= 0.8 else 'NOT met'} ({100 * acc['patchgd']:.1f} %)")

@@ -255,6 +255,22 @@ TEST(SlideWorkflow, MakePreprocessTrainPredictAndFeatureBags) {
     }
   }
   EXPECT_EQ(loc["M"].get<int64_t>(), 4);
+  // The same tumours as QuPath GeoJSON (make-slides' annotations/) give the same localization.
+  ASSERT_EQ(run("localization --run " + dir.file("run") + " --annotations " + slides_dir + "/annotations --class Tumor --out " +
+                dir.file("loc-geojson.json"), log), 0)
+      << read_text(log);
+  const auto loc_geojson = nlohmann::json::parse(read_text(dir.file("loc-geojson.json")));
+  EXPECT_EQ(loc_geojson["slides"], loc["slides"]);
+  EXPECT_EQ(loc_geojson["mean_attention_on_tumour"], loc["mean_attention_on_tumour"]);
+  const auto negative = nlohmann::json::parse(read_text(slides_dir + "/annotations/slide_000.geojson"));
+  EXPECT_EQ(negative["type"], "FeatureCollection");
+  EXPECT_TRUE(negative["features"].empty());
+  const auto positive = nlohmann::json::parse(read_text(slides_dir + "/annotations/slide_001.geojson"));
+  ASSERT_EQ(positive["features"].size(), 3u);
+  EXPECT_EQ(positive["features"][0]["properties"]["objectType"], "annotation");
+  EXPECT_EQ(positive["features"][0]["properties"]["classification"]["name"], "Tumor");
+  EXPECT_NE(run("localization --run " + dir.file("run") + " --annotations " + dir.file("nowhere"), log), 0);
+  EXPECT_NE(read_text(log).find("nowhere' not found"), std::string::npos) << read_text(log);
   EXPECT_NE(run("localization --run " + dir.file("run") + " --truth " + dir.file("none.csv"), log), 0);
   EXPECT_NE(read_text(log).find("none.csv' not found"), std::string::npos) << read_text(log);
   // No tumours at all is a set without a positive slide: make-slides refuses it.

@@ -266,6 +266,16 @@ TEST(Preprocess, ResumesAfterAnInterruptionWithTheSameCoordinates) {
                              slides::read_coords(slides::coords_path(fresh.out_dir, e, o.grid)).coords))
         << e.id;
   }
+  // Interrupted (Ctrl-C from Python) after the first slide: it is kept, no other starts, no error.
+  auto stopped = o;
+  stopped.out_dir = dir.file("stopped");
+  int asked = 0;
+  stopped.interrupted = [&asked] { return ++asked > 1; };
+  const auto partial = slides::preprocess_slides(stopped);
+  ASSERT_EQ(partial.slides.size(), 1u);
+  EXPECT_EQ(partial.slides[0].status, "done");
+  EXPECT_TRUE(fs::exists(slides::coords_path(stopped.out_dir, entries[0], o.grid)));
+  EXPECT_FALSE(fs::exists(slides::coords_path(stopped.out_dir, entries[1], o.grid)));
   // Other settings, other cache entry.
   auto other = o.grid;
   other.tissue.min_fraction = 0.9;

@@ -5,6 +5,9 @@
 #include <torch/extension.h>
 
 #include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
 
 #include "tessera/app/embed.h"
 #include "tessera/app/predict.h"
@@ -18,6 +21,11 @@
 #include "tessera/models/encoder_registry.h"
 #include "tessera/train/experiment.h"
 #ifdef TESSERA_WITH_SLIDES
+#include "tessera/app/slide_workflows.h"
+#include "tessera/slides/annotations.h"
+#include "tessera/slides/geojson.h"
+#include "tessera/slides/heatmap.h"
+#include "tessera/slides/preprocess.h"
 #include "tessera/slides/reader.h"
 #endif
 
@@ -68,6 +76,33 @@ py::tuple train_run(const std::string& config_path, const std::vector<std::pair<
   return py::make_tuple(record.dump(), run_dir);
 }
 
+// Runs f (which reads `stop` between slides) on a worker thread with the GIL released while this, the
+// main thread, watches for Ctrl-C: Python runs signal handlers only on the main thread, and f's own
+// threads never are. On Ctrl-C `stop` is set, f finishes what it started and returns, and
+// KeyboardInterrupt is raised; otherwise f's result or error comes back.
+template <typename F>
+auto interruptible(F f, std::atomic<bool>& stop) -> decltype(f()) {
+  std::packaged_task<decltype(f())()> task(std::move(f));
+  auto done = task.get_future();
+  std::thread worker(std::move(task));
+  while (true) {
+    {
+      py::gil_scoped_release release;
+      if (done.wait_for(std::chrono::milliseconds(100)) == std::future_status::ready) break;
+    }
+    if (PyErr_CheckSignals() != 0) {
+      PyErr_Clear();
+      stop = true;
+    }
+  }
+  worker.join();
+  if (stop) {
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+  }
+  return done.get();
+}
+
 // An opened run: its network in memory for repeated predictions.
 struct Run {
   std::string dir;
@@ -116,6 +151,36 @@ torch::Tensor encode(Encoder& e, const torch::Tensor& batch, bool normalize) {
 struct Slide {
   slides::SlideReaderPtr reader;
 };
+
+// The grid settings as keywords (Python names = the CLI's flags).
+slides::PatchGridOptions grid_options(const py::dict& kw) {
+  slides::PatchGridOptions g;
+  for (const auto& [key, value] : kw) {
+    const auto k = key.cast<std::string>();
+    if (k == "patch") g.patch = value.cast<int64_t>();
+    else if (k == "stride") g.stride = value.cast<int64_t>();
+    else if (k == "level") g.level = value.cast<int>();
+    else if (k == "mpp") g.mpp = value.cast<double>();
+    else if (k == "tissue") g.tissue.method = value.cast<std::string>();
+    else if (k == "min_tissue") g.tissue.min_fraction = value.cast<double>();
+    else if (k == "annotations") g.annotations = value.cast<std::string>();
+    else fail("unknown grid setting '", k, "' (patch, stride, level, mpp, tissue, min_tissue, annotations)");
+  }
+  TESSERA_CHECK(g.tissue.method == "otsu" || g.tissue.method == "saturation", "tissue must be otsu or saturation, got '",
+                g.tissue.method, "'");
+  return g;
+}
+
+py::dict outcome_dict(const slides::SlideOutcome& s) {
+  py::dict d;
+  d["id"] = s.id;
+  d["slide"] = s.path;
+  d["status"] = s.status;
+  d["patches"] = s.patches;
+  d["seconds"] = s.seconds;
+  d["reason"] = s.reason;
+  return d;
+}
 #endif
 
 }  // namespace
@@ -214,6 +279,86 @@ PYBIND11_MODULE(_core, m) {
   m.def("open_slide", [](const std::string& path, const std::string& backend) {
     py::gil_scoped_release release;
     return Slide{slides::open_slide(path, backend)};
+  });
+  // tissue_grid(slide, annotations_file, grid keywords) -> (coords (N, 2), footprint, level)
+  m.def("tissue_grid", [](const Slide& s, const std::string& annotations, const py::dict& kw) {
+    const auto g = grid_options(kw);
+    slides::PatchCoords grid;
+    {
+      py::gil_scoped_release release;
+      grid = slides::tissue_patches(*s.reader, g);
+      if (!annotations.empty()) grid = slides::keep_annotated(std::move(grid), slides::read_annotations(annotations));
+    }
+    return py::make_tuple(grid.coords, grid.footprint, grid.level);
+  });
+  m.def("preprocess", [](const std::string& manifest, const std::string& out, const std::string& backend, int64_t workers,
+                         int64_t thumbnail, bool skip_errors, const py::dict& kw) {
+    slides::PreprocessOptions o;
+    o.manifest = manifest;
+    o.out_dir = out;
+    o.backend = backend;
+    o.workers = workers;
+    o.thumbnail = thumbnail;
+    o.skip_errors = skip_errors;
+    o.grid = grid_options(kw);
+    std::atomic<bool> stop{false};
+    o.interrupted = [&stop] { return stop.load(); };
+    const auto summary = interruptible([&o] { return slides::preprocess_slides(o); }, stop);
+    py::list rows;
+    for (const auto& r : summary.slides) rows.append(outcome_dict(r));
+    return rows;
+  });
+  m.def("extract_features", [](const std::string& manifest, const std::string& out, const std::string& encoder,
+                               const std::string& encoder_args, const std::string& weights, const std::string& run,
+                               const std::string& cache_dir, const std::string& precision, int64_t batch, int64_t threads,
+                               bool skip_errors, const py::dict& kw) {
+    app::ExtractFeaturesOptions o;
+    o.manifest = manifest;
+    o.out = out;
+    o.encoder = encoder;
+    o.encoder_args = encoder_args;
+    o.weights = weights;
+    o.run = run;
+    o.cache_dir = cache_dir;
+    o.precision = precision;
+    o.batch = batch;
+    o.threads = threads;
+    o.skip_errors = skip_errors;
+    auto g = grid_options(kw);
+    if (!kw.contains("patch")) g.patch = 0;  // the encoder's input size
+    o.grid = g;
+    std::atomic<bool> stop{false};
+    o.interrupted = [&stop] { return stop.load(); };
+    const auto summary = interruptible([&o] { return app::extract_features(o); }, stop);
+    py::dict d;
+    d["written"] = summary.written;
+    d["existing"] = summary.existing;
+    d["patches"] = summary.patches;
+    d["seconds"] = summary.seconds;
+    d["failed"] = summary.failed;
+    return d;
+  });
+
+  py::class_<app::SlidePrediction>(m, "SlidePrediction")
+      .def_property_readonly("result_json", [](const app::SlidePrediction& p) { return p.result.dump(); })
+      .def_property_readonly("coords", [](const app::SlidePrediction& p) { return p.grid.coords; })
+      .def_property_readonly("footprint", [](const app::SlidePrediction& p) { return p.grid.footprint; })
+      .def_property_readonly("scores", [](const app::SlidePrediction& p) { return p.scores; })
+      .def_property_readonly("selected", [](const app::SlidePrediction& p) { return p.selected; })
+      .def_property_readonly("has_slide", [](const app::SlidePrediction& p) { return static_cast<bool>(p.reader); })
+      .def("heatmap", [](const app::SlidePrediction& p, int64_t max_side) {
+        TESSERA_CHECK(p.reader, "a heatmap needs the slide: predict with slide= as well as bag=");
+        TESSERA_CHECK(max_side > 0, "heatmap: max_side must be positive, got ", max_side);
+        py::gil_scoped_release release;
+        return slides::heatmap_overlay(*p.reader, p.grid, p.scores, max_side);
+      })
+      .def("write_geojson", [](const app::SlidePrediction& p, const std::string& path, const std::string& measurement) {
+        py::gil_scoped_release release;
+        slides::write_scores_geojson(path, p.grid, p.scores, p.selected, measurement);
+      });
+  m.def("predict_slide", [](Run& r, const std::string& slide, const std::string& bag) {
+    py::gil_scoped_release release;
+    return app::predict_slide(r.run, slide, bag);
   });
 #endif
 }

@@ -8,6 +8,9 @@ and tensors cross without copies (the LibTorch that ``torch`` is built on).
     print(run.metrics[-1]["test"])
     prediction = run.predict("image.png")          # or a torch.Tensor (C, H, W) in [0, 1]
     features = tessera.Encoder("path/to/UNI")(batch)   # (B, 3, H, W) uint8 or float -> (B, D)
+
+Whole slides: ``open_slide``, ``tissue_grid``, ``preprocess``, ``extract_features``, and
+``Run.predict(slide_path, geojson="scores.geojson")`` for runs trained on slides or feature bags.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ import torch  # first: registers the tensor types the core's functions take and 
 
 from . import _core
 
-__all__ = ["Error", "Run", "Prediction", "Encoder", "Slide", "train", "open_run", "open_slide", "list_encoders",
-           "read_image", "write_png", "config_keys", "__version__"]
+__all__ = ["Error", "Run", "Prediction", "SlidePrediction", "Encoder", "Slide", "train", "open_run", "open_slide",
+           "tissue_grid", "preprocess", "extract_features", "list_encoders", "read_image", "write_png", "config_keys",
+           "__version__"]
 
 __version__: str = _core.version()
 Error = _core.Error
@@ -124,6 +128,34 @@ class Prediction:
         return self._run._core.draw(self.picture, self.scores, self.rows, self.cols, self.outline)
 
 
+@dataclass
+class SlidePrediction:
+    """What a slide run predicts for one slide (or its feature bag).
+
+    outputs, predicted: as for an image; scores: (N) the attention of every tissue patch; coords: (N, 2)
+    their level-0 top-left corners (x, y), each footprint x footprint level-0 pixels; selected: (N) bool,
+    the M patches the model selects; record: prediction.json's dict.
+    """
+    outputs: Dict[str, torch.Tensor]
+    predicted: Dict[str, Any]
+    scores: torch.Tensor
+    coords: torch.Tensor
+    footprint: int
+    selected: torch.Tensor
+    record: dict
+    _core: Any = field(default=None, repr=False)
+
+    def draw(self, max_side: int = 1024) -> torch.Tensor:
+        """The slide's thumbnail (longest side max_side) with the attention heatmap, (3, H, W) in [0, 1]."""
+        return self._core.heatmap(max_side)
+
+    def write_geojson(self, path: PathLike, measurement: str = "attention") -> str:
+        """QuPath detections: one square per patch in level-0 pixels, the score under
+        properties.measurements[measurement], the selected patches classified "Selected"."""
+        self._core.write_geojson(os.fspath(path), measurement)
+        return os.fspath(path)
+
+
 class Run:
     """A trained (or training) run directory: what it is, how it learned, and its model.
 
@@ -164,9 +196,31 @@ class Run:
         learning rate, samples seen and training seconds; empty without it."""
         return self._records("steps.jsonl")
 
-    def predict(self, image: Union[PathLike, torch.Tensor]) -> Prediction:
+    def predict(self, image: Union[PathLike, torch.Tensor, None] = None, *, bag: Optional[PathLike] = None,
+                geojson: Optional[PathLike] = None) -> Union[Prediction, SlidePrediction]:
         """Predicts an image file (PNG/JPEG/TIFF) or a tensor (C, H, W) in [0, 1], with the run's own
-        normalisation, as ``tessera predict --image`` does (nothing is written)."""
+        normalisation, as ``tessera predict --image`` does (nothing is written).
+
+        For a run trained on slides, ``image`` is a slide file and the result a SlidePrediction with the
+        attention of every tissue patch; for one trained on feature bags, pass ``bag=`` (the slide's .h5)
+        and optionally the slide for pictures. ``geojson=path`` also writes the scores as QuPath
+        detections (``tessera predict --slide ... --geojson``)."""
+        if self.spec["input"]["kind"] != "image":
+            if isinstance(image, torch.Tensor):
+                raise Error("this run was trained on slides: pass a slide file (or bag=), not a tensor")
+            slide = os.fspath(image) if image is not None else ""
+            scored = _core.predict_slide(self._core, slide, os.fspath(bag) if bag is not None else "")
+            record = json.loads(scored.result_json)
+            outputs = {task: torch.tensor(values) for task, values in record["outputs"].items()}
+            prediction = SlidePrediction(outputs, record["predicted"], scored.scores, scored.coords, scored.footprint,
+                                         scored.selected, record, scored)
+            if geojson is not None:
+                prediction.write_geojson(geojson)
+            return prediction
+        if bag is not None or geojson is not None:
+            raise Error("bag= and geojson= are for runs trained on slides; this run predicts images")
+        if image is None:
+            raise Error("predict needs an image (a file or a tensor (C, H, W) in [0, 1])")
         if isinstance(image, torch.Tensor):
             picture, what = image, "the image tensor"
         else:
@@ -268,3 +322,54 @@ class Slide:
 def open_slide(path: PathLike, backend: str = "auto") -> Slide:
     """Opens a slide: backend auto (OpenSlide when it recognises the file, else libvips) | openslide | vips."""
     return Slide(path, backend)
+
+
+def _grid_keywords(patch: Optional[int], stride: int, level: int, mpp: float, tissue: str, min_tissue: float,
+                   annotations: Optional[PathLike]) -> Dict[str, Any]:
+    keywords: Dict[str, Any] = {"stride": stride, "level": level, "mpp": mpp, "tissue": tissue, "min_tissue": min_tissue}
+    if patch is not None:
+        keywords["patch"] = patch
+    if annotations is not None:
+        keywords["annotations"] = os.fspath(annotations)
+    return keywords
+
+
+def tissue_grid(slide: Union[Slide, PathLike], patch: int = 256, stride: int = 0, level: int = 0, mpp: float = 0,
+                tissue: str = "otsu", min_tissue: float = 0.5, annotations: Optional[PathLike] = None) -> torch.Tensor:
+    """The slide's tissue patches as level-0 top-left corners (N, 2) int64 (x, y), row-major, as
+    ``tessera preprocess`` finds them: a patch x patch grid at `level` (or resampled to `mpp` um/px) with
+    step `stride` (0: the patch), kept when at least `min_tissue` of it is tissue (otsu | saturation).
+    annotations: a QuPath GeoJSON file; then only patches at least half inside its regions (outside holes
+    and "Exclude" / "Ignore*" regions) are kept."""
+    if not isinstance(slide, Slide):
+        slide = open_slide(slide)
+    coords, _, _ = _core.tissue_grid(slide._core, os.fspath(annotations) if annotations is not None else "",
+                                     _grid_keywords(patch, stride, level, mpp, tissue, min_tissue, None))
+    return coords
+
+
+def preprocess(manifest: PathLike, out: PathLike, patch: int = 256, stride: int = 0, level: int = 0, mpp: float = 0,
+               tissue: str = "otsu", min_tissue: float = 0.5, annotations: Optional[PathLike] = None, backend: str = "auto",
+               workers: int = 2, thumbnail: int = 1024, skip_errors: bool = False) -> List[dict]:
+    """``tessera preprocess``: tissue patch coordinates for every slide of a manifest into the cache folder
+    `out` (use it as slide.cache_dir), with thumbnails and a summary; resumable. annotations: a folder of
+    QuPath GeoJSON exports <slide id>.geojson. Returns one dict per slide (id, slide, status, patches,
+    seconds, reason)."""
+    return list(_core.preprocess(os.fspath(manifest), os.fspath(out), backend, workers, thumbnail, skip_errors,
+                                 _grid_keywords(patch, stride, level, mpp, tissue, min_tissue, annotations)))
+
+
+def extract_features(manifest: PathLike, out: PathLike, encoder: PathLike = "resnet50", weights: Optional[PathLike] = None,
+                     encoder_args: Optional[Mapping[str, Any]] = None, run: Optional[PathLike] = None,
+                     cache_dir: Optional[PathLike] = None, patch: Optional[int] = None, stride: int = 0, level: int = 0,
+                     mpp: float = 0, tissue: str = "otsu", min_tissue: float = 0.5, annotations: Optional[PathLike] = None,
+                     precision: str = "fp32", batch: int = 64, threads: int = 0, skip_errors: bool = False) -> dict:
+    """``tessera extract-features``: one HDF5 feature bag <id>.h5 per slide in `out` (features + coords, the
+    CLAM/TRIDENT layout) with a frozen encoder (a registered name or a model folder, or the encoder of
+    a tessera run); slides whose bag exists are skipped. patch None: the encoder's input size. Returns
+    {written, existing, patches, seconds, failed}."""
+    return dict(_core.extract_features(
+        os.fspath(manifest), os.fspath(out), os.fspath(encoder), json.dumps(dict(encoder_args)) if encoder_args else "",
+        os.fspath(weights) if weights is not None else "", os.fspath(run) if run is not None else "",
+        os.fspath(cache_dir) if cache_dir is not None else "", precision, batch, threads, skip_errors,
+        _grid_keywords(patch, stride, level, mpp, tissue, min_tissue, annotations)))

@@ -58,58 +58,23 @@ Prediction predict_image(const PredictOptions& o, train::OpenedRun& run, const s
 }
 
 #ifdef TESSERA_WITH_SLIDES
-Prediction predict_slide(const PredictOptions& o, train::OpenedRun& run, const std::string& out_dir) {
-  const auto& spec = run.spec;
-  TESSERA_CHECK(spec.input.kind != "image", "run '", o.run, "' was trained on whole images; pass --image");
-  const bool features = spec.input.kind == "features";
-  TESSERA_CHECK(!features || !o.bag.empty(), "run '", o.run,
-                "' was trained on feature bags; pass --bag <slide>.h5 (and --slide for a heatmap)");
-  TESSERA_CHECK(features || !o.slide.empty(), "run '", o.run, "' was trained on slide patches; pass --slide");
-  auto* ips = dynamic_cast<methods::Ips*>(run.method.get());
-  TESSERA_ASSERT(ips, "slide runs are IPS runs (the registry pairs no other method with slides)");
-  const auto config = spec.config();
-  slides::SlideReaderPtr reader;
-  if (!o.slide.empty()) reader = slides::open_slide(o.slide, config.slide.backend);
-  data::PatchBagPtr bag;
-  slides::PatchCoords grid;
-  if (features) {
-    auto feature_bag = std::make_shared<slides::FeatureBag>(o.bag);
-    TESSERA_CHECK(feature_bag->dim() == spec.input.features, "feature bag '", o.bag, "' has rows of ",
-                  feature_bag->dim(), " features but the run was trained on ", spec.input.features);
-    bag = feature_bag;
-    grid = slides::read_coords(o.bag);
-  } else {
-    const auto opts = slides::slide_data_options(config, "");
-    grid = slides::tissue_patches(*reader, opts.grid);
-    bag = std::make_shared<slides::SlideBag>(reader, grid, opts.read_workers, opts.mean, opts.std);
-  }
-  data::Batch batch;
-  batch.bags = {bag};
-  batch.indices = {0};
-  const auto outputs = ips->predict(batch);
-  const auto scores = ips->score_all(bag);
-  const auto top = std::get<1>(scores.topk(std::min<int64_t>(ips->options().M, scores.size(0))));
-  const auto selected = torch::zeros({scores.size(0)}, torch::kBool).index_fill_(0, top, true);
-
+Prediction predict_slide_files(const PredictOptions& o, train::OpenedRun& run, const std::string& out_dir) {
+  const auto s = predict_slide(run, o.slide, o.bag);
   Prediction p;
-  p.result = describe_outputs(outputs, spec.tasks);
-  p.result["slide"] = o.slide;
-  p.result["bag"] = o.bag;
-  p.result["patches"] = bag->size();
-  p.result["method"] = spec.method;
+  p.result = s.result;
   RunDir target(out_dir);
   target.write_text("prediction.json", p.result.dump(2) + "\n");
-  slides::write_scores_csv(target.file("scores.csv"), grid, scores, selected);
+  slides::write_scores_csv(target.file("scores.csv"), s.grid, s.scores, s.selected);
   p.files = {target.file("prediction.json"), target.file("scores.csv")};
   if (o.geojson) {
-    slides::write_scores_geojson(target.file("scores.geojson"), grid, scores, selected, "attention");
+    slides::write_scores_geojson(target.file("scores.geojson"), s.grid, s.scores, s.selected, "attention");
     p.files.push_back(target.file("scores.geojson"));
   }
-  if (reader) {
-    data::write_png(target.file("heatmap.png"), slides::heatmap_overlay(*reader, grid, scores, o.thumbnail));
+  if (s.reader) {
+    data::write_png(target.file("heatmap.png"), slides::heatmap_overlay(*s.reader, s.grid, s.scores, o.thumbnail));
     p.files.push_back(target.file("heatmap.png"));
     if (o.tiff) {
-      slides::write_heatmap_tiff(target.file("heatmap.tif"), *reader, grid, scores);
+      slides::write_heatmap_tiff(target.file("heatmap.tif"), *s.reader, s.grid, s.scores);
       p.files.push_back(target.file("heatmap.tif"));
     }
   }
@@ -141,6 +106,43 @@ ImagePrediction predict_picture(train::OpenedRun& run, const torch::Tensor& imag
   }
   return p;
 }
+
+#ifdef TESSERA_WITH_SLIDES
+SlidePrediction predict_slide(train::OpenedRun& run, const std::string& slide, const std::string& bag_path) {
+  const auto& spec = run.spec;
+  const std::string& name = run.checkpoint_path;
+  TESSERA_CHECK(spec.input.kind != "image", "run '", name, "' was trained on whole images; predict an image instead");
+  const bool features = spec.input.kind == "features";
+  TESSERA_CHECK(!features || !bag_path.empty(), "run '", name,
+                "' was trained on feature bags; pass its feature bag <slide>.h5 (and the slide for a heatmap)");
+  TESSERA_CHECK(features || !slide.empty(), "run '", name, "' was trained on slide patches; pass a slide");
+  const auto config = spec.config();
+  SlidePrediction p;
+  if (!slide.empty()) p.reader = slides::open_slide(slide, config.slide.backend);
+  data::PatchBagPtr bag;
+  if (features) {
+    auto feature_bag = std::make_shared<slides::FeatureBag>(bag_path);
+    TESSERA_CHECK(feature_bag->dim() == spec.input.features, "feature bag '", bag_path, "' has rows of ",
+                  feature_bag->dim(), " features but the run was trained on ", spec.input.features);
+    bag = feature_bag;
+    p.grid = slides::read_coords(bag_path);
+  } else {
+    const auto opts = slides::slide_data_options(config, "");
+    p.grid = slides::tissue_patches(*p.reader, opts.grid);
+    bag = std::make_shared<slides::SlideBag>(p.reader, p.grid, opts.read_workers, opts.mean, opts.std);
+  }
+  auto scored = run.method->bag_scores(bag);
+  TESSERA_ASSERT(scored.scores.defined(), "methods that train on slides score their patches");
+  p.scores = scored.scores;
+  p.selected = scored.selected;
+  p.result = describe_outputs(scored.outputs, spec.tasks);
+  p.result["slide"] = slide;
+  p.result["bag"] = bag_path;
+  p.result["patches"] = bag->size();
+  p.result["method"] = spec.method;
+  return p;
+}
+#endif
 
 torch::Tensor draw_patch_scores(const torch::Tensor& image, const methods::Method::PatchScores& ps) {
   auto rgb = (image.size(0) == 1 ? image.expand({3, -1, -1}) : image.slice(0, 0, 3)).clone().mul_(0.8);
@@ -176,7 +178,7 @@ Prediction predict(const PredictOptions& o) {
   const std::string out = o.out.empty() ? (fs::path(o.run) / "predict").string() : o.out;
   if (!o.image.empty()) return predict_image(o, run, out);
 #ifdef TESSERA_WITH_SLIDES
-  return predict_slide(o, run, out);
+  return predict_slide_files(o, run, out);
 #else
   fail("--slide and --bag need a build with slide support (TESSERA_WITH_SLIDES=ON)");
 #endif

@@ -22,6 +22,7 @@
 #include "tessera/methods/ips.h"
 #include "tessera/models/encoder_registry.h"
 #include "tessera/models/state_dict.h"
+#include "tessera/slides/annotations.h"
 #include "tessera/slides/h5.h"
 #include "tessera/slides/slide_dataset.h"
 #include "tessera/train/experiment.h"
@@ -39,6 +40,8 @@ std::string make_slides(const MakeSlidesOptions& o) {
   const auto digits = std::make_shared<data::MnistDigits>(data::load_mnist(o.mnist_dir, "test"));
   std::string manifest = "slide,label,split\n";
   std::string tumours = "slide,x,y,size,digit\n";
+  const auto annotation_dir = fs::path(o.out) / kAnnotationDir;
+  fs::create_directories(annotation_dir);
   const int64_t total = o.count + o.test_count;
   for (int64_t i = 0; i < total; ++i) {
     auto s = o.slide;
@@ -46,9 +49,19 @@ std::string make_slides(const MakeSlidesOptions& o) {
     const int64_t label = i % 2;
     s.digits = label ? o.digits : 0;
     const std::string name = fmt::format("slide_{:03d}.tif", i);
+    auto regions = nlohmann::json::array();
     for (const auto& box : slides::write_synthetic_slide((fs::path(o.out) / name).string(), s, digits.get())) {
       tumours += fmt::format("{},{},{},{},{}\n", name, box.x, box.y, box.size, box.digit);
+      const int64_t x0 = box.x, y0 = box.y, x1 = box.x + box.size, y1 = box.y + box.size;
+      const nlohmann::json ring = {{x0, y0}, {x1, y0}, {x1, y1}, {x0, y1}, {x0, y0}};
+      regions.push_back({{"type", "Feature"},
+                         {"geometry", {{"type", "Polygon"}, {"coordinates", nlohmann::json::array({ring})}}},
+                         {"properties", {{"objectType", "annotation"},
+                                         {"name", fmt::format("digit {}", box.digit)},
+                                         {"classification", {{"name", "Tumor"}, {"color", {200, 0, 0}}}}}}});
     }
+    const nlohmann::json collection = {{"type", "FeatureCollection"}, {"features", std::move(regions)}};
+    write_file_atomic((annotation_dir / fs::path(name).stem()).string() + ".geojson", collection.dump() + "\n");
     manifest += fmt::format("{},{},{}\n", name, label, i < o.count ? "train" : "test");
     log::info("wrote {} ({}x{}, label {})", name, s.width, s.height, label);
   }
@@ -99,21 +112,28 @@ std::map<std::string, torch::Tensor> read_tumours(const std::string& path) {
 LocalizationSummary localize(const LocalizationOptions& o) {
   runtime::set_threads(o.threads);
   auto run = train::open_run(o.run);
-  auto* ips = dynamic_cast<methods::Ips*>(run.method.get());
-  TESSERA_CHECK(ips && run.spec.input.kind == "slide", "localization needs an IPS run trained on slide patches; '", o.run,
+  TESSERA_CHECK(run.spec.input.kind == "slide", "localization needs a run trained on slide patches; '", o.run,
                 "' is a ", run.spec.method, " run on ", run.spec.input.kind, " inputs");
   TESSERA_CHECK(run.spec.tasks.size() == 1, "localization reads one slide-level label; run '", o.run, "' has ",
                 run.spec.tasks.size(), " tasks");
   auto options = slides::slide_data_options(run.config, o.split);  // the data paths: the run's config
   options.tasks = run.spec.tasks;
-  const std::string truth = o.truth.empty() ? (fs::path(options.manifest).parent_path() / kTumourFile).string() : o.truth;
-  TESSERA_CHECK(fs::exists(truth), "tumour truth '", truth, "' not found; pass --truth (tessera make-slides writes ", kTumourFile, ")");
-  const auto tumours = read_tumours(truth);
+  TESSERA_CHECK(o.truth.empty() || o.annotations.empty(), "localization: give --truth or --annotations, not both");
+  TESSERA_CHECK(o.annotation_class.empty() || !o.annotations.empty(), "localization: --class selects annotations; pass --annotations");
+  const bool geojson = !o.annotations.empty();
+  const std::string truth = geojson ? o.annotations
+                            : o.truth.empty() ? (fs::path(options.manifest).parent_path() / kTumourFile).string()
+                                              : o.truth;
+  TESSERA_CHECK(!geojson || fs::is_directory(truth), "annotation folder '", truth,
+                "' not found; pass the folder of <slide id>.geojson files (QuPath's export; make-slides writes ", kAnnotationDir, "/)");
+  TESSERA_CHECK(geojson || fs::exists(truth), "tumour truth '", truth, "' not found; pass --truth (tessera make-slides writes ",
+                kTumourFile, ") or --annotations");
+  const auto tumours = geojson ? std::map<std::string, torch::Tensor>{} : read_tumours(truth);
+  int64_t without_file = 0;
   slides::SlideDataset set(options);
   TESSERA_CHECK(set.size() > 0, "the manifest of run '", o.run, "' has no '", o.split, "' slides");
 
   LocalizationSummary summary;
-  summary.M = ips->options().M;
   int64_t with_tumour = 0;
   const auto& task = run.spec.tasks[0];
   for (int64_t i = 0; i < set.size(); ++i) {
@@ -123,21 +143,29 @@ LocalizationSummary localize(const LocalizationOptions& o) {
     SlideLocalization row;
     row.slide = fs::path(entry.path).filename().string();
     row.label = entry.labels.count(task.name) ? entry.labels.at(task.name) : -1;
-    const auto found = tumours.find(row.slide);
-    const auto flags = tumour_patches(bag->grid().coords, bag->grid().footprint,
-                                      found == tumours.end() ? torch::zeros({0, 3}, torch::kLong) : found->second);
+    torch::Tensor flags;
+    if (geojson) {
+      const auto path = slides::annotation_path(truth, entry.id);
+      const bool found = fs::exists(path);
+      without_file += found ? 0 : 1;
+      flags = found ? slides::overlapping_patches(slides::read_annotations(path), bag->grid().coords, bag->grid().footprint,
+                                                  o.annotation_class)
+                    : torch::zeros({bag->size()}, torch::kBool);
+    } else {
+      const auto found = tumours.find(row.slide);
+      flags = tumour_patches(bag->grid().coords, bag->grid().footprint,
+                             found == tumours.end() ? torch::zeros({0, 3}, torch::kLong) : found->second);
+    }
     row.patches = bag->size();
     row.tumour_patches = flags.sum().item<int64_t>();
     row.tumour_fraction = static_cast<double>(row.tumour_patches) / static_cast<double>(std::max<int64_t>(1, row.patches));
-    data::Batch batch;
-    batch.bags = {bag};
-    batch.indices = {i};
-    const auto probs = ips->predict(batch).at(task.name)[0];
+    const auto scored = run.method->bag_scores(bag);
+    TESSERA_ASSERT(scored.scores.defined(), "methods that train on slides score their patches");
+    const auto probs = scored.outputs.at(task.name)[0];
     row.probability = task.activation == "sigmoid" ? probs[0].item<double>() : probs[probs.size(0) - 1].item<double>();
-    const auto scores = ips->score_all(bag);
-    const auto top = std::get<1>(scores.topk(std::min<int64_t>(summary.M, scores.size(0))));
-    const auto top_scores = scores.index_select(0, top);
-    const auto top_flags = flags.index_select(0, top);
+    summary.M = std::max(summary.M, scored.selected.sum().item<int64_t>());
+    const auto top_scores = scored.scores.masked_select(scored.selected);
+    const auto top_flags = flags.masked_select(scored.selected);
     row.top_tumour_patches = top_flags.sum().item<int64_t>();
     row.attention_on_tumour = (top_scores * top_flags.to(torch::kFloat32)).sum().item<double>() / top_scores.sum().item<double>();
     if (row.tumour_patches > 0) {
@@ -149,6 +177,9 @@ LocalizationSummary localize(const LocalizationOptions& o) {
               row.label, row.probability, row.patches, row.tumour_patches, 100 * row.tumour_fraction, summary.M,
               row.attention_on_tumour);
     summary.slides.push_back(row);
+  }
+  if (without_file > 0) {
+    log::info("{} of {} '{}' slides have no <id>.geojson in '{}': counted as tumour-free", without_file, set.size(), o.split, truth);
   }
   TESSERA_CHECK(with_tumour > 0, "no '", o.split, "' slide of run '", o.run, "' has a tumour in '", truth,
                 "'; localization needs positive slides");
@@ -258,6 +289,7 @@ ExtractSummary extract_features(ExtractFeaturesOptions o) {
   std::string error;
   const auto start = std::chrono::steady_clock::now();
   for (size_t i = dist::rank(); i < entries.size() && error.empty(); i += dist::world_size()) {
+    if (o.interrupted && o.interrupted()) break;
     const auto& e = entries[i];
     const auto path = (fs::path(o.out) / (e.id + ".h5")).string();
     if (fs::exists(path)) {

@@ -145,6 +145,8 @@ std::vector<Config::Field> Config::fields() {
       field("slide.mpp", &slide.mpp, "read patches at this resolution in um/px instead (0: use slide.level)"),
       field("slide.tissue", &slide.tissue, "tissue detector: otsu | saturation"),
       field("slide.min_tissue", &slide.min_tissue, "tissue fraction a patch needs, in [0, 1]"),
+      field("slide.annotations", &slide.annotations,
+            "folder of QuPath GeoJSON exports <slide id>.geojson: keep patches inside the drawn regions (empty: all tissue)"),
       field("slide.cache_dir", &slide.cache_dir, "patch coordinate cache (tessera preprocess --out; empty: beside the manifest)"),
       field("slide.features_dir", &slide.features_dir, "feature_bags: folder of <id>.h5 bags (tessera extract-features --out)"),
       field("slide.skip_errors", &slide.skip_errors, "record bad slides and go on instead of stopping"),

@@ -353,6 +353,18 @@ torch::Tensor Ips::score_all(const data::PatchBagPtr& bag) {
   return torch::softmax(torch::cat(parts, 1), 1, torch::kFloat).mean(0);
 }
 
+Method::BagScores Ips::bag_scores(const data::PatchBagPtr& bag) {
+  data::Batch batch;
+  batch.bags = {bag};
+  batch.indices = {0};
+  BagScores out;
+  out.outputs = predict(batch);
+  out.scores = score_all(bag);
+  const auto top = std::get<1>(out.scores.topk(std::min<int64_t>(options_.M, out.scores.size(0))));
+  out.selected = torch::zeros({out.scores.size(0)}, torch::kBool).index_fill_(0, top, true);
+  return out;
+}
+
 StepResult Ips::train_step(data::Batch batch, StepContext& context) {
   const auto precision_scope = autocast();
   net_->train();

@@ -16,36 +16,58 @@
 #include "tessera/core/thread_pool.h"
 #include "tessera/core/log.h"
 #include "tessera/data/image_io.h"
+#include "tessera/slides/annotations.h"
 #include "tessera/slides/h5.h"
 
 namespace tessera::slides {
 namespace fs = std::filesystem;
 
-std::string settings_hash(const std::string& slide_path, const PatchGridOptions& grid) {
+namespace {
+
+std::string file_identity(const std::string& path) {
   std::error_code ec;
-  const auto abs = fs::absolute(slide_path, ec).string();
-  const auto size = fs::file_size(slide_path, ec);
-  const auto mtime = fs::last_write_time(slide_path, ec).time_since_epoch().count();
-  const std::string text = fmt::format("{}|{}|{}|{}", settings_key(grid), abs, size, mtime);
+  const auto abs = fs::absolute(path, ec).string();
+  const auto size = fs::file_size(path, ec);
+  const auto mtime = fs::last_write_time(path, ec).time_since_epoch().count();
+  return fmt::format("{}|{}|{}", abs, size, mtime);
+}
+
+}  // namespace
+
+std::string settings_hash(const ManifestEntry& slide, const PatchGridOptions& grid) {
+  std::string text = settings_key(grid) + "|" + file_identity(slide.path);
+  if (!grid.annotations.empty()) text += "|annotations=" + file_identity(annotation_path(grid.annotations, slide.id));
   uint64_t h = 1469598103934665603ULL;  // FNV-1a 64
   for (unsigned char c : text) h = (h ^ c) * 1099511628211ULL;
   return fmt::format("{:016x}", h);
 }
 
 std::string coords_path(const std::string& cache_dir, const ManifestEntry& slide, const PatchGridOptions& grid) {
-  return (fs::path(cache_dir) / "coords" / (slide.id + "-" + settings_hash(slide.path, grid) + ".h5")).string();
+  return (fs::path(cache_dir) / "coords" / (slide.id + "-" + settings_hash(slide, grid) + ".h5")).string();
+}
+
+PatchCoords slide_patches(const ManifestEntry& slide, const SlideReader& reader, const PatchGridOptions& grid,
+                          TissueMask* mask_out) {
+  auto coords = tissue_patches(reader, grid, mask_out);
+  if (grid.annotations.empty()) return coords;
+  try {
+    coords = keep_annotated(std::move(coords), read_annotations(annotation_path(grid.annotations, slide.id)));
+  } catch (const Error& e) {
+    fail("slide '", slide.path, "': ", e.what());
+  }
+  return coords;
 }
 
 PatchCoords cached_tissue_patches(const ManifestEntry& slide, const SlideReader& reader, const PatchGridOptions& grid,
                                   const std::string& cache_dir, bool* was_cached) {
   const auto path = coords_path(cache_dir, slide, grid);
-  const auto hash = settings_hash(slide.path, grid);
+  const auto hash = settings_hash(slide, grid);
   if (fs::exists(path) && read_settings_hash(path) == hash) {
     if (was_cached) *was_cached = true;
     return read_coords(path);
   }
   if (was_cached) *was_cached = false;
-  auto coords = tissue_patches(reader, grid);
+  auto coords = slide_patches(slide, reader, grid);
   fs::create_directories(fs::path(path).parent_path());
   write_coords(path, coords, hash);
   return coords;
@@ -147,23 +169,26 @@ PreprocessSummary preprocess_slides(const PreprocessOptions& o) {
   std::string first_error;
   const auto work = [&](int64_t i) {
     {
-      if (stop) return;
+      if (stop || (o.interrupted && o.interrupted())) {
+        stop = true;
+        return;
+      }
       const auto& e = entries[i];
       SlideOutcome r{e.id, e.path, "", 0, "", 0};
       const auto start = std::chrono::steady_clock::now();
       try {
         const auto path = coords_path(o.out_dir, e, o.grid);
-        if (fs::exists(path) && read_settings_hash(path) == settings_hash(e.path, o.grid)) {
+        if (fs::exists(path) && read_settings_hash(path) == settings_hash(e, o.grid)) {
           r.status = "cached";
           r.patches = read_coords(path).count();
         } else {
           const auto reader = open_slide(e.path, o.backend);
           TissueMask mask;
-          const auto coords = tissue_patches(*reader, o.grid, &mask);
+          const auto coords = slide_patches(e, *reader, o.grid, &mask);
           if (o.thumbnail > 0) {
             data::write_png((out / "thumbnails" / (e.id + ".png")).string(), draw_thumbnail(*reader, mask, coords, o.thumbnail));
           }
-          write_coords(path, coords, settings_hash(e.path, o.grid));
+          write_coords(path, coords, settings_hash(e, o.grid));
           r.status = "done";
           r.patches = coords.count();
         }

@@ -81,6 +81,7 @@ SlideDataOptions slide_data_options(const Config& c, const std::string& split) {
   o.grid.mpp = c.slide.mpp;
   o.grid.tissue.method = c.slide.tissue;
   o.grid.tissue.min_fraction = c.slide.min_tissue;
+  o.grid.annotations = c.slide.annotations;
   o.skip_errors = c.slide.skip_errors;
   o.read_workers = c.slide.read_workers;
   o.mean = data::parse_floats(c.data.mean, "data.mean");

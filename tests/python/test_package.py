@@ -143,6 +143,80 @@ def test_slide_read_region_equals_the_full_image(tmp_path):
         assert np.array_equal(region, whole[60:108, 100:164]), backend
 
 
+def test_slides_from_python_equal_the_command_line(tmp_path):
+    mnist = write_fake_mnist(tmp_path / "mnist")
+    slides = tmp_path / "slides"
+    cli("make-slides", "--out", str(slides), "--mnist-dir", mnist, "--count", "4", "--test-count", "2", "--width", "512",
+        "--height", "512", "--digits", "2", "--digit-scale", "2")
+    manifest = slides / "manifest.csv"
+    rows = tessera.preprocess(manifest, tmp_path / "cache", patch=64, workers=1, thumbnail=0)
+    assert [r["status"] for r in rows] == ["done"] * 6 and all(r["patches"] > 0 for r in rows)
+    assert [r["status"] for r in tessera.preprocess(manifest, tmp_path / "cache", patch=64, workers=1)] == ["cached"] * 6
+    run = tessera.train(run_dir=tmp_path / "run", progress=False, overrides={
+        "data.dataset": "slides", "data.manifest": str(manifest), "data.patch": 64, "data.stride": 64,
+        "slide.cache_dir": str(tmp_path / "cache"), "model.in_channels": 3, "model.width": 8, "model.heads": 2,
+        "model.d_k": 8, "model.d_inner": 16, "model.pos_enc": "false", "ips.M": 3, "ips.I": 8, "ips.loading": "lazy",
+        "train.epochs": 1, "train.batch_size": 2, "train.threads": 1, "data.workers": 0})
+    slide = slides / "slide_001.tif"
+    cli("predict", "--run", str(tmp_path / "run"), "--slide", str(slide), "--geojson", "--out", str(tmp_path / "pred"))
+    expected = json.loads((tmp_path / "pred" / "prediction.json").read_text())
+    got = run.predict(slide, geojson=tmp_path / "scores.geojson")
+    assert isinstance(got, tessera.SlidePrediction)
+    assert got.predicted == expected["predicted"] and got.record["patches"] == expected["patches"] == got.scores.numel()
+    for task, values in expected["outputs"].items():
+        assert torch.allclose(got.outputs[task], torch.tensor(values), atol=1e-6)
+    table = np.loadtxt(tmp_path / "pred" / "scores.csv", delimiter=",", skiprows=1)  # x,y,score,selected
+    assert torch.equal(got.coords, torch.from_numpy(table[:, :2]).long())
+    assert torch.allclose(got.scores, torch.from_numpy(table[:, 2]).float(), atol=1e-6)
+    assert torch.equal(got.selected, torch.from_numpy(table[:, 3]).bool()) and got.selected.sum() == 3
+    ours = json.loads((tmp_path / "scores.geojson").read_text())
+    theirs = json.loads((tmp_path / "pred" / "scores.geojson").read_text())
+    assert len(ours["features"]) == len(theirs["features"]) == got.scores.numel()
+    for a, b in zip(ours["features"], theirs["features"]):
+        assert a["geometry"] == b["geometry"]
+        assert a["properties"].get("classification") == b["properties"].get("classification")
+        assert a["properties"]["measurements"]["attention"] == pytest.approx(b["properties"]["measurements"]["attention"], abs=1e-6)
+    assert got.draw(256).shape == (3, 256, 256)
+    # tissue_grid is the grid predict scored; with a region it keeps the patches inside it
+    assert torch.equal(tessera.tissue_grid(slide, patch=64), got.coords)
+    region = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"objectType": "annotation"},
+              "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [256, 0], [256, 256], [0, 256], [0, 0]]]}}]}
+    (tmp_path / "region.geojson").write_text(json.dumps(region))
+    inside = tessera.tissue_grid(tessera.open_slide(slide), patch=64, annotations=tmp_path / "region.geojson")
+    keep = (got.coords[:, 0] + 64 <= 256) & (got.coords[:, 1] + 64 <= 256)
+    assert inside.shape[0] > 0 and torch.equal(inside, got.coords[keep])
+    # feature bags with the run's encoder, resumable
+    summary = tessera.extract_features(manifest, tmp_path / "bags", run=tmp_path / "run", cache_dir=tmp_path / "cache",
+                                       threads=1)
+    assert summary["written"] == 6 and summary["failed"] == []
+    assert tessera.extract_features(manifest, tmp_path / "bags", run=tmp_path / "run", cache_dir=tmp_path / "cache",
+                                    threads=1)["existing"] == 6
+    with pytest.raises(tessera.Error, match="trained on slides"):
+        run.predict(torch.zeros(3, 64, 64))
+
+
+def test_ctrl_c_stops_preprocessing_between_slides(tmp_path):
+    """SIGINT during tessera.preprocess raises KeyboardInterrupt once the slides in progress finish; the
+    slides done are kept and a second call does the rest."""
+    import signal
+    import threading
+    mnist = write_fake_mnist(tmp_path / "mnist")
+    cli("make-slides", "--out", str(tmp_path / "slides"), "--mnist-dir", mnist, "--count", "2", "--test-count", "0",
+        "--width", "1024", "--height", "1024", "--digits", "1")
+    rows = "".join(f"{i},slide_000.tif,0\n" for i in range(200))  # one slide under 200 ids: seconds of work
+    manifest = tmp_path / "slides" / "many.csv"
+    manifest.write_text("id,slide,label\n" + rows)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        tessera.preprocess(manifest, tmp_path / "cache", patch=64, workers=1, thumbnail=0)
+    timer.join()
+    done = len(list((tmp_path / "cache" / "coords").glob("*.h5")))
+    assert 0 < done < 200
+    rows = tessera.preprocess(manifest, tmp_path / "cache", patch=64, workers=2, thumbnail=0)
+    assert sum(r["status"] == "cached" for r in rows) == done and len(rows) == 200
+
+
 def test_errors_carry_the_message(tmp_path):
     with pytest.raises(tessera.Error, match="nothing-here") as error:
         tessera.open_run(tmp_path / "nothing-here")

@@ -7,6 +7,10 @@
 #include <vector>
 
 #include "tessera/methods/method.h"
+#ifdef TESSERA_WITH_SLIDES
+#include "tessera/slides/reader.h"
+#include "tessera/slides/tissue.h"
+#endif
 #include "tessera/train/experiment.h"
 
 namespace tessera::app {
@@ -36,6 +40,18 @@ struct ImagePrediction {
 // One image (C, H, W) in [0, 1] (any channel count and size the run accepts: conformed as `predict`
 // does) through an opened run, nothing written. what names the input in errors.
 ImagePrediction predict_picture(train::OpenedRun& run, const torch::Tensor& image, const std::string& what);
+
+#ifdef TESSERA_WITH_SLIDES
+struct SlidePrediction {
+  nlohmann::json result;           // prediction.json's outputs, predicted classes, patch count, method
+  slides::PatchCoords grid;        // the patches scored (level-0 top-left corners)
+  torch::Tensor scores, selected;  // (N) attention of every patch, (N) bool the top M
+  slides::SlideReaderPtr reader;   // the slide (null for a feature bag without its slide)
+};
+// One slide (its tissue patches at the run's grid) or one feature bag (.h5, with slide optional for
+// pictures) through an opened slide run, nothing written.
+SlidePrediction predict_slide(train::OpenedRun& run, const std::string& slide, const std::string& bag);
+#endif
 
 // Writes prediction.json (outputs per task, predicted classes, per-patch scores) and a picture:
 // selection.png for IPS (selected patches outlined, blue = low to red = high attention),

@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,16 +24,22 @@ struct MakeSlidesOptions {
 // slide,x,y,size,digit with the level-0 top-left corner and side of the digit's square.
 inline constexpr const char* kTumourFile = "tumours.csv";
 
-// Writes the slides, the manifest (slide,label,split) and tumours.csv, atomically; returns the
-// manifest's path.
+// The same tumours as QuPath annotations: annotations/<slide id>.geojson beside the manifest, one
+// "Tumor" polygon per digit (an empty FeatureCollection for a slide without).
+inline constexpr const char* kAnnotationDir = "annotations";
+
+// Writes the slides, the manifest (slide,label,split), tumours.csv and annotations/, atomically;
+// returns the manifest's path.
 std::string make_slides(const MakeSlidesOptions& options);
 
-// Where a slide run's attention goes, against make-slides' ground truth: per slide of the run's
-// manifest split, the tissue patches that overlap a tumour box and the fraction of the top-M
-// attention mass (M = the run's ips.M, attention = ips score_all) that falls on them.
+// Where a slide run's attention goes, against annotated tumours: per slide of the run's manifest
+// split, the tissue patches that overlap a tumour and the fraction of the top-M attention mass
+// (M = the run's ips.M, attention = ips score_all) that falls on them.
 struct LocalizationOptions {
   std::string run;    // an IPS run trained on slides
   std::string truth;  // tumours.csv (slide,x,y,size[,digit]); empty: beside the run's manifest
+  std::string annotations;       // or: folder of <slide id>.geojson (QuPath); a slide without a file has no tumour
+  std::string annotation_class;  // with annotations: only regions of this class (empty: all but Exclude / Ignore*)
   std::string split = "test";
   std::string out;    // JSON of the per-slide rows and the summary; empty: none
   int64_t threads = 0;
@@ -70,6 +77,7 @@ struct ExtractFeaturesOptions {
   bool skip_errors = false;
   std::string precision = "fp32";  // fp32 | bf16 | fp16: the encoder's autocast precision (bags stay float32)
   double dist_timeout = 300;       // data-parallel launches: seconds a rank waits for the others
+  std::function<bool()> interrupted;  // asked before each slide; true: stop after the bag in progress
   slides::PatchGridOptions grid = [] {
     slides::PatchGridOptions g;
     g.patch = 0;  // 0: the encoder's input size

@@ -74,6 +74,7 @@ struct SlideConfig {
   double mpp = 0;                  // ... or this resolution (um/px) when > 0
   std::string tissue = "otsu";     // otsu | saturation
   double min_tissue = 0.5;         // tissue fraction a patch needs
+  std::string annotations;         // folder of QuPath GeoJSON <slide id>.geojson: patches inside the drawn regions only
   std::string cache_dir;           // patch coordinates (tessera preprocess --out); empty: <manifest folder>/tessera-cache
   std::string features_dir;        // feature_bags: <id>.h5 files (tessera extract-features --out)
   bool skip_errors = false;        // record bad slides and go on instead of stopping

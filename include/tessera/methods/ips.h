@@ -59,6 +59,7 @@ class Ips final : public Method {
   torch::nn::Module& encoder() override;
   // The M selected patches of image 0 with their final attention.
   PatchScores patch_scores(const data::Batch& batch) override;
+  BagScores bag_scores(const data::PatchBagPtr& bag) override;  // attention of every patch (score_all); the top M selected
 
   // The pieces, for users composing their own loops and for slide streaming.
   std::vector<data::PatchBagPtr> bags(const data::Batch& batch) const;  // host-side, lazy

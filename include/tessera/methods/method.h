@@ -54,6 +54,14 @@ class Method {
     bool outline = true;               // outline the patches (a selection) or fill them (a full grid)
   };
   virtual PatchScores patch_scores(const data::Batch& batch) { return {}; }
+  // The same for one bag (a slide's patches or its feature rows): the prediction, a score for every
+  // patch of the bag (IPS: its attention) and the patches the method selects. Undefined scores when
+  // the method has none (methods that do not train on bags).
+  struct BagScores {
+    TaskTensors outputs;                 // as predict() gives them for that bag
+    torch::Tensor scores, selected;      // (N) float, (N) bool
+  };
+  virtual BagScores bag_scores(const data::PatchBagPtr& bag) { return {}; }
 
   // train.precision: every forward pass of the method (gradient and no-gradient) runs under autocast
   // in this precision; the step context scales fp16 losses.

@@ -2,6 +2,7 @@
 // the slide file, so a rerun (or training) reuses them; runs over a manifest are parallel, resumable
 // (finished slides are skipped) and leave a summary and inspection thumbnails.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -10,11 +11,16 @@
 
 namespace tessera::slides {
 
-// Hex hash of the grid settings and the slide file's identity (absolute path, size, modification time).
-std::string settings_hash(const std::string& slide_path, const PatchGridOptions& grid);
+// Hex hash of the grid settings and the identity (absolute path, size, modification time) of the slide
+// file and, with grid.annotations, of its annotation file.
+std::string settings_hash(const ManifestEntry& slide, const PatchGridOptions& grid);
 // <cache_dir>/coords/<id>-<hash>.h5
 std::string coords_path(const std::string& cache_dir, const ManifestEntry& slide, const PatchGridOptions& grid);
-// The slide's coordinates from the cache, computing and caching them first when absent.
+// The slide's tissue patches, restricted to its annotated regions when grid.annotations names a folder
+// (the slide's <id>.geojson must exist there; a slide whose regions hold no tissue patch is an error).
+PatchCoords slide_patches(const ManifestEntry& slide, const SlideReader& reader, const PatchGridOptions& grid,
+                          TissueMask* mask_out = nullptr);
+// The slide's coordinates from the cache, computing (slide_patches) and caching them first when absent.
 PatchCoords cached_tissue_patches(const ManifestEntry& slide, const SlideReader& reader, const PatchGridOptions& grid,
                                   const std::string& cache_dir, bool* was_cached = nullptr);
 
@@ -29,6 +35,9 @@ struct PreprocessOptions {
   bool skip_errors = false;   // record bad slides and go on
   int64_t thumbnail = 1024;   // longest side of inspection thumbnails; 0: none
   double dist_timeout = 300;  // data-parallel launches: seconds a rank waits for the others
+  // Asked before each slide (any thread); true stops the run: slides in progress finish, no new one
+  // starts, and the summary lists the slides reached. Empty: never.
+  std::function<bool()> interrupted;
 };
 
 struct SlideOutcome {

@@ -22,6 +22,9 @@ struct PatchGridOptions {
   int level = 0;        // pyramid level patches are read at ...
   double mpp = 0;       // ... or this resolution when > 0 (nearest finer level + resampling)
   TissueOptions tissue;
+  // Folder of QuPath GeoJSON exports, <slide id>.geojson: only patches at least half inside the drawn
+  // regions are kept (annotations.h). Empty: every tissue patch.
+  std::string annotations;
 };
 
 struct TissueMask {
@@ -52,7 +55,8 @@ PatchCoords tissue_patches(const SlideReader& slide, const PatchGridOptions& opt
 // One patch (patch, patch, 3) uint8 at the grid's resolution, top-left (x, y) in level-0 pixels.
 torch::Tensor read_patch(const SlideReader& slide, const PatchCoords& grid, int64_t x, int64_t y);
 
-// Stable text of the settings that determine the coordinates (for cache keys).
+// Stable text of the settings that determine the coordinates (for cache keys; the annotation files'
+// identity is in preprocess.h's settings_hash).
 std::string settings_key(const PatchGridOptions& options);
 
 }  // namespace tessera::slides
