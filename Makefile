@@ -7,7 +7,7 @@ DEMO_RUN ?= runs/demo
 SLIDES ?= data/slides
 SLIDES_RUN ?= runs/slides-demo
 
-.PHONY: deps build test demo slides-demo vit-demo patchgd-demo bench check-libtorch2 clean
+.PHONY: deps build test demo slides-demo vit-demo patchgd-demo bench check-libtorch2 fuzz clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -60,6 +60,17 @@ bench: build
 # machines run PyTorch 2.x, this machine LibTorch 1.13.
 check-libtorch2: deps
 	bash scripts/check-libtorch2.sh
+
+# The fuzz campaign: every file parser's libFuzzer harness (tests/fuzz/), built with clang, AddressSanitizer and
+# UndefinedBehaviorSanitizer in $(FUZZ_BUILD), each for FUZZ_SECONDS or 1,000,000 executions.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 600
+fuzz:
+	@bash scripts/install-deps.sh fuzz
+	CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_FUZZ=ON \
+	  -DTESSERA_SANITIZE=address,undefined -DTESSERA_BUILD_TESTS=OFF -DTESSERA_WITH_PYTHON=OFF
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh $(FUZZ_BUILD)
 
 clean:
 	rm -rf $(BUILD)

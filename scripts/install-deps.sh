@@ -12,6 +12,10 @@ packages=(
   python3-dev pybind11-dev python3-pytest python3-numpy python3-matplotlib python3-setuptools python3-wheel python3-venv python3-pip  # the Python package, its tests and example
   chromium                            # renders tessera report pages in a test
 )
+# `install-deps.sh fuzz` (make fuzz): clang and libFuzzer for the sanitizer and fuzzing builds as well.
+if [[ "${1:-}" == fuzz ]]; then
+  packages+=(clang-14 libfuzzer-14-dev)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -23,24 +23,23 @@ side() { [ "$1" = 8 ] && echo 672 || echo 1344; }  # N = 9 or 36 patches: M = ch
 probe "uni-bf16-lora8-c8-d24" --model.encoder uni --train.precision bf16 --model.lora_rank 8 --ips.M 8 --ips.grad_chunk 8 \
   --data.height 672 --data.width 672
 # The bytes of one more winner (its stored patch, its embedding, the aggregator's activations), per encoder
-# and precision: M 100 against M 8 at depth 1, chunk 8, LoRA, with patches cut from the image on request
-# (ips.loading lazy, as slides are streamed) and the same scan (N 100 at a 48 px grid step) for both, so
-# that only M differs. The check: UNI bf16 at M 500 and chunk 32 (N 576 for both) against the formula.
-lazy() {  # name, chunk, M, side, then overrides
-  local name=$1 chunk=$2 M=$3 side=$4; shift 4
+# and precision: M 100 against M 9 at depth 1, chunk 8, LoRA. N = M in both (a 48 px grid step on the 672 px
+# image gives N 100; 224 px gives 9), so no scan runs and only the winners differ; patches are cut on
+# request (ips.loading lazy, as slides are streamed). The check: UNI bf16 at M 576 against M 36 (chunk 32,
+# the 1344 px image).
+winners() {  # name, chunk, M, side, stride, then overrides
+  local name=$1 chunk=$2 M=$3 side=$4 stride=$5; shift 5
   probe "$name" --model.encoder_args '{"depth": 1}' --model.lora_rank 8 --ips.loading lazy --ips.grad_chunk "$chunk" \
-    --ips.M "$M" --data.height "$side" --data.width "$side" --data.stride 48 "$@"
+    --ips.M "$M" --data.height "$side" --data.width "$side" --data.stride "$stride" "$@"
 }
 for model in uni uni2-h virchow2; do
   for precision in bf16 fp32; do
-    for M in 8 100; do
-      lazy "$model-$precision-lora8-c8-d1-m$M-lazy" 8 "$M" 672 --model.encoder "$model" --train.precision "$precision"
-    done
+    winners "$model-$precision-lora8-c8-d1-m9-lazy" 8 9 672 224 --model.encoder "$model" --train.precision "$precision"
+    winners "$model-$precision-lora8-c8-d1-m100-lazy" 8 100 672 48 --model.encoder "$model" --train.precision "$precision"
   done
 done
-for M in 32 500; do
-  lazy "uni-bf16-lora8-c32-d1-m$M-lazy" 32 "$M" 1344 --model.encoder uni --train.precision bf16
-done
+winners "uni-bf16-lora8-c32-d1-m36-lazy" 32 36 1344 224 --model.encoder uni --train.precision bf16
+winners "uni-bf16-lora8-c32-d1-m576-lazy" 32 576 1344 48 --model.encoder uni --train.precision bf16
 for model in uni uni2-h virchow2; do
   for precision in bf16 fp32; do
     for tuning in lora8 full; do

@@ -2,7 +2,10 @@
 #include <cstdio>
 #include <fstream>
 
+#include <caffe2/serialize/inline_container.h>
+
 #include "helpers.h"
+#include "tessera/core/pickle.h"
 #include "tessera/core/memory.h"
 #include "tessera/data/image_io.h"
 #include "tessera/data/patches.h"
@@ -29,6 +32,26 @@ methods::Ips small_ips(int64_t channels = 1) {
   io.I = 2;
   io.patch = io.stride = 16;
   return methods::Ips(models::IpsNet(o), io, torch::kCPU);
+}
+
+// A torch.save zip whose data.pkl is `pickle` (the archive layout LibTorch writes).
+void write_torch_zip(const std::string& path, const std::string& pickle) {
+  caffe2::serialize::PyTorchStreamWriter writer(path);
+  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+  writer.writeEndOfFile();
+}
+
+TEST(BadInput, TruncatedPicklesAreErrorsNotReadsPastTheEnd) {
+  testing::TempDir dir;
+  // Arguments cut off by the end of the data: a string length, a memo index, a frame, a global.
+  const auto bytes = [](const auto& literal) { return std::string(literal, sizeof(literal) - 1); };  // NULs included
+  for (const auto& pickle : {bytes("\x80\x02" "X\xff\xff"), bytes("\x80\x02" "r\x01"), bytes("\x80\x04\x95\x01\x00"),
+                             bytes("\x80\x02" "ccollections\nOrderedD"), bytes("\x80\x02}(X\x01\x00\x00\x00" "a"), std::string()}) {
+    const auto path = dir.file("bad.pt");
+    write_torch_zip(path, pickle);
+    EXPECT_NE(testing::error_of([&] { read_pickle(path); }).find("bad.pt' is not a readable torch.save file"), std::string::npos)
+        << testing::error_of([&] { read_pickle(path); });
+  }
 }
 
 TEST(BadInput, MissingImage) {

@@ -40,7 +40,10 @@ std::string rewrite_ordered_dicts(const std::string& p) {
   std::set<size_t> ordered_dict_memo;
   std::vector<std::pair<size_t, size_t>> cuts;
   std::vector<std::pair<size_t, size_t>> setitems;  // (key start, SETITEM position)
+  // An argument that runs past the end (a truncated or hostile file) reads as a length that ends the
+  // walk; the pickle is then returned unchanged and the unpickler reports it.
   const auto u32 = [&](size_t at) {
+    if (at > p.size() || p.size() - at < 4) return p.size() + 1;
     uint32_t v;
     std::memcpy(&v, p.data() + at, 4);
     return static_cast<size_t>(v);
@@ -141,7 +144,7 @@ std::string rewrite_ordered_dicts(const std::string& p) {
       default: return p;
     }
   }
-  if (cuts.empty() && dict_reduces.empty() && setitems.empty()) return p;
+  if (i > p.size() || (cuts.empty() && dict_reduces.empty() && setitems.empty())) return p;
   static const std::string kGlobal = "ctorch.jit._pickle\nrestore_type_tag\n";
   static const std::string kType = "Dict[str, Tensor]";
   // MARK EMPTY_DICT BINUNICODE(type) TUPLE: the argument tuple ({}, type).

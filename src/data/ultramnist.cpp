@@ -115,7 +115,8 @@ torch::Tensor UltraMnist::background(int64_t index) const {
   const double a = scale * ca, b = scale * (ca * shear - sa), c = scale * sa, d = scale * (sa * shear + ca);
   const double det = a * d - b * c;
   const double ia = d / det, ib = -b / det, ic = -c / det, id = a / det;
-  auto [rows, cols] = pixel_grid(S);
+  torch::Tensor rows, cols;  // not a structured binding: lambdas below capture them (C++17)
+  std::tie(rows, cols) = pixel_grid(S);
   const double crop = static_cast<double>(S) / std::sqrt(2.0), half = S / 2.0;
   const auto y = (rows - half) * (crop / S), x = (cols - half) * (crop / S);  // warped-image coords about the centre
   const auto src_x = x * ia + y * ib + half, src_y = x * ic + y * id + half;

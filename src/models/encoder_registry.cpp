@@ -154,7 +154,7 @@ VitOptions vit_options(const json& args, const std::string& origin) {
   for (const auto& [key, value] : args.items()) {
     const bool known = std::find(kVitKeys.begin(), kVitKeys.end(), key) != kVitKeys.end();
     if (known) continue;
-    const auto fixed = std::find_if(kVitFixed.begin(), kVitFixed.end(), [&](const auto& f) { return f.first == key; });
+    const auto fixed = std::find_if(kVitFixed.begin(), kVitFixed.end(), [&key = key](const auto& f) { return f.first == key; });
     TESSERA_CHECK(fixed != kVitFixed.end(), origin, ": the ViT has no argument '", key, "'; known: img_size, patch_size, ",
                   "in_chans, num_classes, global_pool, embed_dim, depth, num_heads, mlp_ratio, qkv_bias, init_values, ",
                   "class_token, no_embed_class, reg_tokens, pre_norm, final_norm, fc_norm, dynamic_img_size, mlp_layer, ",
