@@ -12,7 +12,7 @@ seconds=${FUZZ_SECONDS:-600}
 runs=${FUZZ_RUNS:-1000000}
 out=$build/fuzz-campaign
 mkdir -p "$out"
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:suppressions=$PWD/tests/fuzz/lsan.supp}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/fuzz/lsan.supp}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 failed=0

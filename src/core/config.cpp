@@ -59,12 +59,15 @@ void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::st
              const std::string& path) {
   if (node.IsMap()) {
     for (const auto& kv : node) {
-      const std::string key = kv.first.as<std::string>();
+      if (!kv.first.IsScalar()) {
+        fail(path, ": a key under '", prefix.empty() ? "the top level" : prefix, "' is a list or a map; keys are names");
+      }
+      const std::string key = kv.first.Scalar();
       if (prefix.empty() && key == "spec") continue;  // a run's spec (train/run_spec.h), read on its own
       flatten(kv.second, prefix.empty() ? key : prefix + "." + key, out, path);
     }
   } else if (node.IsScalar()) {
-    out[prefix] = node.as<std::string>();
+    out[prefix] = node.Scalar();
   } else if (node.IsNull()) {
     out[prefix] = "";
   } else {

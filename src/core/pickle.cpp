@@ -210,8 +210,13 @@ c10::IValue read_pickle(const std::string& path) {
         at::Device(at::kCPU));  // files saved on a GPU tag their storages cuda:0; everything loads to the CPU
     unpickler.set_version(archive.version());
     return unpickler.parse_ivalue();
+  } catch (const Error&) {
+    throw;
   } catch (const c10::Error& e) {
     fail("'", path, "' is not a readable torch.save file (", std::string(e.what_without_backtrace()).substr(0, 200),
+         "); save it with torch.save from PyTorch >= 1.6");
+  } catch (const std::exception& e) {  // LibTorch's type parser throws its own errors for a malformed type tag
+    fail("'", path, "' is not a readable torch.save file (", std::string(e.what()).substr(0, 200),
          "); save it with torch.save from PyTorch >= 1.6");
   }
 }

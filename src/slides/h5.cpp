@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <mutex>
 
@@ -112,10 +114,21 @@ std::vector<int64_t> H5File::shape(const std::string& dataset) const {
   std::lock_guard<std::recursive_mutex> lock(h5_mutex());
   TESSERA_CHECK(has(dataset), "'", path_, "' has no dataset '", dataset, "'");
   Handle d{H5Dopen2(file_, dataset.c_str(), H5P_DEFAULT), H5Dclose};
+  TESSERA_CHECK(d.id >= 0, "cannot open dataset '", dataset, "' of '", path_, "'; the file is corrupt or truncated");
   Handle space{H5Dget_space(d.id), H5Sclose};
   const int rank = H5Sget_simple_extent_ndims(space.id);
-  std::vector<hsize_t> dims(std::max(rank, 0));
+  TESSERA_CHECK(rank >= 1 && rank <= 8, "dataset '", dataset, "' of '", path_, "' has ", rank,
+                " dimensions; expected an array (the file is corrupt or not a tessera/CLAM file)");
+  std::vector<hsize_t> dims(rank);
   H5Sget_simple_extent_dims(space.id, dims.data(), nullptr);
+  // What the dataset declares against what the file stores: a few bytes of file must not ask for
+  // gigabytes (HDF5 reads unwritten chunks as fill values). Compression up to 64x passes.
+  const double stored = static_cast<double>(H5Dget_storage_size(d.id));
+  double declared = 4;
+  for (const hsize_t n : dims) declared *= static_cast<double>(n);
+  TESSERA_CHECK(declared <= 64 * stored + (1 << 20), "dataset '", dataset, "' of '", path_, "' declares ",
+                dims.size(), "-D sizes needing ", declared, " bytes but the file stores ", stored,
+                "; the file is corrupt or hostile");
   return {dims.begin(), dims.end()};
 }
 
@@ -227,12 +240,18 @@ PatchCoords read_coords(const std::string& path) {
   H5File f(path);
   TESSERA_CHECK(f.has("coords"), "'", path, "' has no 'coords' dataset; is it a tessera/CLAM patch file?");
   PatchCoords g;
-  g.coords = f.rows("coords", 0, f.shape("coords")[0], torch::kInt64);
+  const auto dims = f.shape("coords");
+  g.coords = f.rows("coords", 0, dims.size() == 3 ? dims[1] : dims[0], torch::kInt64);
   TESSERA_CHECK(g.coords.size(1) == 2, "'", path, "' coords must be (N, 2), got ", g.coords.sizes());
   const auto attrs = f.attributes("coords");
   const auto get = [&](const char* key, double fallback) {
     const auto it = attrs.find(key);
-    return it == attrs.end() ? fallback : std::stod(it->second);
+    if (it == attrs.end()) return fallback;
+    char* end = nullptr;
+    const double v = std::strtod(it->second.c_str(), &end);
+    TESSERA_CHECK(end != it->second.c_str() && *end == '\0' && std::isfinite(v) && std::abs(v) < 1e12, "'", path,
+                  "': the coords attribute '", key, "' must be a number, got '", it->second.substr(0, 40), "'");
+    return v;
   };
   g.patch = static_cast<int64_t>(get("patch_size", 256));
   g.level = static_cast<int>(get("patch_level", 0));

@@ -25,7 +25,7 @@ torch::serialize::InputArchive open(const std::string& path) {
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
-  } catch (const c10::Error&) {
+  } catch (const std::exception&) {  // c10::Error, or the TorchScript parser's errors on a damaged archive
     fail("checkpoint '", path, "' is corrupt or truncated; use an earlier checkpoint or start a new run");
   }
   return archive;
@@ -153,9 +153,13 @@ Checkpoint load_checkpoint(const std::string& path, torch::nn::Module& model, to
       std::lock_guard<std::mutex> lock(generator.mutex());
       generator.set_state(rng);
     }
+  } catch (const Error&) {
+    throw;
   } catch (const c10::Error& e) {
     fail("checkpoint '", path, "' does not match this model (", std::string(e.what_without_backtrace()).substr(0, 160),
          "); was it written with a different config?");
+  } catch (const std::exception& e) {
+    fail("checkpoint '", path, "' is damaged (", std::string(e.what()).substr(0, 160), "); use an earlier checkpoint");
   }
   return c;
 }
