@@ -196,25 +196,34 @@ def test_slides_from_python_equal_the_command_line(tmp_path):
 
 
 def test_ctrl_c_stops_preprocessing_between_slides(tmp_path):
-    """SIGINT during tessera.preprocess raises KeyboardInterrupt once the slides in progress finish; the
-    slides done are kept and a second call does the rest."""
+    """SIGINT during tessera.preprocess (sent once the first slide's coordinates are written) raises
+    KeyboardInterrupt once the slides in progress finish; the slides done are kept and a second call does
+    the rest."""
     import signal
     import threading
+    import time
     mnist = write_fake_mnist(tmp_path / "mnist")
     cli("make-slides", "--out", str(tmp_path / "slides"), "--mnist-dir", mnist, "--count", "2", "--test-count", "0",
         "--width", "1024", "--height", "1024", "--digits", "1")
-    rows = "".join(f"{i},slide_000.tif,0\n" for i in range(200))  # one slide under 200 ids: seconds of work
+    rows = "".join(f"{i},slide_000.tif,0\n" for i in range(1000))  # one slide under 1000 ids: seconds of work
     manifest = tmp_path / "slides" / "many.csv"
     manifest.write_text("id,slide,label\n" + rows)
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    coords = tmp_path / "cache" / "coords"
+
+    def interrupt_after_the_first_slide():
+        while not (coords.is_dir() and any(coords.glob("*.h5"))):
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = threading.Thread(target=interrupt_after_the_first_slide)
+    watcher.start()
     with pytest.raises(KeyboardInterrupt):
         tessera.preprocess(manifest, tmp_path / "cache", patch=64, workers=1, thumbnail=0)
-    timer.join()
-    done = len(list((tmp_path / "cache" / "coords").glob("*.h5")))
-    assert 0 < done < 200
+    watcher.join()
+    done = len(list(coords.glob("*.h5")))
+    assert 0 < done < 1000
     rows = tessera.preprocess(manifest, tmp_path / "cache", patch=64, workers=2, thumbnail=0)
-    assert sum(r["status"] == "cached" for r in rows) == done and len(rows) == 200
+    assert sum(r["status"] == "cached" for r in rows) == done and len(rows) == 1000
 
 
 def test_errors_carry_the_message(tmp_path):
