@@ -60,6 +60,13 @@ TEST(PrepareImages, FitsIntoASquareWithWhitePaddingAndStratifiedFolds) {
   const auto again = data::prepare_images(o);  // resumes: nothing left to write
   EXPECT_EQ(again.written, 0);
   EXPECT_EQ(again.skipped, 9);
+  // A grade that is not a whole number is refused, not truncated ("2.5" was class 2).
+  for (const std::string bad : {"2.5", "2x", " ", "-1"}) {
+    { std::ofstream(dir.file("bad.csv")) << "image_id,data_provider,isup_grade\ns0,x," << bad << "\n"; }
+    auto b = o;
+    b.manifest = dir.file("bad.csv");
+    EXPECT_NE(testing::error_of([&] { data::prepare_images(b); }).find("is not a class index"), std::string::npos) << bad;
+  }
 
   data::CsvImagesOptions c;
   c.csv = dir.file("out/train.csv");

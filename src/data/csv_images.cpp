@@ -41,13 +41,7 @@ CsvImages::CsvImages(CsvImagesOptions options) : options_(std::move(options)) {
     const int64_t row = table.lines[r];
     TESSERA_CHECK(cells.size() >= 2, o.csv, ":", row, ": expected 'path,label', got ", cells.size(), " column(s)");
     const std::string& label_text = cells[1];
-    int64_t label = -1;
-    try {
-      size_t pos = 0;
-      label = std::stoll(label_text, &pos);
-      if (pos != label_text.size()) label = -1;
-    } catch (const std::exception&) {
-    }
+    const int64_t label = parse_integer(label_text).value_or(-1);
     TESSERA_CHECK(label >= 0, o.csv, ":", row, ": label '", label_text, "' is not a class index >= 0");
     paths_.push_back((root / cells[0]).string());
     labels_.push_back(label);

@@ -37,11 +37,7 @@ PrepareImagesSummary prepare_images(const PrepareImagesOptions& o) {
     const auto& cells = table.rows[r];
     const int64_t row = table.lines[r];
     TESSERA_CHECK(cells.size() > std::max(id_col, label_col), o.manifest, ":", row, ": too few columns");
-    int64_t label = -1;
-    try {
-      label = std::stoll(cells[label_col]);
-    } catch (const std::exception&) {
-    }
+    const auto label = parse_integer(cells[label_col]).value_or(-1);  // "2.5" or "2x" is no class
     TESSERA_CHECK(label >= 0, o.manifest, ":", row, ": label '", cells[label_col], "' is not a class index >= 0");
     rows.emplace_back(cells[id_col], label);
   }
