@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 
@@ -185,9 +186,12 @@ std::map<std::string, std::string> H5File::attributes(const std::string& dataset
   std::map<std::string, std::string> out;
   if (!has(dataset)) return out;
   Handle d{H5Oopen(file_, dataset.c_str(), H5P_DEFAULT), H5Oclose};
+  TESSERA_CHECK(d.id >= 0, "cannot open '", dataset, "' of '", path_, "'; the file is corrupt or truncated");
   H5O_info_t info;
+  info.num_attrs = 0;
   H5Oget_info2(d.id, &info, H5O_INFO_NUM_ATTRS);
-  for (hsize_t i = 0; i < info.num_attrs; ++i) {
+  // Patch files carry a handful of attributes; a file declaring thousands is not one of them.
+  for (hsize_t i = 0; i < std::min<hsize_t>(info.num_attrs, 256); ++i) {
     Handle a{H5Aopen_by_idx(d.id, ".", H5_INDEX_NAME, H5_ITER_NATIVE, i, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
     char name[256] = {0};
     H5Aget_name(a.id, sizeof(name) - 1, name);
@@ -204,15 +208,18 @@ std::map<std::string, std::string> H5File::attributes(const std::string& dataset
       H5Aread(a.id, H5T_NATIVE_DOUBLE, &v);
       out[name] = std::to_string(v);
     } else if (cls == H5T_STRING && !H5Tis_variable_str(type.id)) {
-      std::string v(H5Tget_size(type.id), '\0');
+      const size_t size = H5Tget_size(type.id);
+      if (size == 0 || size > 65536) continue;  // no attribute tessera reads is longer; never allocate what a header claims
+      std::string v(size, '\0');
       H5Aread(a.id, type.id, v.data());
       out[name] = v.substr(0, v.find('\0'));
     } else if (cls == H5T_STRING) {
       char* v = nullptr;
       Handle mem{H5Tcopy(H5T_C_S1), H5Tclose};
       H5Tset_size(mem.id, H5T_VARIABLE);
-      if (H5Aread(a.id, mem.id, &v) >= 0 && v) {
-        out[name] = v;
+      const herr_t read = H5Aread(a.id, mem.id, &v);
+      if (v != nullptr) {  // freed even when the read failed half-way
+        if (read >= 0) out[name] = std::string(v, strnlen(v, 65536));
         H5free_memory(v);
       }
     }
