@@ -62,7 +62,7 @@ torch::Tensor parse_npy(const std::string& bytes, const std::string& origin) {
   if (count * element != bytes.size() - data) bad("shape (", dims, ") needs ", count * element, " data bytes, the file has ",
                                                   bytes.size() - data);
   auto t = torch::empty(shape, torch::TensorOptions().dtype(kind->type));
-  std::memcpy(t.data_ptr(), bytes.data() + data, count * element);
+  if (count > 0) std::memcpy(t.data_ptr(), bytes.data() + data, count * element);  // an empty array has no data pointer
   return t;
 }
 
