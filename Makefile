@@ -7,7 +7,7 @@ DEMO_RUN ?= runs/demo
 SLIDES ?= data/slides
 SLIDES_RUN ?= runs/slides-demo
 
-.PHONY: deps build test demo slides-demo vit-demo patchgd-demo bench check-libtorch2 fuzz clean
+.PHONY: deps build test test-asan test-tsan demo slides-demo vit-demo patchgd-demo bench check-libtorch2 fuzz clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -71,6 +71,27 @@ fuzz:
 	  -DTESSERA_SANITIZE=address,undefined -DTESSERA_BUILD_TESTS=OFF -DTESSERA_WITH_PYTHON=OFF
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh $(FUZZ_BUILD)
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer ($(ASAN_BUILD)), and the tests that use
+# threads under ThreadSanitizer ($(TSAN_BUILD)). Suppressions (third-party libraries only, each with its reason)
+# are in tests/sanitizers/.
+ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
+SANITIZERS := $(CURDIR)/tests/sanitizers
+TSAN_TESTS ?= ThreadPool|Loader|EpochShard|DataParallel|SlideReader|Preprocess|ShardedSlides|SlideWorkflow|FeatureBags|TissueTiles|Selection
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Release -DTESSERA_SANITIZE=address,undefined
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(SANITIZERS)/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$(SANITIZERS)/ubsan.supp \
+	  ctest --output-on-failure -j $(JOBS) -LE cuda
+
+test-tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Release -DTESSERA_SANITIZE=thread -DTESSERA_WITH_PYTHON=OFF
+	cmake --build $(TSAN_BUILD) -j $(JOBS) --target tessera_tests
+	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(SANITIZERS)/tsan.supp \
+	  ctest --output-on-failure -j $(JOBS) -R '^($(TSAN_TESTS))\.'
 
 clean:
 	rm -rf $(BUILD)

@@ -14,6 +14,7 @@
 #include "tessera/core/memory.h"
 #include "tessera/core/run_dir.h"
 #include "tessera/data/prepare_images.h"
+#include "tessera/train/experiment.h"
 #include "tessera/train/registry.h"
 
 namespace tessera::cli {
@@ -171,6 +172,16 @@ void add_import(CLI::App& app) {
     std::cout << fmt::format("imported {} tensors (head {}, latent {}, {} classes) into {}/checkpoint.pt\n", report.tensors,
                              report.spec.config().patchgd.head, report.spec.config().patchgd.latent,
                              report.spec.tasks[0].outputs, report.run_dir);
+  });
+
+  auto* up = app.add_subcommand("upgrade-checkpoint",
+                                "rewrite a checkpoint of tessera's formats 1-2 (TorchScript archives) in the current format; "
+                                "for files you trust, the old file kept beside it");
+  auto run = std::make_shared<std::string>();
+  up->add_option("--run", *run, "run directory or checkpoint file")->required();
+  up->callback([run] {
+    const auto backup = train::upgrade_checkpoint(*run);
+    std::cout << "upgraded; the old checkpoint is kept as " << backup << "\n";
   });
 }
 

@@ -23,7 +23,7 @@ void add_train(CLI::App& app);
 void add_plan(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_predict(CLI::App& app);
-void add_import(CLI::App& app);  // import-ips, import-patchgd
+void add_import(CLI::App& app);  // import-ips, import-patchgd, upgrade-checkpoint
 void add_export_data(CLI::App& app);
 void add_report(CLI::App& app);
 void add_prepare_images(CLI::App& app);

@@ -73,4 +73,9 @@ print(f"{variant}: {failed} sources failed")
 sys.exit(1 if failed else 0)
 PY
 done
+# What passed: CI skips the check while these files stay as they were (scripts/libtorch2-inputs.sh).
+if [[ $status -eq 0 && " $variants " == *" cuda "* ]]; then
+  bash "$root/scripts/libtorch2-inputs.sh" > "$root/.ci/libtorch2-checked.sha256"
+  log "recorded the checked inputs in .ci/libtorch2-checked.sha256 (commit it)"
+fi
 exit $status

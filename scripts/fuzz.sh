@@ -13,9 +13,12 @@ runs=${FUZZ_RUNS:-1000000}
 out=$build/fuzz-campaign
 mkdir -p "$out"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
-export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/fuzz/lsan.supp}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/sanitizers/lsan.supp}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 failed=0
+summary=$out/campaign.json  # one object per harness, for scripts/tables.py (docs/testing.md)
+echo "[" > "$summary"
+first=1
 echo "| harness | executions | seconds | coverage (edges) | corpus | findings |"
 echo "|---|---|---|---|---|---|"
 for exe in "$build"/fuzz/fuzz_*; do
@@ -36,5 +39,10 @@ for exe in "$build"/fuzz/fuzz_*; do
   if [ "$status" -ne 0 ] && [ "$findings" -eq 0 ]; then findings="exit $status (see $out/$name.log)"; fi
   [ "$status" -ne 0 ] && failed=1
   echo "| $name | ${execs:-?} | $elapsed | ${cov:-?} | $(ls "$corpus" | wc -l) | $findings |"
+  [ $first -eq 1 ] || echo "," >> "$summary"
+  first=0
+  printf '{"harness": "%s", "executions": %s, "seconds": %s, "coverage": %s, "corpus": %s, "findings": "%s"}' \
+    "$name" "${execs:-null}" "$elapsed" "${cov:-null}" "$(ls "$corpus" | wc -l)" "$findings" >> "$summary"
 done
+echo "]" >> "$summary"
 exit $failed

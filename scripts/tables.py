@@ -238,7 +238,7 @@ def feature_bags():
 # --- results.md -----------------------------------------------------------------------------------------
 
 RESULTS_FROM = {}  # demo -> folder its runs are read from instead of docs/results/<demo> (--from)
-KEPT_FILES = ("metrics.jsonl", "config.yaml", "plan.json")  # what --keep copies of each run
+KEPT_FILES = ("metrics.jsonl", "config.yaml", "plan.json", "localization.json")  # what --keep copies of each run
 
 
 def run_path(demo, run, name):
@@ -296,13 +296,97 @@ def patchgd_demo():
             f"\n\nshared backbone: GD on 64x64 canvases, {pre['train_seconds']:.0f} s, test accuracy {pre['test']['digit']['accuracy']:.3f}")
 
 
+def ips_demo():
+    """make demo's run (runs/demo): Megapixel MNIST's four tasks on its test images."""
+    rs = records("ips-demo", "demo")
+    tested = [r for r in rs if "test" in r][-1]
+    rows = []
+    for task, values in tested["test"].items():
+        if isinstance(values, dict):
+            for metric, value in values.items():
+                rows.append([task, metric.replace("_", " "), f"{value:.3f}"])
+    return (table(["task", "metric", f"value ({tested['test']['samples']} test images)"], rows) +
+            f"\n\n{rs[-1]['epoch']} epochs, training {rs[-1]['train_seconds'] / 60:.1f} min, peak tensors "
+            f"{mem(max(r['peak_tensor_bytes'] for r in rs))}, peak RSS {mem(max(r['peak_rss_bytes'] for r in rs))}")
+
+
+def slides_demo():
+    """make slides-demo's run (runs/slides-demo) and its localization.json."""
+    rs = records("slides-demo", "slides-demo")
+    tested = [r for r in rs if "test" in r]
+    loc = json.loads(run_path("slides-demo", "slides-demo", "localization.json").read_text())
+    positive = [s for s in loc["slides"] if s["tumour_patches"] > 0]
+    curve = " / ".join(f"{r['test']['label']['auc']:.2f}" for r in tested)
+    rows = [["test AUC (epochs " + " / ".join(str(r["epoch"]) for r in tested) + ")", curve],
+            ["test accuracy (last epoch)", f"{tested[-1]['test']['label']['accuracy']:.3f}"],
+            [f"top-{loc['M']} attention mass on tumour patches (mean over the {len(positive)} positive test slides, range)",
+             f"{loc['mean_attention_on_tumour']:.2f} ({min(s['attention_on_tumour'] for s in positive):.2f}-"
+             f"{max(s['attention_on_tumour'] for s in positive):.2f})"],
+            ["tumour share of a positive slide's tissue patches",
+             f"{min(s['tumour_fraction'] for s in positive):.3f}-{max(s['tumour_fraction'] for s in positive):.3f}"],
+            ["positive / negative test slides' probability",
+             f"{min(s['probability'] for s in positive):.2f}-{max(s['probability'] for s in positive):.2f} / "
+             f"{min(s['probability'] for s in loc['slides'] if s['tumour_patches'] == 0):.2f}-"
+             f"{max(s['probability'] for s in loc['slides'] if s['tumour_patches'] == 0):.2f}"],
+            ["training", f"{rs[-1]['epoch']} epochs, {rs[-1]['train_seconds'] / 60:.1f} min"],
+            ["peak tensors / peak RSS", f"{mem(max(r['peak_tensor_bytes'] for r in rs))} / {mem(max(r['peak_rss_bytes'] for r in rs))}"]]
+    return table(["measure", f"value ({tested[-1]['test']['samples']} held-out slides)"], rows)
+
+
+ULTRAMNIST_BUDGETS, ULTRAMNIST_METHODS = ("96MiB", "64MiB"), ("gd", "gd_extended", "patchgd")
+
+
+def ultramnist_cpu():
+    """scripts/compare-ultramnist-cpu.sh 96MiB 64MiB (runs/ultramnist-cpu/<method>-<budget>, pretrain)."""
+    rows = []
+    for budget in ULTRAMNIST_BUDGETS:
+        for method in ULTRAMNIST_METHODS:
+            run = f"{method}-{budget}"
+            rs = records("ultramnist-cpu", run)
+            plan = json.loads(run_path("ultramnist-cpu", run, "plan.json").read_text())
+            tested = [r for r in rs if "test" in r]
+            curve = " / ".join(f"{r['test']['sum']['accuracy']:.3f}" for r in tested[:-1])
+            curve += (" / " if curve else "") + f"**{tested[-1]['test']['sum']['accuracy']:.3f}**"
+            rows.append([budget, method, plan["batch_size"], plan.get("q", "-"), curve, f"{tested[-1]['test']['loss']:.2f}",
+                         f"{rs[-1]['train']['sum']['accuracy']:.3f}", mem(max(r["peak_tensor_bytes"] for r in rs)),
+                         f"{sum(r['seconds'] for r in rs) / 60:.1f}"])  # train_seconds would add the pretraining's
+    epochs = " / ".join(str(r["epoch"]) for r in tested)
+    pre = records("ultramnist-cpu", "pretrain")[-1]
+    return (table(["budget", "method", "batch (planned)", "q", f"test accuracy (epochs {epochs})", "test loss (last)",
+                   "train accuracy (last)", "peak tensors", "minutes"], rows) +
+            f"\n\npretrained backbone: {pre['train_seconds']:.0f} s of GD on 64x64 digit canvases, test accuracy "
+            f"{pre['test']['digit']['accuracy']:.3f}")
+
+
+# --- testing.md -----------------------------------------------------------------------------------------
+
+def fuzz_campaign():
+    """scripts/fuzz.sh's summary (build-fuzz/fuzz-campaign/campaign.json), kept as docs/results/testing/."""
+    rows = [[f"`{h['harness']}`", f"{h['executions']:,}" if h["executions"] is not None else "?", h["seconds"],
+             f"{h['coverage']:,}" if h["coverage"] is not None else "?", h["corpus"], h["findings"]]
+            for h in load("results/testing/fuzz-campaign.json")]
+    return table(["harness", "executions", "seconds", "coverage (edges)", "corpus (inputs)", "findings left"], rows)
+
+
+def mutation():
+    """scripts/mutate.sh --json docs/results/testing/mutation.json."""
+    ms = load("results/testing/mutation.json")["mutants"]
+    rows = [[m["index"], f"`{m['file']}`", m["what"], m["result"], f"`{m['killed_by']}`" if m["killed_by"] != "-" else "-"]
+            for m in ms]
+    killed = sum(m["result"] == "killed" for m in ms)
+    return table(["#", "file", "mutation", "result", "first failing test"], rows) + f"\n\n{killed} of {len(ms)} mutants killed"
+
+
 GENERATORS = {
     "ips-step": ips_step, "encoders": encoders, "plan": plan, "ips-vit": ips_vit, "precision-ips": precision_ips,
     "precision-patchgd": precision_patchgd, "lazy-sweep": lazy_sweep, "patchgd-step": patchgd_step,
     "patchgd-sizes-fixed-q": patchgd_sizes_fixed_q, "patchgd-sizes": patchgd_sizes, "slide-read": slide_read,
     "slide-ips": slide_ips, "feature-bags": feature_bags, "vit-demo": vit_demo, "patchgd-demo": patchgd_demo,
+    "ips-demo": ips_demo, "slides-demo": slides_demo, "ultramnist-cpu": ultramnist_cpu,
 }
-DEMO_RUNS = {"vit-demo": ("end-to-end", "frozen"), "patchgd-demo": ("pretrain", "gd", "patchgd")}
+DEMO_RUNS = {"vit-demo": ("end-to-end", "frozen"), "patchgd-demo": ("pretrain", "gd", "patchgd"), "ips-demo": ("demo",),
+             "slides-demo": ("slides-demo",),
+             "ultramnist-cpu": ("pretrain",) + tuple(f"{m}-{b}" for b in ULTRAMNIST_BUDGETS for m in ULTRAMNIST_METHODS)}
 
 
 def keep(demo, folder):

@@ -2,7 +2,10 @@
 // and a failed or half-written checkpoint never replaces a good one.
 #include <fstream>
 
+#include <torch/csrc/jit/serialization/pickle.h>
+
 #include "helpers.h"
+#include "tessera/core/pickle.h"
 #include "tessera/core/runtime.h"
 #include "tessera/train/experiment.h"
 #include "tessera/train/trainer.h"
@@ -148,6 +151,72 @@ TEST(Checkpoint, TruncatedFileGivesAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("corrupt or truncated"), std::string::npos) << e.what();
   }
+}
+
+// A checkpoint whose dict is edited: `edit` changes the root dict read back from a valid one.
+std::string edited_checkpoint(testing::TempDir& dir, const std::function<void(c10::impl::GenericDict&)>& edit) {
+  torch::nn::Linear model(3, 2);
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(0.1));
+  model(torch::ones({4, 3})).sum().backward();
+  optimizer.step();
+  const auto path = dir.file("checkpoint.pt");
+  train::save_checkpoint(path, *model, &optimizer, {1, 1, 0}, "a: 1\n", "{}");
+  auto root = read_pickle(path).toGenericDict();
+  edit(root);
+  const auto bytes = torch::pickle_save(root);
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return path;
+}
+
+std::string load_error(const std::string& path) {
+  torch::nn::Linear model(3, 2);
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(0.1));
+  try {
+    train::load_checkpoint(path, *model, &optimizer);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Checkpoint, OptimiserStateRoundTripsByParameterName) {
+  testing::TempDir dir;
+  const auto path = edited_checkpoint(dir, [](auto&) {});
+  torch::nn::Linear model(3, 2);
+  torch::optim::AdamW optimizer(model->parameters(), torch::optim::AdamWOptions(0.5));
+  train::load_checkpoint(path, *model, &optimizer);
+  const auto root = read_pickle(path).toGenericDict();
+  const auto states = root.at("optimizer").toGenericDict().at("state").toGenericDict();
+  ASSERT_EQ(states.size(), 2u);  // weight and bias, by name
+  const auto& adam = static_cast<const torch::optim::AdamWParamState&>(
+      *optimizer.state().at(c10::guts::to_string(model->weight.unsafeGetTensorImpl())));
+  EXPECT_EQ(adam.step(), 1);
+  EXPECT_TRUE(torch::equal(adam.exp_avg(), states.at("weight").toGenericDict().at("exp_avg").toTensor()));
+  EXPECT_DOUBLE_EQ(static_cast<const torch::optim::AdamWOptions&>(optimizer.param_groups()[0].options()).lr(), 0.1);
+}
+
+TEST(Checkpoint, DamagedFieldsAreErrorsNamingTheField) {
+  testing::TempDir dir;
+  const auto not_int = edited_checkpoint(dir, [](auto& root) {
+    auto state = root.at("state").toGenericDict();
+    state.insert_or_assign("epoch", c10::IValue("three"));
+  });
+  EXPECT_NE(load_error(not_int).find("'state.epoch' is not an integer"), std::string::npos) << load_error(not_int);
+  const auto no_model = edited_checkpoint(dir, [](auto& root) { root.erase("model"); });
+  EXPECT_NE(load_error(no_model).find("'model' is missing"), std::string::npos) << load_error(no_model);
+  const auto wrong_moment = edited_checkpoint(dir, [](auto& root) {
+    auto state = root.at("optimizer").toGenericDict().at("state").toGenericDict().at("bias").toGenericDict();
+    state.insert_or_assign("exp_avg", c10::IValue(torch::zeros({1000})));
+  });
+  EXPECT_NE(load_error(wrong_moment).find("optimizer.state.bias.exp_avg of shape [1000]"), std::string::npos)
+      << load_error(wrong_moment);
+  const auto bad_rng = edited_checkpoint(dir, [](auto& root) {
+    auto rng = root.at("rng").toGenericDict();
+    rng.insert_or_assign("cpu", c10::IValue(torch::zeros({3})));
+  });
+  EXPECT_NE(load_error(bad_rng).find("'rng.cpu' is not a CPU generator state"), std::string::npos) << load_error(bad_rng);
+  const auto newer = edited_checkpoint(dir, [](auto& root) { root.insert_or_assign("format_version", c10::IValue(int64_t{4})); });
+  EXPECT_NE(load_error(newer).find("format version 4"), std::string::npos) << load_error(newer);
 }
 
 }  // namespace

@@ -143,6 +143,18 @@ TEST(Csv, QuotedFieldsCrlfAndBlankLines) {
   }
 }
 
+TEST(Csv, AFieldAbove64KiBIsAnErrorNamingTheLine) {
+  testing::TempDir dir;
+  write_file_atomic(dir.file("long.csv"), "path,label\na.png,1\n\"" + std::string(70000, 'x') + "\n");
+  try {
+    read_csv(dir.file("long.csv"), "image list");
+    FAIL() << "a 70,000-byte field passed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("long.csv:3: a field of more than 65536 bytes (a quote never closed?)"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST(ThreadPool, RunsEveryIndexOnItsOwnThreadsAndRethrows) {
   std::atomic<int> exits{0};
   {

@@ -14,7 +14,7 @@ namespace {
 constexpr int64_t kSide = 64, kPatch = 32, kLatent = 16, kClasses = 3;
 const std::vector<Task> kTasks{{"label", "softmax", kClasses}};
 
-models::PatchGdNet tiny_net(uint64_t seed, int64_t latent = kLatent) {
+models::PatchGdNet tiny_net(uint64_t seed, int64_t latent = kLatent, models::HeadPool pool = models::HeadPool::none) {
   torch::manual_seed(seed);
   models::BackboneOptions b;
   b.arch = "resnet18";
@@ -28,6 +28,7 @@ models::PatchGdNet tiny_net(uint64_t seed, int64_t latent = kLatent) {
   h.width = 8;
   h.reductions = 1;
   h.dropout = 0;  // dropout masks would differ between the two computations compared
+  h.pool = pool;
   return models::PatchGdNet(models::make_backbone(b), models::PatchGdHead(h));
 }
 
@@ -85,6 +86,30 @@ TEST(PatchGd, FullSamplingEqualsEndToEndGradientDescent) {
   const auto reference_grads = grads(*reference);
   EXPECT_FALSE(reference_grads.empty());
   expect_close(patchgd_grads, reference_grads, 1e-4);
+}
+
+TEST(PatchGd, AccumulatingEpsIterationsAveragesTheirGradients) {
+  // Every patch of an image is the same tile and the mean head treats every grid position alike, so
+  // every inner iteration has the same loss and gradients: accumulating eps = 2 iterations, each loss
+  // divided by eps, must give one iteration's gradients (without the division: twice them; AdamW would
+  // hide that from the weights, the gradients do not).
+  torch::manual_seed(11);
+  data::Batch batch;
+  batch.images = torch::randn({3, 1, kPatch, kPatch}).repeat({1, 1, kSide / kPatch, kSide / kPatch});
+  batch.labels["label"] = torch::randint(kClasses, {3}, torch::kLong);
+  const auto step_grads = [&](int64_t eps) {
+    auto method = make_patchgd(tiny_net(5, kLatent, models::HeadPool::mean), /*q=*/0.5, /*zeta=*/0, eps);
+    EXPECT_EQ(method.plan(data::PatchGrid::fit(kSide, kSide, kPatch, kPatch)).iterations, 2);
+    torch::optim::SGD frozen(method.module().parameters(), torch::optim::SGDOptions(0.0));  // keeps grads, moves nothing
+    method.train_step(batch, frozen);
+    return grads(method.module());
+  };
+  const auto one = step_grads(1), accumulated = step_grads(2);
+  ASSERT_FALSE(one.empty());
+  double largest = 0;
+  for (const auto& [name, g] : one) largest = std::max(largest, g.abs().max().item<double>());
+  EXPECT_GT(largest, 1e-4);
+  expect_close(accumulated, one, 1e-5);
 }
 
 TEST(PatchGd, PartialChunkGradientsComeOnlyThroughTheReencodedPatches) {

@@ -412,7 +412,7 @@ TEST(RunSpec, InitFromRebuildsTheEarlierRunFromItsSpec) {
   EXPECT_NE(before["fc.weight"].sizes(), after["fc.weight"].sizes());  // GD's classifier vs PatchGD's latent projection
 }
 
-TEST(RunSpec, CheckpointsFromBeforeRunSpecsLoadWithADerivedSpec) {
+TEST(RunSpec, CheckpointsFromBeforeRunSpecsUpgradeWithADerivedSpec) {
   testing::TempDir dir;
   const auto run = trained_ips_run(dir);
   auto opened = train::open_run(run);
@@ -428,8 +428,20 @@ TEST(RunSpec, CheckpointsFromBeforeRunSpecsLoadWithADerivedSpec) {
   archive.write("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
   archive.write("config", c10::IValue(opened.checkpoint.config_yaml));
   archive.save_to(run + "/checkpoint.pt");
+  // Opened only on request: LibTorch's TorchScript loader can crash on a damaged archive.
+  try {
+    train::open_run(run);
+    FAIL() << "a format-1 checkpoint opened without upgrade-checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tessera upgrade-checkpoint --run " + run + "/checkpoint.pt"), std::string::npos)
+        << e.what();
+  }
+  const auto backup = train::upgrade_checkpoint(run);
+  EXPECT_EQ(backup, run + "/checkpoint.pt.format1");
+  EXPECT_EQ(train::legacy::load(backup, nullptr, nullptr).state.step, 1);
   const auto legacy = train::open_run(run);
-  EXPECT_EQ(legacy.checkpoint.format_version, 1);
+  EXPECT_EQ(legacy.checkpoint.format_version, 3);
+  EXPECT_EQ(legacy.checkpoint.state.epoch, 1);
   EXPECT_EQ(legacy.spec.tasks.size(), 4u);  // Megapixel MNIST's tasks, from its config alone
   data::Batch batch;
   batch.images = torch::rand({1, 1, 168, 168});

@@ -6,10 +6,12 @@
 
 #include <thread>
 
+#include "clam_layout.h"
 #include "helpers.h"
 #include "tessera/app/slide_workflows.h"
 #include "tessera/core/distributed.h"
 #include "tessera/core/run_dir.h"
+#include "tessera/data/image_io.h"
 #include "tessera/slides/h5.h"
 #include "tessera/slides/preprocess.h"
 #include "tessera/slides/reader.h"
@@ -112,6 +114,25 @@ TEST(SlideReader, ConcurrentReadsMatchSequentialReads) {
   }
 }
 
+TEST(Tissue, BlankGlassWithSensorNoiseHoldsNoTissue) {
+  // Light glass with independent noise of +-6 per channel: Otsu alone splits the noise in two and calls
+  // half the glass tissue; the method's floor (10 for otsu, 15 for saturation) keeps it blank.
+  testing::TempDir dir;
+  torch::manual_seed(3);
+  data::write_png(dir.file("glass.png"), (235 + torch::randint(-6, 7, {3, 256, 256})).to(torch::kFloat32) / 255);
+  const auto reader = slides::open_slide(dir.file("glass.png"));
+  for (const std::string method : {"otsu", "saturation"}) {
+    slides::TissueOptions t;
+    t.method = method;
+    const auto m = slides::detect_tissue(*reader, t, 1);
+    EXPECT_EQ(m.mask.sum().item<int64_t>(), 0) << method << ", threshold " << m.threshold;
+    EXPECT_GT(slides::otsu_threshold(m.score), m.score.min().item<double>()) << "the noise has two sides to split";
+  }
+  slides::PatchGridOptions g;
+  g.patch = 64;
+  EXPECT_NE(testing::error_of([&] { slides::tissue_patches(*reader, g); }).find("glass.png"), std::string::npos);
+}
+
 TEST(Tissue, MaskRecoversTheGeneratedTissueAndGridsSkipGlass) {
   testing::TempDir dir;
   auto o = small_slide(5);
@@ -174,35 +195,7 @@ TEST(FeatureBags, RoundTripThroughHdf5) {
   EXPECT_FALSE(fs::exists(dir.file("killed.h5.tmp")));
 }
 
-// What CLAM's save_hdf5 writes: extendible datasets chunked one row at a time, features (N, 1024)
-// float32, coords (N, 2) int64 with patch_level / patch_size attributes.
-void write_clam_layout(const std::string& path, const torch::Tensor& features, const torch::Tensor& coords) {
-  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  const auto put = [&](const char* name, const torch::Tensor& t, hid_t type) {
-    const hsize_t dims[2] = {static_cast<hsize_t>(t.size(0)), static_cast<hsize_t>(t.size(1))};
-    const hsize_t maxdims[2] = {H5S_UNLIMITED, dims[1]}, chunk[2] = {1, dims[1]};
-    const hid_t space = H5Screate_simple(2, dims, maxdims);
-    const hid_t plist = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(plist, 2, chunk);
-    const hid_t d = H5Dcreate2(f, name, type, space, H5P_DEFAULT, plist, H5P_DEFAULT);
-    H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.contiguous().data_ptr());
-    if (std::string(name) == "coords") {
-      const hid_t scalar = H5Screate(H5S_SCALAR);
-      for (const auto& [key, value] : std::vector<std::pair<const char*, int64_t>>{{"patch_level", 0}, {"patch_size", 512}}) {
-        const hid_t a = H5Acreate2(d, key, H5T_NATIVE_INT64, scalar, H5P_DEFAULT, H5P_DEFAULT);
-        H5Awrite(a, H5T_NATIVE_INT64, &value);
-        H5Aclose(a);
-      }
-      H5Sclose(scalar);
-    }
-    H5Dclose(d);
-    H5Pclose(plist);
-    H5Sclose(space);
-  };
-  put("features", features, H5T_NATIVE_FLOAT);
-  put("coords", coords, H5T_NATIVE_INT64);
-  H5Fclose(f);
-}
+using testing::write_clam_layout;
 
 TEST(FeatureBags, ClamLayoutLoads) {
   testing::TempDir dir;

@@ -1,6 +1,7 @@
 #include "tessera/core/csv.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -14,9 +15,20 @@ int CsvTable::column(const std::string& name) const {
   return it == header.end() ? -1 : static_cast<int>(it - header.begin());
 }
 
+namespace {
+// Manifests and image lists are read whole: far above what millions of rows need, far below what
+// would exhaust memory. A field is a path, a label or an id: 64 KiB is 16 times PATH_MAX.
+constexpr int64_t kMaxCsvBytes = int64_t{1} << 30;
+constexpr size_t kMaxFieldBytes = size_t{1} << 16;
+}  // namespace
+
 CsvTable read_csv(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
   TESSERA_CHECK(in, what, " '", path, "' cannot be opened; check the path");
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(path, ec);
+  TESSERA_CHECK(ec || bytes <= static_cast<uintmax_t>(kMaxCsvBytes), what, " '", path, "' is ", bytes,
+                " bytes, more than the 1 GiB a table is read up to; split it");
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   CsvTable table;
   table.path = path;
@@ -38,6 +50,8 @@ CsvTable read_csv(const std::string& path, const std::string& what) {
   };
   for (size_t i = 0; i < text.size(); ++i) {
     const char ch = text[i];
+    TESSERA_CHECK(field.size() <= kMaxFieldBytes, path, ":", quoted ? quote_line : line, ": a field of more than ",
+                  kMaxFieldBytes, " bytes", quoted ? " (a quote never closed?)" : "", "; check the file");
     if (quoted) {
       if (ch == '"' && i + 1 < text.size() && text[i + 1] == '"') {
         field += '"';

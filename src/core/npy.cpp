@@ -1,5 +1,6 @@
 #include "tessera/core/npy.h"
 
+#include <cctype>
 #include <torch/torch.h>
 
 #include <cstring>
@@ -36,6 +37,8 @@ torch::Tensor parse_npy(const std::string& bytes, const std::string& origin) {
     bad("format version ", major);
   }
   if (header_len > bytes.size() - start) bad("the header runs past the end");
+  // NumPy writes a few hundred bytes (and reads at most 10,000 by default); the regexes below recurse per character.
+  if (header_len > 65536) bad("a header of ", header_len, " bytes (at most 65,536)");
   const std::string header = bytes.substr(start, header_len);
   std::smatch m;
   if (!std::regex_search(header, m, std::regex(R"('descr':\s*'([^']+)')"))) bad("no descr in the header");
@@ -49,6 +52,12 @@ torch::Tensor parse_npy(const std::string& bytes, const std::string& origin) {
   if (!std::regex_search(header, m, std::regex(R"('shape':\s*\(([^)]*)\))"))) bad("no shape in the header");
   std::vector<int64_t> shape;
   const std::string dims = m[1];
+  // Non-negative integers of at most 18 digits: '-1' is not read as 1, nor 10^30 as an overflow.
+  size_t digits = 0;
+  for (const char ch : dims) {
+    digits = std::isdigit(static_cast<unsigned char>(ch)) ? digits + 1 : 0;
+    if (digits > 18 || !(digits > 0 || ch == ',' || ch == ' ')) bad("shape (", dims, ") is not a tuple of non-negative integers");
+  }
   const std::regex number(R"(\d+)");
   const size_t data = start + header_len;
   const size_t element = c10::elementSize(kind->type);

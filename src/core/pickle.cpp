@@ -177,6 +177,159 @@ std::string rewrite_ordered_dicts(const std::string& p) {
   return out;
 }
 
+// How deeply the containers of a pickle nest (lists, dicts, tuples, objects and open MARKs on the
+// unpickler's stack at once), over the first `pickles` pickles of `p` (the legacy format has five, then
+// raw storage bytes). The
+// unpickler builds any depth without recursion, but freeing a 10^6-deep value recurses once per level
+// and overflows the stack; real files nest a few levels (Python's own pickler stops near 1,000). A
+// malformed or unknown opcode ends the walk (the unpickler reports it).
+size_t pickle_nesting(const std::string& p, int pickles) {
+  std::vector<bool> stack;  // is each item a container
+  std::vector<size_t> marks;
+  size_t containers = 0, deepest = 0;
+  const auto push = [&](bool container) {
+    stack.push_back(container);
+    containers += container;
+    deepest = std::max(deepest, containers + marks.size());
+  };
+  const auto pop = [&](size_t n) {
+    for (; n > 0 && !stack.empty(); --n) {
+      containers -= stack.back();
+      stack.pop_back();
+    }
+  };
+  const auto pop_mark = [&]() {
+    if (marks.empty()) return false;
+    pop(stack.size() - std::min(marks.back(), stack.size()));
+    marks.pop_back();
+    return true;
+  };
+  const auto length = [&](size_t at, int bytes) -> size_t {
+    if (at > p.size() || p.size() - at < static_cast<size_t>(bytes)) return p.size() + 1;
+    uint64_t v = 0;
+    for (int b = bytes - 1; b >= 0; --b) v = (v << 8) | static_cast<unsigned char>(p[at + b]);
+    return v > p.size() ? p.size() + 1 : static_cast<size_t>(v);
+  };
+  size_t i = 0;
+  while (i < p.size()) {
+    const auto op = static_cast<unsigned char>(p[i++]);
+    switch (op) {
+      case '(': marks.push_back(stack.size()); deepest = std::max(deepest, containers + marks.size()); break;
+      case ']': case '}': case 0x8f: push(true); break;             // EMPTY_LIST, EMPTY_DICT, EMPTY_SET
+      case 't': case 'l': case 'd': case 0x91:                      // TUPLE, LIST, DICT, FROZENSET
+        if (!pop_mark()) return deepest;
+        push(true);
+        break;
+      case 'u': case 'e': case 0x90: case '1':                      // SETITEMS, APPENDS, ADDITEMS, POP_MARK
+        if (!pop_mark()) return deepest;
+        break;
+      case 0x85: case 0x86: case 0x87: pop(op - 0x84); push(true); break;  // TUPLE1..3
+      case 'R': case 0x81: pop(2); push(true); break;               // REDUCE, NEWOBJ: possibly a container
+      case 0x92: pop(3); push(true); break;                         // NEWOBJ_EX
+      case 'b': case 'a': case '0': pop(1); break;                  // BUILD, APPEND, POP
+      case 's': pop(2); break;                                      // SETITEM
+      case '2': if (stack.empty()) return deepest; push(stack.back()); break;  // DUP
+      case 'Q': pop(1); push(false); break;                         // BINPERSID
+      case '.':                                                     // STOP: the next pickle starts empty
+        if (--pickles <= 0) return deepest;
+        stack.clear();
+        marks.clear();
+        containers = 0;
+        break;
+      case ')': case 'N': case 0x88: case 0x89: push(false); break;
+      case 0x94: break;                                             // MEMOIZE
+      case 0x80: i += 1; break;                                     // PROTO
+      case 0x95: i += 8; break;                                     // FRAME
+      case 'q': case 0x82: i += 1; break;                           // BINPUT, EXT1
+      case 'r': case 0x84: i += 4; break;                           // LONG_BINPUT, EXT4
+      case 0x83: i += 2; push(false); break;                        // EXT2
+      case 'h': case 'K': i += 1; push(false); break;               // BINGET, BININT1
+      case 'j': case 'J': i += 4; push(false); break;               // LONG_BINGET, BININT
+      case 'M': i += 2; push(false); break;                         // BININT2
+      case 'G': i += 8; push(false); break;                         // BINFLOAT
+      case 'U': case 'C': case 0x8c: case 0x8a:                     // 1-byte lengths
+        i += 1 + length(i, 1);
+        push(false);
+        break;
+      case 'T': case 'B': case 'X': case 0x8b:                      // 4-byte lengths
+        i += 4 + length(i, 4);
+        push(false);
+        break;
+      case 0x8d: case 0x8e: case 0x96:                              // 8-byte lengths
+        i += 8 + length(i, 8);
+        push(false);
+        break;
+      case 'c': case 'i': {                                         // GLOBAL, INST: two lines
+        const size_t a = p.find('\n', i), b = a == std::string::npos ? a : p.find('\n', a + 1);
+        if (b == std::string::npos) return deepest;
+        i = b + 1;
+        if (op == 'i' && !pop_mark()) return deepest;
+        push(op == 'i');
+        break;
+      }
+      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p': {  // one line
+        const size_t a = p.find('\n', i);
+        if (a == std::string::npos) return deepest;
+        i = a + 1;
+        if (op == 'P') pop(1);
+        if (op != 'p') push(false);
+        break;
+      }
+      default: return deepest;
+    }
+  }
+  return deepest;
+}
+
+constexpr size_t kMaxNesting = 1000;
+
+void check_nesting(const std::string& bytes, const std::string& path, int pickles) {
+  const size_t depth = pickle_nesting(bytes, pickles);
+  TESSERA_CHECK(depth <= kMaxNesting, "'", path, "' nests its values ", depth, " deep (at most ", kMaxNesting,
+                " are read: real checkpoints and state dicts nest a few levels); the file is damaged or hostile");
+}
+
+// LibTorch 1.13's unpickler gives a tensor the sizes, strides and offset the pickle declares without
+// checking them against its storage: a 200-byte file can declare a 10^12-element view of 4 bytes, and
+// reading it reads past the storage. Every tensor is checked here before anyone reads it.
+void check_tensor(const at::Tensor& t, const std::string& path) {
+  const auto bad = [&](const auto&... why) {
+    fail("'", path, "' holds a tensor of shape ", t.sizes(), " ", why..., "; the file is damaged or hostile");
+  };
+  if (t.storage_offset() < 0) bad("at a negative storage offset");
+  int64_t last = 0;  // highest element index the view reaches
+  bool empty = false;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const int64_t size = t.size(d), stride = t.stride(d);
+    if (size < 0 || stride < 0) bad("with a negative size or stride");
+    if (size == 0) empty = true;
+    int64_t reach = 0;
+    if (size > 0 && (__builtin_mul_overflow(size - 1, stride, &reach) || __builtin_add_overflow(last, reach, &last)))
+      bad("whose extent overflows");
+  }
+  if (empty) return;
+  int64_t end = 0, bytes = 0;
+  if (__builtin_add_overflow(t.storage_offset(), last, &end) || __builtin_add_overflow(end, int64_t{1}, &end) ||
+      __builtin_mul_overflow(end, static_cast<int64_t>(t.element_size()), &bytes) ||
+      bytes > static_cast<int64_t>(t.storage().nbytes()))
+    bad("that needs more bytes than its storage's ", t.storage().nbytes());
+}
+
+void check_tensors(const c10::IValue& v, const std::string& path) {
+  if (v.isTensor()) {
+    check_tensor(v.toTensor(), path);
+  } else if (v.isGenericDict()) {
+    for (const auto& item : v.toGenericDict()) {
+      check_tensors(item.key(), path);
+      check_tensors(item.value(), path);
+    }
+  } else if (v.isList()) {
+    for (const auto& item : v.toListRef()) check_tensors(item, path);
+  } else if (v.isTuple()) {
+    for (const auto& item : v.toTupleRef().elements()) check_tensors(item, path);
+  }
+}
+
 bool is_zip(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char magic[2] = {};
@@ -193,11 +346,16 @@ c10::IValue read_pickle(const std::string& path) {
     if (!is_zip(path)) {  // legacy (pre-1.6) format: LibTorch's own loader
       std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       TESSERA_CHECK(!bytes.empty(), "'", path, "' is empty");
-      return torch::pickle_load(bytes);
+      check_nesting(std::string(bytes.data(), bytes.size()), path, 5);
+      auto value = torch::pickle_load(bytes);
+      check_tensors(value, path);
+      return value;
     }
     caffe2::serialize::PyTorchStreamReader archive(path);
     auto [data, size] = archive.getRecord("data.pkl");
-    const std::string pickle = rewrite_ordered_dicts(std::string(static_cast<const char*>(data.get()), size));
+    const std::string raw(static_cast<const char*>(data.get()), size);
+    check_nesting(raw, path, 1);
+    const std::string pickle = rewrite_ordered_dicts(raw);
     size_t offset = 0;
     torch::jit::Unpickler unpickler(
         [&](char* buffer, size_t length) {
@@ -209,7 +367,9 @@ c10::IValue read_pickle(const std::string& path) {
         nullptr, nullptr, [&](const std::string& name) { return std::get<0>(archive.getRecord("data/" + name)); },
         at::Device(at::kCPU));  // files saved on a GPU tag their storages cuda:0; everything loads to the CPU
     unpickler.set_version(archive.version());
-    return unpickler.parse_ivalue();
+    auto value = unpickler.parse_ivalue();
+    check_tensors(value, path);
+    return value;
   } catch (const Error&) {
     throw;
   } catch (const c10::Error& e) {

@@ -8,6 +8,8 @@
 
 #ifdef TESSERA_WITH_VIPS
 #include <vips/vips8>
+
+#include "tessera/data/vips_buffer.h"
 #endif
 
 #include "tessera/core/error.h"
@@ -25,6 +27,9 @@ bool has_suffix(const std::string& s, const std::string& suffix) {
 #ifdef TESSERA_WITH_VIPS
 namespace {
 std::atomic<bool> vips_started{false};
+// A whole image decoded into memory at most (1 Gpixel: 3 GiB of RGB bytes, 12 GiB as float); larger ones
+// are slides, read by region.
+constexpr int64_t kMaxDecodedPixels = int64_t{1} << 30;
 }  // namespace
 
 void release_vips_thread() {
@@ -58,16 +63,21 @@ torch::Tensor read_image(const std::string& path) {
   init_vips();
   try {
     auto img = vips::VImage::new_from_file(path.c_str(), vips::VImage::option()->set("access", VIPS_ACCESS_SEQUENTIAL));
+    // The header alone decides the decode's size: check it before a pixel is read.
+    const int64_t pixels = static_cast<int64_t>(img.width()) * img.height();
+    TESSERA_CHECK(pixels <= kMaxDecodedPixels && img.bands() <= 16, "image '", path, "' is ", img.width(), "x",
+                  img.height(), " with ", img.bands(), " bands, more than the ", kMaxDecodedPixels,
+                  " pixels (of at most 16 bands) read into memory at once; read it as a slide (tessera preprocess) "
+                  "or shrink it (tessera prepare-images)");
     if (img.has_alpha()) img = img.flatten();
     img = img.cast(VIPS_FORMAT_UCHAR);
     size_t size = 0;
-    void* mem = img.write_to_memory(&size);
+    const auto mem = data::write_to_memory(img, &size);
     const int64_t h = img.height(), w = img.width(), c = img.bands();
-    auto t = torch::from_blob(mem, {h, w, c}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div_(255.0f);
-    g_free(mem);
-    return t;
+    return torch::from_blob(mem.get(), {h, w, c}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div_(255.0f);
   } catch (const vips::VError& e) {
-    fail("cannot read image '", path, "': ", std::string(e.what()).substr(0, 200),
+    const std::string why = std::string(e.what()).substr(0, 200);
+    fail("cannot read image '", path, "': ", why.empty() ? "libvips could not decode it" : why,
          "; is it a valid PNG, JPEG or TIFF file?");
   }
 #else
@@ -97,10 +107,8 @@ torch::Tensor read_fit_square(const std::string& path, int64_t side, int64_t lev
                                      vips::VImage::option()->set("extend", VIPS_EXTEND_BACKGROUND)->set(
                                          "background", std::vector<double>{255, 255, 255}));
     size_t size = 0;
-    void* mem = img.write_to_memory(&size);
-    auto t = torch::from_blob(mem, {side, side, 3}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div_(255.0f);
-    g_free(mem);
-    return t;
+    const auto mem = data::write_to_memory(img, &size);
+    return torch::from_blob(mem.get(), {side, side, 3}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div_(255.0f);
   } catch (const vips::VError& e) {
     fail("cannot read image '", path, "'", level > 0 ? " at level " + std::to_string(level) : std::string(), ": ",
          std::string(e.what()).substr(0, 200), "; is it a valid image or slide file?");

@@ -327,6 +327,13 @@ FeatureBag::FeatureBag(const std::string& path) : file_(std::make_shared<H5File>
   rows_ = dims[dims.size() - 2];
   dim_ = dims.back();
   TESSERA_CHECK(rows_ > 0, "feature bag '", path, "' is empty (zero patches)");
+  TESSERA_CHECK(dim_ > 0, "feature bag '", path, "' has zero-length feature rows");
+  if (file_->has("coords")) {
+    const auto c = file_->shape("coords");
+    TESSERA_CHECK(c.size() == 2 && c[0] == rows_ && c[1] == 2, "feature bag '", path, "' has ", rows_,
+                  " feature rows but 'coords' of shape ", c10::IntArrayRef(c),
+                  " (one (x, y) row per feature row expected); the file is damaged: extract its features again");
+  }
 }
 
 torch::Tensor FeatureBag::gather(const torch::Tensor& idx) const { return file_->gather("features", idx, torch::kFloat32); }

@@ -8,6 +8,7 @@
 #include "tessera/core/error.h"
 #include "tessera/data/idx.h"
 #include "tessera/data/image_io.h"
+#include "tessera/data/vips_buffer.h"
 #include "vips_tiff.h"
 
 namespace tessera::slides {
@@ -164,11 +165,9 @@ torch::Tensor synthetic_region(const SyntheticSlideOptions& o, const data::Mnist
                                int64_t w, int64_t h) {
   const auto scene = render(o, digits);
   size_t size = 0;
-  void* mem = scene.image.crop(static_cast<int>(x), static_cast<int>(y), static_cast<int>(w), static_cast<int>(h))
-                  .write_to_memory(&size);
-  auto out = torch::from_blob(mem, {h, w, 3}, torch::kUInt8).clone();
-  g_free(mem);
-  return out;
+  const auto mem = data::write_to_memory(
+      scene.image.crop(static_cast<int>(x), static_cast<int>(y), static_cast<int>(w), static_cast<int>(h)), &size);
+  return torch::from_blob(mem.get(), {h, w, 3}, torch::kUInt8).clone();
 }
 
 std::vector<DigitBox> write_synthetic_slide(const std::string& path, const SyntheticSlideOptions& o,

@@ -146,6 +146,38 @@ OpenedRun open_run(const std::string& run_or_checkpoint) {
   return run;
 }
 
+std::string upgrade_checkpoint(const std::string& run_or_checkpoint) {
+  const auto path = checkpoint_file(run_or_checkpoint);
+  const auto info = legacy::load(path, nullptr, nullptr);
+  Config config;
+  config.load_yaml_text(info.config_yaml, path);
+  const auto spec = read_run_spec(info, path);
+  auto method = find_method(spec.method).make(spec.config(), spec.tasks);
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  if (info.has_optimizer) {  // as the trainer makes it
+    optimizer = std::make_unique<torch::optim::AdamW>(
+        method->module().parameters(),
+        torch::optim::AdamWOptions(config.train.lr).weight_decay(config.train.weight_decay));
+  }
+  // The file's RNG state passes through the process's generator (where the checkpoint writer reads it);
+  // the caller's state is put back afterwards, also on an error.
+  struct RestoreRng {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    torch::Tensor state = generator.get_state();
+    ~RestoreRng() {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(state);
+    }
+  } restore_rng;
+  const auto loaded = legacy::load(path, &method->module(), optimizer.get());
+  const auto backup = path + ".format" + std::to_string(loaded.format_version);
+  std::error_code ec;
+  fs::copy_file(path, backup, fs::copy_options::overwrite_existing, ec);
+  TESSERA_CHECK(!ec, "cannot keep the old checkpoint as '", backup, "': ", ec.message(), "; nothing was changed");
+  save_checkpoint(path, method->module(), optimizer.get(), loaded.state, loaded.config_yaml, to_json(spec).dump());
+  return backup;
+}
+
 void save_run(const std::string& dir, const Config& config, const RunSpec& spec, torch::nn::Module& model) {
   RunDir run(dir);
   save_checkpoint(run.file("checkpoint.pt"), model, nullptr, {}, Config(config).to_yaml(), to_json(spec).dump());

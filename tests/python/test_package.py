@@ -94,6 +94,19 @@ def test_predict_equals_the_command_line(trained):
     assert picture.shape[0] == 3 and picture.shape[1:] == got.picture.shape[1:]
 
 
+def test_checkpoints_open_in_pytorch_without_tessera(trained):
+    """A checkpoint is a torch.save dict: its model entry is a state dict PyTorch loads by itself."""
+    run, _, tmp, _ = trained
+    checkpoint = torch.load(tmp / "run" / "checkpoint.pt")
+    assert checkpoint["format_version"] == 3 and checkpoint["state"]["epoch"] == 2
+    assert json.loads(checkpoint["spec"])["method"] == "ips"
+    model = checkpoint["model"]
+    assert all(isinstance(t, torch.Tensor) for t in model.values()) and len(model) > 10
+    assert set(checkpoint["optimizer"]["state"]) <= set(model)  # AdamW moments, by parameter name
+    name = next(iter(checkpoint["optimizer"]["state"]))
+    assert checkpoint["optimizer"]["state"][name]["exp_avg"].shape == model[name].shape
+
+
 def test_evaluate_and_report(trained):
     run, _, tmp, _ = trained
     result = run.evaluate(threads=1)

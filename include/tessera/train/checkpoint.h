@@ -1,5 +1,7 @@
 // Checkpoints: model, optimiser, schedule position, RNG state and data position in one file, written
-// through a temporary file and a rename so a crash never leaves a half-written checkpoint in place.
+// through a temporary file, fsync and a rename so a crash never leaves a half-written checkpoint in place.
+// Format 3 is a torch.save zip of one dict (Python: torch.load(path)["model"] is a state dict), read
+// by tessera's pickle reader, which executes nothing; every field is checked before it is used.
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
@@ -24,7 +26,7 @@ struct TrainState {
 };
 
 struct Checkpoint {
-  int64_t format_version = 0;  // 1: before run specs; 2: with the run spec
+  int64_t format_version = 0;  // 1: before run specs; 2: with the run spec; 3: a torch.save dict
   TrainState state;
   std::string config_yaml;  // the resolved config the run used
   std::string spec_json;    // the run spec (train/run_spec.h); empty in format 1
@@ -38,5 +40,12 @@ void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::o
 Checkpoint load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer);
 // Everything but the tensors: format, state, config and spec (to rebuild the model before loading).
 Checkpoint read_checkpoint_info(const std::string& path);
+
+namespace legacy {
+// Formats 1 and 2 (TorchScript archives), read with LibTorch's TorchScript loader, which can crash on
+// a damaged file: only upgrade_checkpoint (train/experiment.h) calls it, when the user asks. A null
+// model reads the format, state, config and spec only; the global CPU RNG is restored otherwise.
+Checkpoint load(const std::string& path, torch::nn::Module* model, torch::optim::Optimizer* optimizer);
+}  // namespace legacy
 
 }  // namespace tessera::train

@@ -43,6 +43,11 @@ OpenedRun open_run(const std::string& run_or_checkpoint);
 // (generated data sets), or from its data set's files, or an error saying how to convert it.
 RunSpec read_run_spec(const Checkpoint& checkpoint, const std::string& path);
 
+// Rewrites a checkpoint of tessera's formats 1-2 (TorchScript archives, which only this opens) in the
+// current format, weights, optimiser, RNG and position unchanged; the old file is kept beside it as
+// checkpoint.pt.format<N>, whose path is returned. For files the user trusts.
+std::string upgrade_checkpoint(const std::string& run_or_checkpoint);
+
 // Saves a model-only run (no optimiser state): checkpoint.pt and config.yaml with the spec, written
 // atomically; nothing is written when the model does not match the spec.
 void save_run(const std::string& dir, const Config& config, const RunSpec& spec, torch::nn::Module& model);
