@@ -3,6 +3,7 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -34,6 +35,16 @@ Dict new_dict() { return Dict(c10::StringType::get(), c10::AnyType::get()); }
 //   "state": {"epoch", "step", ...}  "rng": {"cpu": tensor}  "config": str  "spec": str }
 // Python reads it with torch.load(path)["model"].
 
+// The optimiser state's key of a parameter: its TensorImpl's address as text in LibTorch 1.x, the
+// address itself in 2.x.
+auto state_key(const torch::Tensor& p) {
+#if TORCH_VERSION_MAJOR >= 2
+  return static_cast<void*>(p.unsafeGetTensorImpl());
+#else
+  return c10::guts::to_string(p.unsafeGetTensorImpl());
+#endif
+}
+
 std::map<const void*, std::string> parameter_names(torch::nn::Module& model) {
   std::map<const void*, std::string> names;
   for (const auto& p : model.named_parameters()) names[p.value().unsafeGetTensorImpl()] = p.key();
@@ -58,7 +69,7 @@ Dict optimizer_dict(torch::nn::Module& model, torch::optim::Optimizer& optimizer
       const auto it = names.find(p.unsafeGetTensorImpl());
       TESSERA_ASSERT(it != names.end(), "an optimised tensor is not a parameter of the model");
       params.push_back(it->second);
-      const auto key = c10::guts::to_string(p.unsafeGetTensorImpl());
+      const auto key = state_key(p);
       const auto s = optimizer.state().find(key);
       if (s == optimizer.state().end()) continue;  // no step taken yet
       const auto& adam = static_cast<const torch::optim::AdamWParamState&>(*s->second);
@@ -244,7 +255,7 @@ void load_optimizer(const Generic& root, const Reader& r, const std::string& pat
       const auto name = names.at(p.unsafeGetTensorImpl());
       if (!params.toListRef()[j].isString() || params.toListRef()[j].toStringRef() != name)
         r.damaged(where + "params." + std::to_string(j), "does not name '" + name + "'");
-      const auto key = c10::guts::to_string(p.unsafeGetTensorImpl());
+      const auto key = state_key(p);
       const auto it = states.find(c10::IValue(name));
       if (it == states.end()) {
         optimizer.state().erase(key);
