@@ -52,7 +52,7 @@ def run(cmd, timeout):
 
 
 def first_failure(output):
-    m = re.search(r"\[  FAILED  \] (\S+)", output) or re.search(r"\d+ - (\S+) \((?:Failed|Timeout|SEGFAULT|Subprocess aborted)", output)
+    m = re.search(r"\[  FAILED  \] ([^\s,]+)", output) or re.search(r"\d+ - (\S+) \((?:Failed|Timeout|SEGFAULT|Subprocess aborted)", output)
     if m:
         return m.group(1)
     if "Timeout" in output or "timed out" in output:

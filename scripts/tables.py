@@ -360,14 +360,6 @@ def ultramnist_cpu():
 
 # --- testing.md -----------------------------------------------------------------------------------------
 
-def fuzz_campaign():
-    """scripts/fuzz.sh's summary (build-fuzz/fuzz-campaign/campaign.json), kept as docs/results/testing/."""
-    rows = [[f"`{h['harness']}`", f"{h['executions']:,}" if h["executions"] is not None else "?", h["seconds"],
-             f"{h['coverage']:,}" if h["coverage"] is not None else "?", h["corpus"], h["findings"]]
-            for h in load("results/testing/fuzz-campaign.json")]
-    return table(["harness", "executions", "seconds", "coverage (edges)", "corpus (inputs)", "findings left"], rows)
-
-
 def mutation():
     """scripts/mutate.sh --json docs/results/testing/mutation.json."""
     ms = load("results/testing/mutation.json")["mutants"]
@@ -382,7 +374,7 @@ GENERATORS = {
     "precision-patchgd": precision_patchgd, "lazy-sweep": lazy_sweep, "patchgd-step": patchgd_step,
     "patchgd-sizes-fixed-q": patchgd_sizes_fixed_q, "patchgd-sizes": patchgd_sizes, "slide-read": slide_read,
     "slide-ips": slide_ips, "feature-bags": feature_bags, "vit-demo": vit_demo, "patchgd-demo": patchgd_demo,
-    "ips-demo": ips_demo, "slides-demo": slides_demo, "ultramnist-cpu": ultramnist_cpu,
+    "ips-demo": ips_demo, "slides-demo": slides_demo, "ultramnist-cpu": ultramnist_cpu, "mutation": mutation,
 }
 DEMO_RUNS = {"vit-demo": ("end-to-end", "frozen"), "patchgd-demo": ("pretrain", "gd", "patchgd"), "ips-demo": ("demo",),
              "slides-demo": ("slides-demo",),

@@ -382,6 +382,14 @@ TEST(Npy, RoundTripsAndRejectsDamagedFiles) {
   auto bytes = read_text(dir.file("a.npy"));
   std::ofstream(dir.file("cut.npy"), std::ios::binary) << bytes.substr(0, bytes.size() - 4);
   EXPECT_NE(error_of([&] { read_npy(dir.file("cut.npy")); }).find("data bytes"), std::string::npos);
+  // A shape whose element count overflows 64 bits (2^40 x 2^24) over no data: refused dimension by
+  // dimension, before the product wraps to 0 and matches the empty data.
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776, 16777216), }";
+  header += std::string(63 - (header.size() + 10) % 64, ' ') + "\n";
+  std::ofstream(dir.file("wrap.npy"), std::ios::binary)
+      << std::string("\x93NUMPY\x01\x00", 8) << char(header.size()) << char(0) << header;
+  EXPECT_NE(error_of([&] { read_npy(dir.file("wrap.npy")); }).find("needs more than the file's 0 data bytes"),
+            std::string::npos) << error_of([&] { read_npy(dir.file("wrap.npy")); });
 }
 
 }  // namespace

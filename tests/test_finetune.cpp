@@ -211,7 +211,7 @@ TEST(Lora, OnlyAdaptersReceiveGradients) {
   }
   EXPECT_EQ(trained, 2 * 2 * 2);  // qkv and proj (the default targets) of 2 blocks
   // B starts at zero, so the first gradient reaches B (A's is zero through B).
-  const auto& b = adapted->named_parameters()["blocks.1.attn.qkv_lora.lora_B"];
+  const auto b = adapted->named_parameters()["blocks.1.attn.qkv_lora.lora_B"];  // a copy: the dict is a temporary
   EXPECT_GT(b.grad().abs().max().item<double>(), 0.0);
 }
 

@@ -197,6 +197,21 @@ TEST(FeatureBags, RoundTripThroughHdf5) {
 
 using testing::write_clam_layout;
 
+TEST(FeatureBags, AScalarDatasetIsAnErrorNotAnEmptyShape) {
+  testing::TempDir dir;
+  const auto path = dir.file("scalar.h5");
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  const hid_t space = H5Screate(H5S_SCALAR);
+  const hid_t d = H5Dcreate2(f, "features", H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  const float value = 1;
+  H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, &value);
+  H5Dclose(d);
+  H5Sclose(space);
+  H5Fclose(f);
+  const auto error = testing::error_of([&] { slides::FeatureBag bag(path); });
+  EXPECT_NE(error.find("'features' of '" + path + "' has 0 dimensions"), std::string::npos) << error;
+}
+
 TEST(FeatureBags, ClamLayoutLoads) {
   testing::TempDir dir;
   const auto features = torch::randn({33, 1024});
