@@ -107,6 +107,9 @@ TEST(Checkpoint, InterruptedRunResumesExactlyAndHooksSeeEveryEpoch) {
   EXPECT_EQ(record["stopped"], "interrupted");
   EXPECT_EQ(record["step"], 4);
   EXPECT_EQ(epochs_seen, std::vector<int64_t>{1});
+  // The checkpoint holds the interrupted position itself, not the last periodic one (epoch 1, step 3,
+  // from which resuming would replay step 4 and still match the straight run).
+  EXPECT_EQ(train::read_checkpoint_info(dir.file("interrupted/checkpoint.pt")).state.step, 4);
   // A record written after the checkpoint (a crash before the next one) is dropped when resuming.
   std::ofstream(dir.file("interrupted/steps.jsonl"), std::ios::app) << R"({"step": 5, "loss": 99.0})" << "\n";
   const auto resumed = train_steps(config, 0, true);
