@@ -291,9 +291,18 @@ def patchgd_demo():
                      mem(max(r["peak_tensor_bytes"] for r in rs)), f"{rs[-1]['train_seconds']:.0f}",
                      f"{rs[-1]['step'] * plan['batch_size']:,}", f"{tested['test']['digit']['accuracy']:.3f}"])
     pre = records("patchgd-demo", "pretrain")[-1]
+    gd_plan = json.loads(run_path("patchgd-demo", "gd", "plan.json").read_text())
+    full = int(config_value("patchgd-demo", "gd", "data", "height"))
+    trials = "; ".join(
+        f"{t['image_size'] or full} px batch {t['batch_size']}: "
+        + (f"fits ({mem(t['peak_tensor_bytes'])})" if t["fits"] else f"over (stopped at {mem(t['peak_tensor_bytes'])})")
+        for t in gd_plan["trials"])
+    seen = [int(r[7].replace(",", "")) for r in rows]
     return (table(["method", "input", "batch", "q", "budget", "peak tensors", "training s (with the pretraining)", "images seen",
                    "test accuracy"], rows) +
-            f"\n\nshared backbone: GD on 64x64 canvases, {pre['train_seconds']:.0f} s, test accuracy {pre['test']['digit']['accuracy']:.3f}")
+            f"\n\nshared backbone: GD on 64x64 canvases, {pre['train_seconds']:.0f} s, test accuracy {pre['test']['digit']['accuracy']:.3f}"
+            f"\n\nGD's planner, trials against {mem(gd_plan['planned_against_bytes'])} (95 % of the budget): {trials}."
+            f" GD saw {seen[0] / seen[1]:.1f}x as many images as PatchGD.")
 
 
 def ips_demo():
@@ -369,12 +378,28 @@ def mutation():
     return table(["#", "file", "mutation", "result", "first failing test"], rows) + f"\n\n{killed} of {len(ms)} mutants killed"
 
 
+def fuzz_campaign():
+    """make fuzz (scripts/fuzz.sh), its campaign.json copied to docs/results/testing/fuzz-campaign.json; the fixed
+    findings are the regression inputs kept in tests/fuzz/corpus/<harness>/."""
+    c = load("results/testing/fuzz-campaign.json")
+    rows = []
+    for h in c["harnesses"]:
+        fixed = len(list((ROOT / "tests" / "fuzz" / "corpus" / h["harness"]).glob("regression-*")))
+        rows.append([h["harness"], h.get("part", 1), f"{h['executions']:,}", h["seconds"],
+                     f"{h['executions'] / max(h['seconds'], 1):,.0f}", f"{h['coverage']:,}", h["corpus"], h["findings"], fixed])
+    return (f"{c['date']}, commit {c['commit']}, {c['compiler']}, {c['cpu']} ({c['cores']} cores), each harness for "
+            f"{c['max_seconds']} s or {c['max_runs']:,} executions:\n\n" +
+            table(["harness", "part", "executions", "seconds", "executions/s", "coverage (edges)", "corpus", "findings open",
+                   "fixed (regression inputs kept)"], rows))
+
+
 GENERATORS = {
     "ips-step": ips_step, "encoders": encoders, "plan": plan, "ips-vit": ips_vit, "precision-ips": precision_ips,
     "precision-patchgd": precision_patchgd, "lazy-sweep": lazy_sweep, "patchgd-step": patchgd_step,
     "patchgd-sizes-fixed-q": patchgd_sizes_fixed_q, "patchgd-sizes": patchgd_sizes, "slide-read": slide_read,
     "slide-ips": slide_ips, "feature-bags": feature_bags, "vit-demo": vit_demo, "patchgd-demo": patchgd_demo,
     "ips-demo": ips_demo, "slides-demo": slides_demo, "ultramnist-cpu": ultramnist_cpu, "mutation": mutation,
+    "fuzz-campaign": fuzz_campaign,
 }
 DEMO_RUNS = {"vit-demo": ("end-to-end", "frozen"), "patchgd-demo": ("pretrain", "gd", "patchgd"), "ips-demo": ("demo",),
              "slides-demo": ("slides-demo",),

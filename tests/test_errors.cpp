@@ -1,5 +1,6 @@
 // Bad input gets one clear error naming the input and what to do, never a crash or silent garbage.
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 
 #include <caffe2/serialize/inline_container.h>
@@ -54,6 +55,49 @@ TEST(BadInput, TruncatedPicklesAreErrorsNotReadsPastTheEnd) {
   }
 }
 
+TEST(BadInput, AStringDeclaredPastThePicklesEndIsRefusedBeforeTheUnpicklerReservesIt) {
+  testing::TempDir dir;
+  // BINUNICODE declaring 0xa0000000 bytes (2.7 GB) with three present: LibTorch's unpickler reserves the
+  // declared length before reading (a fuzz finding: tests/fuzz/corpus/pickle/regression-oom-string-length).
+  const std::string pickle("\x80\x02X\x00\x00\x00\xa0" "abc.", 11);
+  write_torch_zip(dir.file("long.pt"), pickle);
+  const auto msg = testing::error_of([&] { read_pickle(dir.file("long.pt")); });
+  EXPECT_NE(msg.find("declares a string of 2684354560 bytes past the end of its pickle"), std::string::npos) << msg;
+}
+
+TEST(BadInput, PicklesThatWouldCrashOrExhaustLibTorchsUnpicklerAreRefusedFirst) {
+  testing::TempDir dir;
+  // TUPLE1 on an empty stack: LibTorch 1.13's unpickler reads below its stack (a SEGV; fuzz finding
+  // regression-segv-stack-underflow). LONG_BINPUT at index 0xf0000000: it grows its memo table to that
+  // index (64 GB; fuzz finding regression-oom-memo-index).
+  const std::pair<std::string, std::string> cases[] = {
+      {std::string("\x80\x02\x85.", 4), "is not a valid pickle (an instruction takes more values than it was given)"},
+      {std::string("\x80\x02Nr\x00\x00\x00\xf0.", 9), "stores a value at memo index 4026531840"}};
+  for (const auto& [pickle, expected] : cases) {
+    write_torch_zip(dir.file("bad.pt"), pickle);
+    const auto msg = testing::error_of([&] { read_pickle(dir.file("bad.pt")); });
+    EXPECT_NE(msg.find(expected), std::string::npos) << msg;
+  }
+}
+
+TEST(BadInput, ImagesReachOnlyTheLoadersOfTheAcceptedFormats) {
+  testing::TempDir dir;
+  // A valid 4x4 FITS image: libvips decodes it when offered every loader (whose sniffers include cfitsio,
+  // which allocated 4 GiB for a 48-byte "compressed" file: tests/fuzz/corpus/image/regression-oom-fits).
+  std::string header;
+  for (const char* card : {"SIMPLE  =                    T", "BITPIX  =                    8", "NAXIS   =                    2",
+                           "NAXIS1  =                    4", "NAXIS2  =                    4", "END"}) {
+    header += std::string(card) + std::string(80 - std::strlen(card), ' ');
+  }
+  header.resize(2880, ' ');
+  std::ofstream(dir.file("x.fits"), std::ios::binary) << header << std::string(2880, '\x40');
+  const auto msg = error_of([&] { data::read_image(dir.file("x.fits")); });
+  EXPECT_NE(msg.find("x.fits' is not a PNG, JPEG, TIFF or WebP image (by its first bytes)"), std::string::npos) << msg;
+  // The accepted formats still open, whatever their file names say.
+  data::write_png(dir.file("png-named.jpg"), torch::zeros({3, 4, 5}));
+  EXPECT_EQ(data::read_image(dir.file("png-named.jpg")).sizes(), (std::vector<int64_t>{3, 4, 5}));
+}
+
 TEST(BadInput, MissingImage) {
   const auto msg = error_of([] { data::read_image("/nonexistent/slide.png"); });
   EXPECT_NE(msg.find("/nonexistent/slide.png"), std::string::npos) << msg;
@@ -95,9 +139,9 @@ TEST(BadInput, EmptyDataSet) {
   auto config = testing::tiny_config(dir.str(), dir.file("run"));
   config.data.train_size = 0;
   train::apply_runtime(config);
-  auto [train_set, test_set] = train::make_datasets(config);
-  auto ips = train::make_ips(config, test_set->tasks());
-  const auto msg = error_of([&] { train::Trainer(config, *ips, train_set, test_set); });
+  const auto sets = train::make_datasets(config);
+  auto ips = train::make_ips(config, sets.second->tasks());
+  const auto msg = error_of([&] { train::Trainer(config, *ips, sets.first, sets.second); });
   EXPECT_NE(msg.find("training set is empty"), std::string::npos) << msg;
 }
 

@@ -10,6 +10,8 @@
 
 #include "fuzz/readers.h"
 #include "helpers.h"
+#include "tessera/core/config.h"
+#include "tessera/core/npy.h"
 #include "tessera/data/image_io.h"
 #include "tessera/train/checkpoint.h"
 #ifdef TESSERA_WITH_SLIDES

@@ -285,6 +285,8 @@ void Config::validate() const {
                 patchgd.head_norm, "'");
   TESSERA_CHECK(patchgd.head_dropout >= 0 && patchgd.head_dropout < 1, "patchgd.head_dropout must be in [0, 1), got ",
                 patchgd.head_dropout);
+  TESSERA_CHECK(model.dropout >= 0 && model.dropout < 1 && model.attn_dropout >= 0 && model.attn_dropout < 1,
+                "model.dropout and model.attn_dropout must be in [0, 1), got ", model.dropout, " and ", model.attn_dropout);
   TESSERA_CHECK(one_of(patchgd.fill_mode, {"train", "eval"}), "patchgd.fill_mode must be train or eval");
   TESSERA_CHECK(gd.image_size >= 0, "gd.image_size must be >= 0 (0: native size)");
   TESSERA_CHECK(one_of(train.schedule, {"cosine", "linear"}), "train.schedule must be cosine or linear");

@@ -177,13 +177,29 @@ std::string rewrite_ordered_dicts(const std::string& p) {
   return out;
 }
 
-// How deeply the containers of a pickle nest (lists, dicts, tuples, objects and open MARKs on the
-// unpickler's stack at once), over the first `pickles` pickles of `p` (the legacy format has five, then
-// raw storage bytes). The
-// unpickler builds any depth without recursion, but freeing a 10^6-deep value recurses once per level
-// and overflows the stack; real files nest a few levels (Python's own pickler stops near 1,000). A
-// malformed or unknown opcode ends the walk (the unpickler reports it).
-size_t pickle_nesting(const std::string& p, int pickles) {
+// What the unpickler would do with a pickle (a torch.save archive's data.pkl) that no check after it can undo:
+// - depth: how deeply its containers nest (lists, dicts, tuples, objects and open MARKs on the
+//   unpickler's stack at once). The unpickler builds any depth without recursion, but freeing a
+//   10^6-deep value recurses once per level and overflows the stack; real files nest a few levels
+//   (Python's own pickler stops near 1,000).
+// - overlong: the largest string or bytes length an opcode declares beyond the pickle's end (0: none).
+//   The unpickler reserves that many bytes before it reads them: 2.7 GB from a 1,374-byte file (a fuzz
+//   finding, tests/fuzz/corpus/pickle/regression-oom-string-length).
+// A malformed or unknown opcode ends the walk (the unpickler reports it).
+// - underflow: an opcode takes more items than the stack holds (LibTorch 1.13's unpickler reads below
+//   its stack: tests/fuzz/corpus/pickle/regression-segv-stack-underflow).
+// - memo: the largest memo index stored (LONG_BINPUT); the unpickler grows its memo table to it, 68 GB
+//   for an index of 2^32 (tests/fuzz/corpus/run/regression-oom-memo-index). Python numbers its memo
+//   entries from 0, so no valid pickle stores an index beyond its own length.
+struct PickleWalk {
+  size_t depth = 0;
+  uint64_t overlong = 0;
+  bool underflow = false;
+  uint64_t memo = 0;
+};
+
+PickleWalk walk_pickle(const std::string& p) {
+  PickleWalk walk;
   std::vector<bool> stack;  // is each item a container
   std::vector<size_t> marks;
   size_t containers = 0, deepest = 0;
@@ -193,6 +209,7 @@ size_t pickle_nesting(const std::string& p, int pickles) {
     deepest = std::max(deepest, containers + marks.size());
   };
   const auto pop = [&](size_t n) {
+    if (n > stack.size()) walk.underflow = true;
     for (; n > 0 && !stack.empty(); --n) {
       containers -= stack.back();
       stack.pop_back();
@@ -204,11 +221,20 @@ size_t pickle_nesting(const std::string& p, int pickles) {
     marks.pop_back();
     return true;
   };
-  const auto length = [&](size_t at, int bytes) -> size_t {
-    if (at > p.size() || p.size() - at < static_cast<size_t>(bytes)) return p.size() + 1;
+  const auto number = [&](size_t at, int bytes) -> uint64_t {  // little-endian; 0 when cut off by the end
+    if (at > p.size() || p.size() - at < static_cast<size_t>(bytes)) return 0;
     uint64_t v = 0;
     for (int b = bytes - 1; b >= 0; --b) v = (v << 8) | static_cast<unsigned char>(p[at + b]);
-    return v > p.size() ? p.size() + 1 : static_cast<size_t>(v);
+    return v;
+  };
+  const auto length = [&](size_t at, int bytes) -> size_t {
+    if (at > p.size() || p.size() - at < static_cast<size_t>(bytes)) return p.size() + 1;
+    const uint64_t v = number(at, bytes);
+    if (v > p.size() - at - bytes) {  // the unpickler would reserve it before noticing the end
+      walk.overlong = std::max<uint64_t>(walk.overlong, v);
+      return p.size() + 1;
+    }
+    return static_cast<size_t>(v);
   };
   size_t i = 0;
   while (i < p.size()) {
@@ -217,31 +243,30 @@ size_t pickle_nesting(const std::string& p, int pickles) {
       case '(': marks.push_back(stack.size()); deepest = std::max(deepest, containers + marks.size()); break;
       case ']': case '}': case 0x8f: push(true); break;             // EMPTY_LIST, EMPTY_DICT, EMPTY_SET
       case 't': case 'l': case 'd': case 0x91:                      // TUPLE, LIST, DICT, FROZENSET
-        if (!pop_mark()) return deepest;
+        if (!pop_mark()) return walk.depth = deepest, walk;
         push(true);
         break;
       case 'u': case 'e': case 0x90: case '1':                      // SETITEMS, APPENDS, ADDITEMS, POP_MARK
-        if (!pop_mark()) return deepest;
+        if (!pop_mark()) return walk.depth = deepest, walk;
         break;
       case 0x85: case 0x86: case 0x87: pop(op - 0x84); push(true); break;  // TUPLE1..3
       case 'R': case 0x81: pop(2); push(true); break;               // REDUCE, NEWOBJ: possibly a container
       case 0x92: pop(3); push(true); break;                         // NEWOBJ_EX
       case 'b': case 'a': case '0': pop(1); break;                  // BUILD, APPEND, POP
       case 's': pop(2); break;                                      // SETITEM
-      case '2': if (stack.empty()) return deepest; push(stack.back()); break;  // DUP
+      case '2': if (stack.empty()) return walk.depth = deepest, walk; push(stack.back()); break;  // DUP
       case 'Q': pop(1); push(false); break;                         // BINPERSID
-      case '.':                                                     // STOP: the next pickle starts empty
-        if (--pickles <= 0) return deepest;
-        stack.clear();
-        marks.clear();
-        containers = 0;
-        break;
+      case '.': return walk.depth = deepest, walk;                 // STOP
       case ')': case 'N': case 0x88: case 0x89: push(false); break;
       case 0x94: break;                                             // MEMOIZE
       case 0x80: i += 1; break;                                     // PROTO
       case 0x95: i += 8; break;                                     // FRAME
       case 'q': case 0x82: i += 1; break;                           // BINPUT, EXT1
-      case 'r': case 0x84: i += 4; break;                           // LONG_BINPUT, EXT4
+      case 'r':                                                     // LONG_BINPUT
+        walk.memo = std::max(walk.memo, number(i, 4));
+        i += 4;
+        break;
+      case 0x84: i += 4; break;                                     // EXT4
       case 0x83: i += 2; push(false); break;                        // EXT2
       case 'h': case 'K': i += 1; push(false); break;               // BINGET, BININT1
       case 'j': case 'J': i += 4; push(false); break;               // LONG_BINGET, BININT
@@ -261,30 +286,36 @@ size_t pickle_nesting(const std::string& p, int pickles) {
         break;
       case 'c': case 'i': {                                         // GLOBAL, INST: two lines
         const size_t a = p.find('\n', i), b = a == std::string::npos ? a : p.find('\n', a + 1);
-        if (b == std::string::npos) return deepest;
+        if (b == std::string::npos) return walk.depth = deepest, walk;
         i = b + 1;
-        if (op == 'i' && !pop_mark()) return deepest;
+        if (op == 'i' && !pop_mark()) return walk.depth = deepest, walk;
         push(op == 'i');
         break;
       }
       case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p': {  // one line
         const size_t a = p.find('\n', i);
-        if (a == std::string::npos) return deepest;
+        if (a == std::string::npos) return walk.depth = deepest, walk;
         i = a + 1;
-        if (op == 'P') pop(1);
         if (op != 'p') push(false);
         break;
       }
-      default: return deepest;
+      default: return walk.depth = deepest, walk;
     }
   }
-  return deepest;
+  return walk.depth = deepest, walk;
 }
 
 constexpr size_t kMaxNesting = 1000;
 
-void check_nesting(const std::string& bytes, const std::string& path, int pickles) {
-  const size_t depth = pickle_nesting(bytes, pickles);
+void check_walk(const std::string& bytes, const std::string& path) {
+  const auto walk = walk_pickle(bytes);
+  TESSERA_CHECK(walk.overlong == 0, "'", path, "' declares a string of ", walk.overlong,
+                " bytes past the end of its pickle; the file is truncated, damaged or hostile");
+  TESSERA_CHECK(!walk.underflow, "'", path, "' is not a valid pickle (an instruction takes more values than it was "
+                "given); the file is damaged or hostile");
+  TESSERA_CHECK(walk.memo <= bytes.size(), "'", path, "' stores a value at memo index ", walk.memo,
+                ", beyond anything its ", bytes.size(), "-byte pickle can number; the file is damaged or hostile");
+  const size_t depth = walk.depth;
   TESSERA_CHECK(depth <= kMaxNesting, "'", path, "' nests its values ", depth, " deep (at most ", kMaxNesting,
                 " are read: real checkpoints and state dicts nest a few levels); the file is damaged or hostile");
 }
@@ -330,6 +361,8 @@ void check_tensors(const c10::IValue& v, const std::string& path) {
   }
 }
 
+}  // namespace
+
 bool is_zip(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char magic[2] = {};
@@ -337,24 +370,19 @@ bool is_zip(const std::string& path) {
   return in && magic[0] == 'P' && magic[1] == 'K';
 }
 
-}  // namespace
-
 c10::IValue read_pickle(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   TESSERA_CHECK(in, "cannot open '", path, "'; check the path");
   try {
-    if (!is_zip(path)) {  // legacy (pre-1.6) format: LibTorch's own loader
-      std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      TESSERA_CHECK(!bytes.empty(), "'", path, "' is empty");
-      check_nesting(std::string(bytes.data(), bytes.size()), path, 5);
-      auto value = torch::pickle_load(bytes);
-      check_tensors(value, path);
-      return value;
-    }
+    // torch.save's pre-1.6 format (pickles, then raw storages) is not read: LibTorch's torch::pickle_load
+    // reads only zip archives, and handed anything else it overflowed its buffer inside its zip reader
+    // (a fuzz finding, tests/fuzz/corpus/run/regression-overflow-miniz-not-a-zip).
+    TESSERA_CHECK(is_zip(path), "'", path, "' is not a torch.save zip archive (torch.save's pre-1.6 format, or not a "
+                  "torch.save file at all); re-save it with torch.save from PyTorch >= 1.6");
     caffe2::serialize::PyTorchStreamReader archive(path);
     auto [data, size] = archive.getRecord("data.pkl");
     const std::string raw(static_cast<const char*>(data.get()), size);
-    check_nesting(raw, path, 1);
+    check_walk(raw, path);
     const std::string pickle = rewrite_ordered_dicts(raw);
     size_t offset = 0;
     torch::jit::Unpickler unpickler(

@@ -2,14 +2,20 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #ifdef TESSERA_WITH_VIPS
 #include <vips/vips8>
 
 #include "tessera/data/vips_buffer.h"
+#include "tessera/data/vips_load.h"
+#endif
+#ifdef TESSERA_WITH_SLIDES
+#include <openslide/openslide.h>
 #endif
 
 #include "tessera/core/error.h"
@@ -49,6 +55,37 @@ void init_vips() {
 }
 #endif
 
+#ifdef TESSERA_WITH_VIPS
+vips::VImage load_image(const std::string& path, vips::VOption* options) {
+  init_vips();
+  unsigned char head[12] = {0};
+  {
+    std::ifstream in(path, std::ios::binary);
+    TESSERA_CHECK(in, "cannot open '", path, "'; check the path and its permissions");
+    in.read(reinterpret_cast<char*>(head), sizeof(head));
+  }
+  const auto starts = [&](std::initializer_list<unsigned char> bytes, size_t at = 0) {
+    return std::equal(bytes.begin(), bytes.end(), head + at);
+  };
+  const char* file = path.c_str();
+  if (starts({0x89, 'P', 'N', 'G'})) return vips::VImage::pngload(file, options);
+  if (starts({0xFF, 0xD8, 0xFF})) return vips::VImage::jpegload(file, options);
+  if (starts({'I', 'I', 42, 0}) || starts({'M', 'M', 0, 42}) || starts({'I', 'I', 43, 0}) || starts({'M', 'M', 0, 43})) {
+    return vips::VImage::tiffload(file, options);
+  }
+  if (starts({'R', 'I', 'F', 'F'}) && starts({'W', 'E', 'B', 'P'}, 8)) return vips::VImage::webpload(file, options);
+#ifdef TESSERA_WITH_SLIDES
+  if (openslide_detect_vendor(file) != nullptr) return vips::VImage::openslideload(file, options);
+#endif
+  delete options;  // the loaders own (and free) the options they are given
+  fail("'", path, "' is not a PNG, JPEG, TIFF or WebP image (by its first bytes)",
+#ifdef TESSERA_WITH_SLIDES
+       " nor a slide OpenSlide knows",
+#endif
+       "; convert it to one of those");
+}
+#endif
+
 torch::Tensor read_image(const std::string& path) {
   TESSERA_CHECK(std::filesystem::exists(path), "image '", path, "' does not exist");
   if (has_suffix(path, ".pt")) {
@@ -62,7 +99,7 @@ torch::Tensor read_image(const std::string& path) {
 #ifdef TESSERA_WITH_VIPS
   init_vips();
   try {
-    auto img = vips::VImage::new_from_file(path.c_str(), vips::VImage::option()->set("access", VIPS_ACCESS_SEQUENTIAL));
+    auto img = load_image(path, vips::VImage::option()->set("access", VIPS_ACCESS_SEQUENTIAL));
     // The header alone decides the decode's size: check it before a pixel is read.
     const int64_t pixels = static_cast<int64_t>(img.width()) * img.height();
     TESSERA_CHECK(pixels <= kMaxDecodedPixels && img.bands() <= 16, "image '", path, "' is ", img.width(), "x",
@@ -78,7 +115,7 @@ torch::Tensor read_image(const std::string& path) {
   } catch (const vips::VError& e) {
     const std::string why = std::string(e.what()).substr(0, 200);
     fail("cannot read image '", path, "': ", why.empty() ? "libvips could not decode it" : why,
-         "; is it a valid PNG, JPEG or TIFF file?");
+         "; is it a valid PNG, JPEG, TIFF or WebP file?");
   }
 #else
   fail("cannot read '", path, "': this build has no libvips (TESSERA_WITH_VIPS=OFF); pass a .pt tensor instead");
@@ -96,7 +133,7 @@ torch::Tensor read_fit_square(const std::string& path, int64_t side, int64_t lev
       const bool tiff = has_suffix(path, ".tif") || has_suffix(path, ".tiff");
       options->set(tiff ? "page" : "level", static_cast<int>(level));
     }
-    auto img = vips::VImage::new_from_file(path.c_str(), options);
+    auto img = load_image(path, options);
     if (img.has_alpha()) img = img.flatten(vips::VImage::option()->set("background", std::vector<double>{255, 255, 255}));
     if (img.bands() == 1) img = img.bandjoin({img, img});
     img = img.extract_band(0, vips::VImage::option()->set("n", 3)).cast(VIPS_FORMAT_UCHAR);

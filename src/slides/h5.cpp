@@ -3,17 +3,30 @@
 #include <hdf5.h>
 #include <torch/torch.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <set>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tessera/core/error.h"
 
+// Provided by a sanitizer runtime when one is linked (make test-asan, make fuzz); null otherwise.
+extern "C" void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
+
 namespace tessera::slides {
 namespace {
+
+// The attributes tessera reads (on coords): the patch grid and the settings hash of a coordinate cache.
+const std::vector<std::string> kGridAttributes = {"patch_size", "patch_level", "footprint", "stride", "mpp",
+                                                  "settings_hash"};
 
 // Debian's serial HDF5 is built without thread safety: every call goes through this lock.
 std::recursive_mutex& h5_mutex() {
@@ -93,12 +106,115 @@ void write_grid_attributes(hid_t coords, const PatchCoords& g) {
 
 }  // namespace
 
-H5File::H5File(const std::string& path) : path_(path) {
+H5File::H5File(const std::string& path, Unguarded) : path_(path) {
   std::lock_guard<std::recursive_mutex> lock(h5_mutex());
   quiet_errors();
   TESSERA_CHECK(std::filesystem::exists(path), "HDF5 file '", path, "' does not exist");
   file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   TESSERA_CHECK(file_ >= 0, "cannot open '", path, "' as HDF5; the file is corrupt, truncated or not HDF5");
+}
+
+H5File::H5File(const std::string& path) : path_(path) {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  quiet_errors();
+  TESSERA_CHECK(std::filesystem::exists(path), "HDF5 file '", path, "' does not exist");
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  const auto modified = std::filesystem::last_write_time(path, ec).time_since_epoch().count();
+  const std::string key = path + '\n' + std::to_string(size) + '\n' + std::to_string(modified);
+  static std::set<std::string> checked;  // under h5_mutex
+  if (!checked.count(key)) {
+    // The child runs HDF5 (whose lock this thread holds) and the C library only: no other lock another
+    // thread may have held at the fork is taken. Its address space may grow by 2 GiB at most: libhdf5
+    // allocates what a malformed object header declares (4 GiB from a few hundred bytes, a fuzz finding),
+    // which then fails in the child. An error in the child comes back through the pipe and is the
+    // parent's, which never gives such a file to libhdf5 itself.
+    int pipe_fds[2];
+    TESSERA_CHECK(pipe(pipe_fds) == 0, "cannot check '", path, "' (pipe: ", std::strerror(errno), ")");
+    const pid_t child = fork();
+    if (child < 0) {
+      close(pipe_fds[0]);
+      close(pipe_fds[1]);
+      fail("cannot start the process that checks '", path, "' (fork: ", std::strerror(errno), ")");
+    }
+    if (child == 0) {
+      close(pipe_fds[0]);
+      // The lock is held by the forking thread, which does not exist here (a recursive mutex records its
+      // owner's thread id): the child's only thread starts with a fresh one.
+      new (&h5_mutex()) std::recursive_mutex;
+      // The child dies quietly: default signal dispositions, and no sanitizer death callback (a fuzzer's
+      // would record the parent's input as its crash).
+      for (const int s : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) std::signal(s, SIG_DFL);
+      if (__sanitizer_set_death_callback != nullptr) __sanitizer_set_death_callback(nullptr);
+      long pages = 0;
+      if (FILE* statm = std::fopen("/proc/self/statm", "r")) {
+        if (std::fscanf(statm, "%ld", &pages) != 1) pages = 0;
+        std::fclose(statm);
+      }
+      if (pages > 0) {
+        const rlim_t limit = static_cast<rlim_t>(pages) * sysconf(_SC_PAGESIZE) + (rlim_t{2} << 30);
+        const rlimit address_space{limit, limit};
+        setrlimit(RLIMIT_AS, &address_space);
+      }
+      int code = 0;
+      try {
+        H5File(path, Unguarded{}).probe();
+      } catch (const Error& e) {
+        const std::string message = e.what();
+        const ssize_t written = write(pipe_fds[1], message.data(), message.size());
+        code = written >= 0 ? 3 : 4;
+      } catch (...) {
+        code = 4;
+      }
+      _exit(code);
+    }
+    close(pipe_fds[1]);
+    std::string message;
+    char buffer[4096];
+    for (ssize_t n; (n = read(pipe_fds[0], buffer, sizeof(buffer))) != 0;) {
+      if (n > 0) message.append(buffer, static_cast<size_t>(n));
+      else if (errno != EINTR) break;
+    }
+    close(pipe_fds[0]);
+    int status = 0;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 3) throw Error(message);  // the child's error, as is
+    TESSERA_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "HDF5 file '", path, "' crashes libhdf5 (",
+                  WIFSIGNALED(status) ? std::string("signal ") + std::to_string(WTERMSIG(status))
+                                      : "exit status " + std::to_string(WEXITSTATUS(status)),
+                  " in a process that read it first): the file is malformed or hostile; write it again (tessera "
+                  "preprocess / extract-features) or get it from its source again");
+    checked.insert(key);
+  }
+  file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  TESSERA_CHECK(file_ >= 0, "cannot open '", path, "' as HDF5; the file is corrupt, truncated or not HDF5");
+}
+
+void H5File::probe() const {
+  for (const char* dataset : {"coords", "features"}) {
+    if (!has(dataset)) continue;
+    const auto dims = shape(dataset);
+    attributes(dataset, kGridAttributes);
+    const bool leading_one = dims.size() == 3 && dims[0] == 1;
+    if (dims.empty() || (dims.size() == 3 && !leading_one) || dims.size() > 3) continue;  // rows() refuses these
+    // The first and last rows, read as rows() reads them (a hyperslab into native memory of one row).
+    const hsize_t n = dims[leading_one ? 1 : 0];
+    const hsize_t width = dims.size() == 1 ? 1 : dims.back();
+    if (n == 0 || width == 0 || width > (hsize_t{1} << 24)) continue;
+    Handle d{H5Dopen2(file_, dataset, H5P_DEFAULT), H5Dclose};
+    if (d.id < 0) continue;
+    std::vector<double> row(width);
+    for (const hsize_t r : {hsize_t{0}, n - 1}) {
+      Handle space{H5Dget_space(d.id), H5Sclose};
+      std::vector<hsize_t> start(dims.size(), 0), count(dims.begin(), dims.end());
+      start[leading_one ? 1 : 0] = r;
+      count[leading_one ? 1 : 0] = 1;
+      H5Sselect_hyperslab(space.id, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+      Handle memory{H5Screate_simple(1, &width, nullptr), H5Sclose};
+      H5Dread(d.id, H5T_NATIVE_DOUBLE, memory.id, space.id, H5P_DEFAULT, row.data());
+    }
+  }
 }
 
 H5File::~H5File() {
@@ -181,20 +297,19 @@ torch::Tensor H5File::gather(const std::string& dataset, const torch::Tensor& id
   return out;
 }
 
-std::map<std::string, std::string> H5File::attributes(const std::string& dataset) const {
+std::map<std::string, std::string> H5File::attributes(const std::string& dataset,
+                                                      const std::vector<std::string>& names) const {
   std::lock_guard<std::recursive_mutex> lock(h5_mutex());
   std::map<std::string, std::string> out;
   if (!has(dataset)) return out;
   Handle d{H5Oopen(file_, dataset.c_str(), H5P_DEFAULT), H5Oclose};
   TESSERA_CHECK(d.id >= 0, "cannot open '", dataset, "' of '", path_, "'; the file is corrupt or truncated");
-  H5O_info_t info;
-  info.num_attrs = 0;
-  H5Oget_info2(d.id, &info, H5O_INFO_NUM_ATTRS);
-  // Patch files carry a handful of attributes; a file declaring thousands is not one of them.
-  for (hsize_t i = 0; i < std::min<hsize_t>(info.num_attrs, 256); ++i) {
-    Handle a{H5Aopen_by_idx(d.id, ".", H5_INDEX_NAME, H5_ITER_NATIVE, i, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
-    char name[256] = {0};
-    H5Aget_name(a.id, sizeof(name) - 1, name);
+  for (const auto& name : names) {
+    const htri_t exists = H5Aexists(d.id, name.c_str());
+    if (exists == 0) continue;
+    Handle a{exists > 0 ? H5Aopen(d.id, name.c_str(), H5P_DEFAULT) : -1, H5Aclose};
+    TESSERA_CHECK(a.id >= 0, "cannot read the attribute '", name, "' of '", dataset, "' in '", path_,
+                  "'; the file is corrupt or truncated");
     Handle type{H5Aget_type(a.id), H5Tclose};
     Handle space{H5Aget_space(a.id), H5Sclose};
     if (H5Sget_simple_extent_npoints(space.id) != 1) continue;
@@ -250,7 +365,7 @@ PatchCoords read_coords(const std::string& path) {
   const auto dims = f.shape("coords");
   g.coords = f.rows("coords", 0, dims.size() == 3 ? dims[1] : dims[0], torch::kInt64);
   TESSERA_CHECK(g.coords.size(1) == 2, "'", path, "' coords must be (N, 2), got ", g.coords.sizes());
-  const auto attrs = f.attributes("coords");
+  const auto attrs = f.attributes("coords", kGridAttributes);
   const auto get = [&](const char* key, double fallback) {
     const auto it = attrs.find(key);
     if (it == attrs.end()) return fallback;
@@ -270,7 +385,7 @@ PatchCoords read_coords(const std::string& path) {
 
 std::string read_settings_hash(const std::string& path) {
   try {
-    const auto attrs = H5File(path).attributes("coords");
+    const auto attrs = H5File(path).attributes("coords", kGridAttributes);
     const auto it = attrs.find("settings_hash");
     return it == attrs.end() ? "" : it->second;
   } catch (const Error&) {

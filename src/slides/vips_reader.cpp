@@ -6,6 +6,7 @@
 #include "backends.h"
 #include "tessera/core/error.h"
 #include "tessera/data/image_io.h"
+#include "tessera/data/vips_load.h"
 
 namespace tessera::slides::detail {
 namespace {
@@ -31,7 +32,7 @@ class VipsReader final : public SlideReader {
  public:
   explicit VipsReader(const std::string& path) {
     path_ = path;
-    VImage base = VImage::new_from_file(path.c_str(), VImage::option()->set("access", VIPS_ACCESS_RANDOM));
+    VImage base = data::load_image(path, VImage::option()->set("access", VIPS_ACCESS_RANDOM));
     vendor_ = base.get_typeof("vips-loader") ? base.get_string("vips-loader") : "vips";
     mpp_ = find_mpp(base);
     add_level(base);
@@ -39,7 +40,7 @@ class VipsReader final : public SlideReader {
     const int pages = base.get_typeof("n-pages") ? base.get_int("n-pages") : 1;
     const bool tiff = vendor_.rfind("tiffload", 0) == 0;
     for (int page = 1; tiff && page < pages; ++page) {
-      VImage p = VImage::new_from_file(path.c_str(), VImage::option()->set("page", page)->set("access", VIPS_ACCESS_RANDOM));
+      VImage p = data::load_image(path, VImage::option()->set("page", page)->set("access", VIPS_ACCESS_RANDOM));
       if (p.width() >= levels_.back().width) continue;
       add_level(p);
     }

@@ -154,10 +154,7 @@ class Reader {
 };
 
 bool is_legacy_archive(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[2] = {};
-  in.read(magic, 2);
-  if (!in || magic[0] != 'P' || magic[1] != 'K') return false;
+  if (!is_zip(path)) return false;
   try {
     caffe2::serialize::PyTorchStreamReader zip(path);
     return zip.hasRecord("constants.pkl") || zip.hasRecord("code/__torch__.py");
@@ -326,26 +323,29 @@ void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::o
   write_atomically(path, bytes);
 }
 
-Checkpoint read_checkpoint_info(const std::string& path) {
-  const auto root = read_root(path);
-  return read_info(root, Reader(path), path);
-}
+CheckpointFile::CheckpointFile(const std::string& path)
+    : path_(path), root_(read_root(path)), info_(read_info(root_, Reader(path), path)) {}
 
-Checkpoint load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
-  const auto root = read_root(path);
-  const Reader r(path);
-  Checkpoint c = read_info(root, r, path);
+void CheckpointFile::load(torch::nn::Module& model, torch::optim::Optimizer* optimizer) const {
+  const Reader r(path_);
   try {
-    load_model(root, r, path, model);
-    if (optimizer && c.has_optimizer) load_optimizer(root, r, path, model, *optimizer);
-    if (optimizer) restore_rng(root, r);
+    load_model(root_, r, path_, model);
+    if (optimizer && info_.has_optimizer) load_optimizer(root_, r, path_, model, *optimizer);
+    if (optimizer) restore_rng(root_, r);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    fail("checkpoint '", path, "' does not match this model (", std::string(e.what()).substr(0, 160),
+    fail("checkpoint '", path_, "' does not match this model (", std::string(e.what()).substr(0, 160),
          "); was it written with a different config?");
   }
-  return c;
+}
+
+Checkpoint read_checkpoint_info(const std::string& path) { return CheckpointFile(path).info(); }
+
+Checkpoint load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer) {
+  const CheckpointFile file(path);
+  file.load(model, optimizer);
+  return file.info();
 }
 
 // --- formats 1 and 2, only through upgrade_checkpoint ----------------------------------------------------

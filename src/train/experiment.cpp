@@ -14,6 +14,7 @@
 #include "tessera/models/encoder_registry.h"
 #include "tessera/models/state_dict.h"
 #include "tessera/train/registry.h"
+#include "tessera/train/trainer.h"
 
 namespace tessera::train {
 namespace fs = std::filesystem;
@@ -130,7 +131,8 @@ RunSpec read_run_spec(const Checkpoint& checkpoint, const std::string& path) {
 OpenedRun open_run(const std::string& run_or_checkpoint) {
   OpenedRun run;
   run.checkpoint_path = checkpoint_file(run_or_checkpoint);
-  run.checkpoint = read_checkpoint_info(run.checkpoint_path);
+  const CheckpointFile file(run.checkpoint_path);
+  run.checkpoint = file.info();
   run.config.load_yaml_text(run.checkpoint.config_yaml, run.checkpoint_path);
   run.spec = read_run_spec(run.checkpoint, run.checkpoint_path);
   auto model_config = run.spec.config();
@@ -138,7 +140,7 @@ OpenedRun open_run(const std::string& run_or_checkpoint) {
   run.method = find_method(run.spec.method).make(model_config, run.spec.tasks);
   run.method->set_precision(parse_precision(run.config.train.precision));  // predicts as it trained
   try {
-    load_checkpoint(run.checkpoint_path, run.method->module(), nullptr);
+    file.load(run.method->module(), nullptr);
   } catch (const Error& e) {
     fail("checkpoint '", run.checkpoint_path, "' does not match the network its run spec describes (", e.what(),
          "); the spec or the weights were changed after training");
@@ -154,11 +156,7 @@ std::string upgrade_checkpoint(const std::string& run_or_checkpoint) {
   const auto spec = read_run_spec(info, path);
   auto method = find_method(spec.method).make(spec.config(), spec.tasks);
   std::unique_ptr<torch::optim::AdamW> optimizer;
-  if (info.has_optimizer) {  // as the trainer makes it
-    optimizer = std::make_unique<torch::optim::AdamW>(
-        method->module().parameters(),
-        torch::optim::AdamWOptions(config.train.lr).weight_decay(config.train.weight_decay));
-  }
+  if (info.has_optimizer) optimizer = make_optimizer(config, method->module());
   // The file's RNG state passes through the process's generator (where the checkpoint writer reads it);
   // the caller's state is put back afterwards, also on an error.
   struct RestoreRng {

@@ -10,6 +10,7 @@
 #include "tessera/data/patches.h"
 #include "tessera/train/experiment.h"
 #include "tessera/train/registry.h"
+#include "tessera/train/trainer.h"
 
 namespace tessera::train {
 namespace {
@@ -68,7 +69,7 @@ std::pair<bool, int64_t> trial_step(const Config& config, const data::DatasetPtr
   memory::reset_peaks();
   try {
     auto method = make_method(config, train_set->tasks());
-    torch::optim::AdamW optimizer(method->module().parameters(), torch::optim::AdamWOptions(config.train.lr));
+    const auto optimizer = make_optimizer(config, method->module());
     const auto batch = [&] {
       std::vector<data::Sample> samples;
       std::vector<int64_t> indices;
@@ -85,8 +86,8 @@ std::pair<bool, int64_t> trial_step(const Config& config, const data::DatasetPtr
       prefetched.push_back(batch().images);
     }
     // Two steps: from the second on, the optimiser's state coexists with the activations.
-    method->train_step(batch(), optimizer);
-    method->train_step(batch(), optimizer);
+    method->train_step(batch(), *optimizer);
+    method->train_step(batch(), *optimizer);
     method->predict(batch());
   } catch (const memory::BudgetExceeded&) {
     return {false, memory::cpu_peak_bytes()};

@@ -22,15 +22,18 @@
 
 namespace tessera::train {
 
+std::unique_ptr<torch::optim::AdamW> make_optimizer(const Config& config, torch::nn::Module& module) {
+  return std::make_unique<torch::optim::AdamW>(
+      module.parameters(), torch::optim::AdamWOptions(config.train.lr).weight_decay(config.train.weight_decay));
+}
+
 Trainer::Trainer(Config config, methods::Method& method, data::DatasetPtr train_set, data::DatasetPtr test_set,
                  TrainHooks hooks)
     : config_(std::move(config)), method_(method), train_set_(std::move(train_set)), test_set_(std::move(test_set)),
       run_(config_.run_dir), hooks_(std::move(hooks)) {
   TESSERA_CHECK(train_set_ && train_set_->size() > 0, "the training set is empty; set data.train_size > 0");
   spec_ = make_run_spec(config_, method_.tasks(), train_set_->normalization());
-  optimizer_ = std::make_unique<torch::optim::AdamW>(
-      method_.module().parameters(),
-      torch::optim::AdamWOptions(config_.train.lr).weight_decay(config_.train.weight_decay));
+  optimizer_ = make_optimizer(config_, method_.module());
   if (parse_precision(config_.train.precision) == Precision::fp16) {
     scaler_ = std::make_unique<methods::LossScaler>();
     if (!torch::cuda::is_available() && !cpu_autocast_supports(Precision::fp16)) {

@@ -1,4 +1,4 @@
-// Shared by the libFuzzer harnesses (one per parser of files users are handed; README in this folder).
+// Shared by the libFuzzer harnesses (one per parser of files users are handed; docs/testing.md).
 // The readers take paths, as users hand them files, so each input is written to a scratch file first.
 // A tessera::Error (one clear message naming the file) is the expected answer to hostile bytes; any
 // other exception escapes and libFuzzer reports it as a finding, as it reports crashes, sanitizer

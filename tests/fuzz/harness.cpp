@@ -1,4 +1,4 @@
-// The libFuzzer harness, built once per reader (tests/fuzz/CMakeLists.txt sets TESSERA_FUZZ_HARNESS to the
+// The libFuzzer harness, built once per reader (the readers themselves once, in readers.cpp) (tests/fuzz/CMakeLists.txt sets TESSERA_FUZZ_HARNESS to the
 // name readers.h knows and TESSERA_FUZZ_SUFFIX to the scratch file's extension).
 #include "fuzz.h"
 #include "readers.h"

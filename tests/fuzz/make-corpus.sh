@@ -19,7 +19,6 @@ out = sys.argv[1]
 sd = collections.OrderedDict([("fc.weight", torch.arange(6, dtype=torch.float32).view(2, 3)), ("fc.bias", torch.zeros(2)),
                               ("bn.num_batches_tracked", torch.tensor(3))])
 torch.save(sd, f"{out}/pickle/state_dict.pt")                                    # zip form
-torch.save(sd, f"{out}/pickle/legacy.pt", _use_new_zipfile_serialization=False)  # pre-1.6 form
 torch.save({"model1_weights": sd, "epoch": 2, "name": "x", "list": [1, 2.5, None, True]}, f"{out}/pickle/nested.pt")
 # safetensors: 8-byte little-endian header length, JSON header, data
 data = np.arange(6, dtype=np.float32).tobytes() + np.arange(2, dtype=np.int64).tobytes()

@@ -10,4 +10,7 @@ namespace tessera {
 // Tensors saved on a GPU are loaded onto the CPU. Errors name the file.
 c10::IValue read_pickle(const std::string& path);
 
+// Whether the file starts as a zip archive does (torch.save's default format, TorchScript archives).
+bool is_zip(const std::string& path);
+
 }  // namespace tessera

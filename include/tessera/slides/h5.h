@@ -15,6 +15,14 @@
 namespace tessera::slides {
 
 // Read access to one file; all calls are serialised (the system HDF5 is not thread-safe).
+//
+// libhdf5 1.10 is not safe on malformed files: the fuzz campaign found it crashing inside its own
+// object-header and attribute parsing (tests/fuzz/corpus/h5/regression-segv-libhdf5-*), where no check
+// made before a call can help. So the first time a process opens a file (by path, size and modification
+// time), a child process (fork) first reads what tessera reads of it (the datasets' shapes, the grid
+// attributes, their first and last rows) with its address space limited to 2 GiB more than it started
+// with (libhdf5 also allocates what a malformed header declares). If the child dies, or its reads fail,
+// the file is refused with an error and the parent never hands it to libhdf5.
 class H5File {
  public:
   explicit H5File(const std::string& path);  // errors name the file
@@ -29,9 +37,16 @@ class H5File {
   torch::Tensor rows(const std::string& dataset, int64_t begin, int64_t end, torch::ScalarType type) const;
   // Arbitrary rows in the given order; reads each run of consecutive rows once.
   torch::Tensor gather(const std::string& dataset, const torch::Tensor& idx, torch::ScalarType type) const;
-  std::map<std::string, std::string> attributes(const std::string& dataset) const;  // string and numeric attributes as text
+  // The named string and numeric attributes of a dataset, as text (absent ones left out). Each is opened by
+  // name: libhdf5 1.10's open-by-index builds a table of every attribute and crashes freeing it when one is
+  // malformed (a fuzz finding, tests/fuzz/corpus/h5/regression-segv-libhdf5-attribute-table).
+  std::map<std::string, std::string> attributes(const std::string& dataset, const std::vector<std::string>& names) const;
 
  private:
+  struct Unguarded {};
+  H5File(const std::string& path, Unguarded);  // opens without the child process's check
+  // What the child reads: every call libhdf5 parses metadata or data for, as the readers make them.
+  void probe() const;
   std::string path_;
   int64_t file_ = -1;
 };

@@ -36,9 +36,24 @@ struct Checkpoint {
 // optimizer may be null (a model-only checkpoint, e.g. an imported reference model).
 void save_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer,
                      const TrainState& state, const std::string& config_yaml, const std::string& spec_json = "");
-// Restores what `optimizer` is given for; restores the global CPU RNG if the file has it.
+
+// A checkpoint file read and checked once: its info (format, state, config, spec: what rebuilds the model),
+// then its tensors loaded into the model built from that info, without reading the file again.
+class CheckpointFile {
+ public:
+  explicit CheckpointFile(const std::string& path);
+  const Checkpoint& info() const { return info_; }
+  // Restores what `optimizer` is given for; restores the global CPU RNG when an optimizer is given.
+  void load(torch::nn::Module& model, torch::optim::Optimizer* optimizer) const;
+
+ private:
+  std::string path_;
+  c10::impl::GenericDict root_;
+  Checkpoint info_;
+};
+
+// CheckpointFile(path).load(...) and .info(), for callers that need one or the other.
 Checkpoint load_checkpoint(const std::string& path, torch::nn::Module& model, torch::optim::Optimizer* optimizer);
-// Everything but the tensors: format, state, config and spec (to rebuild the model before loading).
 Checkpoint read_checkpoint_info(const std::string& path);
 
 namespace legacy {

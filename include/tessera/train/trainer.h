@@ -34,6 +34,10 @@ struct TrainHooks {
   std::function<bool()> interrupted;
 };
 
+// The optimiser of a run: AdamW with train.lr and train.weight_decay over every parameter of the module.
+// The trainer, the planner's trial step and upgrade-checkpoint all make it here, so they agree.
+std::unique_ptr<torch::optim::AdamW> make_optimizer(const Config& config, torch::nn::Module& module);
+
 class Trainer {
  public:
   Trainer(Config config, methods::Method& method, data::DatasetPtr train_set, data::DatasetPtr test_set,
