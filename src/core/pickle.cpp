@@ -185,12 +185,12 @@ std::string rewrite_ordered_dicts(const std::string& p) {
 // - overlong: the largest string or bytes length an opcode declares beyond the pickle's end (0: none).
 //   The unpickler reserves that many bytes before it reads them: 2.7 GB from a 1,374-byte file (a fuzz
 //   finding, tests/fuzz/corpus/pickle/regression-oom-string-length).
-// A malformed or unknown opcode ends the walk (the unpickler reports it).
 // - underflow: an opcode takes more items than the stack holds (LibTorch 1.13's unpickler reads below
 //   its stack: tests/fuzz/corpus/pickle/regression-segv-stack-underflow).
 // - memo: the largest memo index stored (LONG_BINPUT); the unpickler grows its memo table to it, 68 GB
 //   for an index of 2^32 (tests/fuzz/corpus/run/regression-oom-memo-index). Python numbers its memo
 //   entries from 0, so no valid pickle stores an index beyond its own length.
+// A malformed or unknown opcode ends the walk (the unpickler reports it).
 struct PickleWalk {
   size_t depth = 0;
   uint64_t overlong = 0;
@@ -202,11 +202,11 @@ PickleWalk walk_pickle(const std::string& p) {
   PickleWalk walk;
   std::vector<bool> stack;  // is each item a container
   std::vector<size_t> marks;
-  size_t containers = 0, deepest = 0;
+  size_t containers = 0;
   const auto push = [&](bool container) {
     stack.push_back(container);
     containers += container;
-    deepest = std::max(deepest, containers + marks.size());
+    walk.depth = std::max(walk.depth, containers + marks.size());
   };
   const auto pop = [&](size_t n) {
     if (n > stack.size()) walk.underflow = true;
@@ -240,23 +240,23 @@ PickleWalk walk_pickle(const std::string& p) {
   while (i < p.size()) {
     const auto op = static_cast<unsigned char>(p[i++]);
     switch (op) {
-      case '(': marks.push_back(stack.size()); deepest = std::max(deepest, containers + marks.size()); break;
+      case '(': marks.push_back(stack.size()); walk.depth = std::max(walk.depth, containers + marks.size()); break;
       case ']': case '}': case 0x8f: push(true); break;             // EMPTY_LIST, EMPTY_DICT, EMPTY_SET
       case 't': case 'l': case 'd': case 0x91:                      // TUPLE, LIST, DICT, FROZENSET
-        if (!pop_mark()) return walk.depth = deepest, walk;
+        if (!pop_mark()) return walk;
         push(true);
         break;
       case 'u': case 'e': case 0x90: case '1':                      // SETITEMS, APPENDS, ADDITEMS, POP_MARK
-        if (!pop_mark()) return walk.depth = deepest, walk;
+        if (!pop_mark()) return walk;
         break;
       case 0x85: case 0x86: case 0x87: pop(op - 0x84); push(true); break;  // TUPLE1..3
       case 'R': case 0x81: pop(2); push(true); break;               // REDUCE, NEWOBJ: possibly a container
       case 0x92: pop(3); push(true); break;                         // NEWOBJ_EX
       case 'b': case 'a': case '0': pop(1); break;                  // BUILD, APPEND, POP
       case 's': pop(2); break;                                      // SETITEM
-      case '2': if (stack.empty()) return walk.depth = deepest, walk; push(stack.back()); break;  // DUP
+      case '2': if (stack.empty()) return walk; push(stack.back()); break;  // DUP
       case 'Q': pop(1); push(false); break;                         // BINPERSID
-      case '.': return walk.depth = deepest, walk;                 // STOP
+      case '.': return walk;                 // STOP
       case ')': case 'N': case 0x88: case 0x89: push(false); break;
       case 0x94: break;                                             // MEMOIZE
       case 0x80: i += 1; break;                                     // PROTO
@@ -286,23 +286,23 @@ PickleWalk walk_pickle(const std::string& p) {
         break;
       case 'c': case 'i': {                                         // GLOBAL, INST: two lines
         const size_t a = p.find('\n', i), b = a == std::string::npos ? a : p.find('\n', a + 1);
-        if (b == std::string::npos) return walk.depth = deepest, walk;
+        if (b == std::string::npos) return walk;
         i = b + 1;
-        if (op == 'i' && !pop_mark()) return walk.depth = deepest, walk;
+        if (op == 'i' && !pop_mark()) return walk;
         push(op == 'i');
         break;
       }
       case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p': {  // one line
         const size_t a = p.find('\n', i);
-        if (a == std::string::npos) return walk.depth = deepest, walk;
+        if (a == std::string::npos) return walk;
         i = a + 1;
         if (op != 'p') push(false);
         break;
       }
-      default: return walk.depth = deepest, walk;
+      default: return walk;
     }
   }
-  return walk.depth = deepest, walk;
+  return walk;
 }
 
 constexpr size_t kMaxNesting = 1000;
@@ -315,8 +315,7 @@ void check_walk(const std::string& bytes, const std::string& path) {
                 "given); the file is damaged or hostile");
   TESSERA_CHECK(walk.memo <= bytes.size(), "'", path, "' stores a value at memo index ", walk.memo,
                 ", beyond anything its ", bytes.size(), "-byte pickle can number; the file is damaged or hostile");
-  const size_t depth = walk.depth;
-  TESSERA_CHECK(depth <= kMaxNesting, "'", path, "' nests its values ", depth, " deep (at most ", kMaxNesting,
+  TESSERA_CHECK(walk.depth <= kMaxNesting, "'", path, "' nests its values ", walk.depth, " deep (at most ", kMaxNesting,
                 " are read: real checkpoints and state dicts nest a few levels); the file is damaged or hostile");
 }
 
