@@ -130,6 +130,7 @@ void add_extract_features(CLI::App& app) {
   sub->add_option("--threads", o->threads, "torch threads (0: all cores)");
   sub->add_flag("--skip-errors", o->skip_errors, "record bad slides and go on");
   sub->add_option("--precision", o->precision, "fp32 | bf16 | fp16: autocast precision of the encoder");
+  sub->add_option("--json", o->json, "write the summary (patches, seconds), settings and provenance here");
   sub->callback([o] {
     const auto summary = app::extract_features(*o);
     if (!dist::is_main()) return;

@@ -47,6 +47,19 @@ def table(header, rows):
     return "\n".join(lines)
 
 
+def provenance(*records):
+    """Where the rows were measured, from each JSON's provenance: per machine (CPU, cores, threads and the
+    instruction sets that decide bf16's speed, AMX or not) the dates and builds."""
+    machines = {}
+    for j in records:
+        p = j.get("provenance", {})
+        key = f"{p.get('cpu', '?')}, {p.get('cores', '?')} cores, {p.get('threads', '?')} threads, ISA: {p.get('isa', 'not recorded')}"
+        dates, builds = machines.setdefault(key, (set(), set()))
+        dates.add(p.get("date", "?"))
+        builds.add(f"{p.get('tessera', '?')} ({p.get('commit', '?')})")
+    return "; ".join(f"measured {', '.join(sorted(d))}, tessera {', '.join(sorted(b))}, {key}" for key, (d, b) in machines.items())
+
+
 def median_range(values, scale=lambda v: v, digits=2):
     """median (min-max) of scale(v), e.g. images/s from seconds."""
     xs = sorted(scale(v) for v in values)
@@ -146,28 +159,31 @@ def ips_vit():
                              f"{j['step_seconds_median']:.1f} ({min(steps):.1f}-{max(steps):.1f})" if timed
                              else "not timed (shared cores)",
                              f"{j['selection_seconds_median']:.1f}" if timed else "-", gib(j["peak_tensor_bytes"])])
-    return table(["precision", "grad chunk", "M", "step s: median (range)", "selection s (median)", "peak tensors"], rows)
+    runs = [load(f"bench-ips-vit/{p}-c{c}-m{M}.json") for p in ("fp32", "bf16") for c in (0, 16) for M in (25, 50, 100, 200)]
+    return (table(["precision", "grad chunk", "M", "step s: median (range)", "selection s (median)", "peak tensors"], rows)
+            + "\n\n" + provenance(*runs))
 
 
 def precision_ips():
     fp, bf = load("bench-ips-fp32.json"), load("bench-ips-bf16.json")
     grad = lambda j: j["step_seconds_median"] - j["selection_seconds_median"]  # noqa: E731
-    rows = [["fp32", f"{fp['step_seconds_median']:.2f}", f"{fp['selection_seconds_median']:.2f}", f"{grad(fp):.2f}",
+    rows = [["fp32", median_range(fp["step_seconds"]), f"{fp['selection_seconds_median']:.2f}", f"{grad(fp):.2f}",
              mem(fp["peak_tensor_bytes"]), mem(fp["peak_rss_bytes"])],
-            ["bf16", f"{bf['step_seconds_median']:.2f} ({bf['step_seconds_median'] / fp['step_seconds_median']:.2f}x)",
+            ["bf16", f"{median_range(bf['step_seconds'])}, {bf['step_seconds_median'] / fp['step_seconds_median']:.2f}x",
              f"{bf['selection_seconds_median']:.2f} ({bf['selection_seconds_median'] / fp['selection_seconds_median']:.2f}x)",
              f"{grad(bf):.2f} ({grad(bf) / grad(fp):.2f}x)",
              f"{mem(bf['peak_tensor_bytes'])} ({bf['peak_tensor_bytes'] / fp['peak_tensor_bytes']:.2f}x)", mem(bf["peak_rss_bytes"])],
             ["target (the issue's)", "<= 0.7x", "", "", "<= 0.6x", ""]]
-    return table(["precision", "step (s)", "of which selection (s)", "gradient pass + step (s)", "peak tensors", "peak RSS"], rows)
+    return (table(["precision", "step s: median (range)", "of which selection (s)", "gradient pass + step (s)", "peak tensors", "peak RSS"], rows)
+            + "\n\n" + provenance(fp, bf))
 
 
 def precision_patchgd():
     fp, bf = load("bench-patchgd-fp32.json"), load("bench-patchgd-bf16.json")
-    rows = [["fp32", f"{fp['step_seconds_median']:.2f}", mem(fp["peak_tensor_bytes"]), mem(fp["peak_rss_bytes"])],
-            ["bf16", f"{bf['step_seconds_median']:.2f} ({bf['step_seconds_median'] / fp['step_seconds_median']:.2f}x)",
+    rows = [["fp32", median_range(fp["step_seconds"]), mem(fp["peak_tensor_bytes"]), mem(fp["peak_rss_bytes"])],
+            ["bf16", f"{median_range(bf['step_seconds'])}, {bf['step_seconds_median'] / fp['step_seconds_median']:.2f}x",
              f"{mem(bf['peak_tensor_bytes'])} ({bf['peak_tensor_bytes'] / fp['peak_tensor_bytes']:.2f}x)", mem(bf["peak_rss_bytes"])]]
-    return table(["precision", "step (s)", "peak tensors", "peak RSS"], rows)
+    return table(["precision", "step s: median (range)", "peak tensors", "peak RSS"], rows) + "\n\n" + provenance(fp, bf)
 
 
 def lazy_sweep():
@@ -235,10 +251,61 @@ def feature_bags():
     return table(["N per slide", "B", "M = I", "step s", "s per slide", "peak tensors", "peak RSS", "target 1.5 GB"], rows)
 
 
+def extract_vit():
+    """scripts/bench-extract-vit.sh's JSONs: reading alone, the encoder alone, extract-features fp32 and bf16."""
+    read, enc = load("extract-vit/slide-read.json"), load("extract-vit/encoder.json")
+    fp, bf = load("extract-vit/extract-fp32.json"), load("extract-vit/extract-bf16.json")
+    r = read["runs"][0]
+    batch = enc["settings"]["batch"]
+    rate = lambda j: j["patches"] / j["seconds"]  # noqa: E731
+    forward = sorted(batch / s for s in enc["forward_seconds"])
+    rows = [[f"reading alone (`bench slide-read --patch {read['patch']} --threads {r['threads']} --backends {r['backend']}`, "
+             f"{r['patches']:,} random patches)", f"{r['patches'] / r['seconds']:.0f}"],
+            [f"{enc['settings']['encoder']} forward alone (`bench encoder --batch {batch}`, median of {len(forward)}, range "
+             f"{forward[0]:.2f}-{forward[-1]:.2f})", f"{statistics.median(forward):.2f}"],
+            [f"`extract-features`, fp32: {fp['patches']:,} patches of {fp['settings']['slides']} slides read + encoded (+ written)",
+             f"**{rate(fp):.1f}** ({fp['seconds']:.1f} s)"],
+            ["`extract-features --precision bf16`", f"**{rate(bf):.1f}** ({bf['seconds']:.1f} s)"]]
+    p = fp["provenance"]
+    per_slide = fp["patches"] / fp["settings"]["slides"]
+    return (f"{p['date']}, tessera {p['tessera']} ({p['commit']}), {p['cpu']} ({p['isa']}), {p['threads']} threads, "
+            f"batch {fp['settings']['batch']}:\n\n" + table(["what", "patches/s"], rows) +
+            f"\n\nEnd to end runs at {rate(fp) / statistics.median(forward):.2f}x the encoder's rate alone: a slide's "
+            f"{per_slide:.0f} tissue tiles take {per_slide / rate(fp):.0f} s with this ViT-S in fp32; a ViT-L (UNI's shape) "
+            "costs about 13 times a ViT-S's multiply-adds per tile.")
+
+
+def data_parallel():
+    """scripts/bench-data-parallel.sh's two runs (kept in docs/results/data-parallel/ by --keep)."""
+    rows, whole, step_ms = [], {}, {}
+    for run in DEMO_RUNS["data-parallel"]:
+        rs, cmd = records("data-parallel", run), json.loads(run_path("data-parallel", run, "command.json").read_text())
+        ranks = int(re.search(r"--nproc-per-node (\d+)", cmd["command"]).group(1)) if " launch " in cmd["command"] else 1
+        threads, batch = config_value("data-parallel", run, "train", "threads"), config_value("data-parallel", run, "train", "batch_size")
+        steps = rs[0]["step"]
+        waits = [r["allreduce_seconds"] for r in rs if "allreduce_seconds" in r]
+        tested = [r for r in rs if "test" in r][-1]
+        whole[ranks], step_ms[ranks] = cmd["seconds"], 1000 * statistics.median(r["seconds"] for r in rs) / steps
+        rows.append([f"{ranks} processes, {threads} thread{'s' if threads != '1' else ''} each (Gloo)" if ranks > 1
+                     else f"1 process, {threads} threads", f"{steps} ({ranks} x {batch})" if ranks > 1 else f"{steps} ({batch})",
+                     ", ".join(f"{r['seconds']:.1f}" for r in rs), ", ".join(f"{w:.2f}" for w in waits) or "-",
+                     f"{1000 * statistics.median(waits) / steps:.1f}" if waits else "-", f"{cmd['seconds']:.1f}",
+                     mem(max(r["peak_rss_bytes"] for r in rs)), f"{tested['test']['majority']['accuracy']:.3f}"])
+    many = max(whole)
+    wait = float(rows[-1][4])
+    return (table(["setup", "steps per epoch (batch)", "epoch (s)", "all-reduce wait per epoch (s)", "wait per step (ms)",
+                   "whole command (s)", "peak RSS (rank 0)", f"test accuracy (majority) after {rs[-1]['epoch']} epochs"], rows) +
+            f"\n\n{many} single-threaded ranks: {whole[1] / whole[many]:.2f}x the speed of one process with {rows[0][0].split(', ')[1].split(' ')[0]}"
+            f" threads (whole command); the all-reduce wait is {wait:.1f} ms of a {step_ms[many]:.0f} ms step "
+            f"({100 * wait / step_ms[many]:.1f} %). Measured {cmd['provenance']['date']} with {cmd['tessera']}, "
+            f"{cmd['provenance']['cpu']}, {cmd['provenance']['cores']} cores, ISA: {cmd['provenance']['isa']}; the commands: "
+            "docs/results/data-parallel/*/command.json.")
+
+
 # --- results.md -----------------------------------------------------------------------------------------
 
 RESULTS_FROM = {}  # demo -> folder its runs are read from instead of docs/results/<demo> (--from)
-KEPT_FILES = ("metrics.jsonl", "config.yaml", "plan.json", "localization.json")  # what --keep copies of each run
+KEPT_FILES = ("metrics.jsonl", "config.yaml", "plan.json", "localization.json", "command.json")  # what --keep copies of each run
 
 
 def run_path(demo, run, name):
@@ -399,10 +466,10 @@ GENERATORS = {
     "patchgd-sizes-fixed-q": patchgd_sizes_fixed_q, "patchgd-sizes": patchgd_sizes, "slide-read": slide_read,
     "slide-ips": slide_ips, "feature-bags": feature_bags, "vit-demo": vit_demo, "patchgd-demo": patchgd_demo,
     "ips-demo": ips_demo, "slides-demo": slides_demo, "ultramnist-cpu": ultramnist_cpu, "mutation": mutation,
-    "fuzz-campaign": fuzz_campaign,
+    "fuzz-campaign": fuzz_campaign, "extract-vit": extract_vit, "data-parallel": data_parallel,
 }
 DEMO_RUNS = {"vit-demo": ("end-to-end", "frozen"), "patchgd-demo": ("pretrain", "gd", "patchgd"), "ips-demo": ("demo",),
-             "slides-demo": ("slides-demo",),
+             "slides-demo": ("slides-demo",), "data-parallel": ("1p", "2p"),
              "ultramnist-cpu": ("pretrain",) + tuple(f"{m}-{b}" for b in ULTRAMNIST_BUDGETS for m in ULTRAMNIST_METHODS)}
 
 

@@ -369,17 +369,31 @@ TEST(ShardedSlides, TwoRanksPreprocessAndExtractEverySlideOnce) {
 
   const std::string extract = "launch --nproc-per-node 2 -- extract-features --manifest " + manifest + " --cache-dir " +
                               cache + " --out " + dir.file("bags") +
-                              " --patch 128 --encoder resnet18 --stages 2 --width 8 --batch 16 --threads 1 --precision bf16";
+                              " --patch 128 --encoder resnet18 --stages 2 --width 8 --batch 16 --threads 1 --precision bf16" +
+                              " --json " + dir.file("extract.json");
   ASSERT_EQ(testing::run_cli(extract, log), 0) << testing::read_text(log);
   EXPECT_NE(testing::read_text(log).find("5 bags written, 0 already there, 0 failed"), std::string::npos)
       << testing::read_text(log);
+  int64_t patches = 0;
   for (int i = 0; i < 5; ++i) {
     const auto bag = dir.file("bags/s" + std::to_string(i) + ".h5");
     ASSERT_TRUE(fs::exists(bag));
     EXPECT_EQ(slides::read_coords(bag).count(), summary["slides"][i]["patches"].get<int64_t>());
+    patches += slides::read_coords(bag).count();
   }
+  // --json: both ranks' slides in one summary (written by rank 0), with the settings and the build.
+  auto written = nlohmann::json::parse(testing::read_text(dir.file("extract.json")));
+  EXPECT_EQ(written["written"], 5);
+  EXPECT_EQ(written["patches"], patches);
+  EXPECT_GT(written["seconds"].get<double>(), 0);
+  EXPECT_EQ(written["settings"]["ranks"], 2);
+  EXPECT_EQ(written["settings"]["precision"], "bf16");
+  EXPECT_TRUE(written["provenance"].contains("isa")) << written.dump();
   ASSERT_EQ(testing::run_cli(extract, log), 0);
   EXPECT_NE(testing::read_text(log).find("0 bags written, 5 already there"), std::string::npos) << testing::read_text(log);
+  written = nlohmann::json::parse(testing::read_text(dir.file("extract.json")));
+  EXPECT_EQ(written["existing"], 5);
+  EXPECT_EQ(written["patches"], 0);
 }
 
 TEST(FeatureBags, ViTEncoderBagsTrainIps) {

@@ -10,6 +10,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "tessera/app/bench.h"
 #include "tessera/core/csv.h"
 #include "tessera/core/distributed.h"
 #include "tessera/core/error.h"
@@ -320,6 +321,15 @@ ExtractSummary extract_features(ExtractFeaturesOptions o) {
     if (error.empty()) error = j["error"].get<std::string>();
   }
   TESSERA_CHECK(error.empty(), error);
+  if (!o.json.empty() && dist::is_main()) {
+    write_bench_json(o.json, {{"command", "extract-features"},
+                              {"settings", {{"encoder", o.encoder}, {"encoder_args", o.encoder_args}, {"batch", o.batch},
+                                            {"precision", o.precision}, {"read_workers", o.read_workers},
+                                            {"threads", o.threads}, {"ranks", dist::world_size()},
+                                            {"slides", entries.size()}}},
+                              {"written", all.written}, {"existing", all.existing}, {"patches", all.patches},
+                              {"seconds", all.seconds}, {"failed", all.failed}});
+  }
   return all;
 }
 

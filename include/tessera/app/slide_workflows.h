@@ -76,6 +76,7 @@ struct ExtractFeaturesOptions {
   int64_t stages = 4, width = 64, batch = 64, read_workers = 2, threads = 0;
   bool skip_errors = false;
   std::string precision = "fp32";  // fp32 | bf16 | fp16: the encoder's autocast precision (bags stay float32)
+  std::string json;                // non-empty: the summary, settings and provenance written here (rank 0)
   double dist_timeout = 300;       // data-parallel launches: seconds a rank waits for the others
   std::function<bool()> interrupted;  // asked before each slide; true: stop after the bag in progress
   slides::PatchGridOptions grid = [] {
