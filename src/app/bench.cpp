@@ -337,14 +337,14 @@ void write_bench_json(const std::string& path, nlohmann::json record) {
 }
 
 void bench_ips(const BenchIpsOptions& o) {
-  runtime::set_threads(o.threads);
+  runtime::ScopedThreads threads(o.threads);
   runtime::seed_everything(0);
   if (o.patches.empty()) run_step_bench(o);
   else run_patch_sweep(o);
 }
 
 void bench_patchgd(const BenchPatchGdOptions& o) {
-  runtime::set_threads(o.threads);
+  runtime::ScopedThreads threads(o.threads);
   runtime::seed_everything(0);
   if (o.sizes.empty()) run_patchgd_step_bench(o);
   else run_size_sweep(o);

@@ -27,7 +27,7 @@ double median(std::vector<double> v) {
 void bench_encoder(const BenchEncoderOptions& o) {
   TESSERA_CHECK(o.batch > 0 && o.steps > 0 && o.warmup >= 0 && o.size >= 0, "bench encoder: --batch and --steps must be ",
                 "positive, --warmup and --size >= 0");
-  runtime::set_threads(o.threads);
+  runtime::ScopedThreads threads(o.threads);
   runtime::seed_everything(0);
   const auto precision = parse_precision(o.precision);
   auto spec = models::resolve_encoder(o.encoder, o.encoder_args);

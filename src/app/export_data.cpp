@@ -6,6 +6,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/run_dir.h"
+#include "tessera/core/runtime.h"
 #include "tessera/data/image_io.h"
 #include "tessera/train/experiment.h"
 
@@ -14,6 +15,7 @@ namespace tessera::app {
 int64_t export_data(const Config& config, const ExportOptions& o) {
   TESSERA_CHECK(o.split == "train" || o.split == "test", "--split must be train or test, got '", o.split, "'");
   train::apply_runtime(config);
+  runtime::ScopedThreads threads(config.train.threads);
   const auto sets = train::make_datasets(config, {o.split == "train", o.split == "test"});
   const auto& set = o.split == "train" ? sets.first : sets.second;
   TESSERA_CHECK(set, "no ", o.split, " set configured");

@@ -171,7 +171,7 @@ torch::Tensor draw_patch_scores(const torch::Tensor& image, const methods::Metho
 
 Prediction predict(const PredictOptions& o) {
   memory::install_tracking();
-  runtime::set_threads(o.threads);
+  runtime::ScopedThreads threads(o.threads);
   TESSERA_CHECK(!o.image.empty() || !o.slide.empty() || !o.bag.empty(), "predict needs --image (or --slide / --bag for slide runs)");
   TESSERA_CHECK(o.image.empty() || (o.slide.empty() && o.bag.empty()), "give either --image or --slide/--bag, not both");
   auto run = train::open_run(o.run);

@@ -265,7 +265,7 @@ std::string svg_line_chart(const std::string& title, const std::string& x_label,
 
 std::string write_report(const ReportOptions& o) {
   TESSERA_CHECK(!o.runs.empty(), "report needs at least one --run");
-  runtime::set_threads(o.threads);
+  runtime::ScopedThreads threads(o.threads);
   const std::string out = o.out.empty() ? (fs::path(o.runs.front()) / "report.html").string() : o.out;
   const auto scratch = out + ".picture.png";
 

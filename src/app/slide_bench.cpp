@@ -181,12 +181,12 @@ void run_feature_bag_bench(const FeatureBagBenchOptions& o) {
 void bench_slide_read(const ReadBenchOptions& o) { run_read_bench(o); }
 
 void bench_slide_ips(const SlideIpsBenchOptions& o) {
-  runtime::set_threads(o.threads);
+  runtime::ScopedThreads threads(o.threads);
   run_slide_ips_bench(o);
 }
 
 void bench_feature_bags(const FeatureBagBenchOptions& o) {
-  runtime::set_threads(o.threads);
+  runtime::ScopedThreads threads(o.threads);
   run_feature_bag_bench(o);
 }
 

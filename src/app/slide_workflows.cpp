@@ -111,7 +111,7 @@ std::map<std::string, torch::Tensor> read_tumours(const std::string& path) {
 }  // namespace
 
 LocalizationSummary localize(const LocalizationOptions& o) {
-  runtime::set_threads(o.threads);
+  runtime::ScopedThreads threads(o.threads);
   auto run = train::open_run(o.run);
   TESSERA_CHECK(run.spec.input.kind == "slide", "localization needs a run trained on slide patches; '", o.run,
                 "' is a ", run.spec.method, " run on ", run.spec.input.kind, " inputs");
@@ -278,7 +278,7 @@ models::BackbonePtr load_encoder(ExtractFeaturesOptions& o) {
 
 ExtractSummary extract_features(ExtractFeaturesOptions o) {
   dist::init_from_env(o.dist_timeout);
-  runtime::set_threads(o.threads);
+  runtime::ScopedThreads threads(o.threads);
   if (o.cache_dir.empty()) o.cache_dir = (fs::path(o.manifest).parent_path() / "tessera-cache").string();
   auto net = load_encoder(o);
   net->eval();

@@ -22,6 +22,7 @@ nlohmann::json train(Config config, bool resume, train::TrainHooks hooks) {
   // Joins the data-parallel group when launched by torchrun, SLURM or tessera launch (else a no-op).
   dist::init_from_env(config.train.dist_timeout);
   train::apply_runtime(config);
+  runtime::ScopedThreads threads(config.train.threads);
   auto [train_set, test_set] = train::make_datasets(config);
   TESSERA_CHECK(train_set, "data set ", config.data.dataset, " has no training split; check the data settings");
   // The budget is settled before the run directory is touched, so a budget that cannot work leaves an
@@ -72,6 +73,7 @@ nlohmann::json train(Config config, bool resume, train::TrainHooks hooks) {
 nlohmann::json plan(Config config, const std::string& budget) {
   if (!budget.empty()) config.train.memory_budget = budget;
   train::apply_runtime(config);
+  runtime::ScopedThreads threads(config.train.threads);
   auto [train_set, test_set] = train::make_datasets(config, {/*train=*/true, /*test=*/false});
   TESSERA_CHECK(train_set, "data set ", config.data.dataset, " has no training split; check the data settings");
   if (config.train.memory_budget.empty()) {
@@ -112,6 +114,7 @@ nlohmann::json evaluate(const std::string& run_dir, int64_t threads) {
   auto config = run.config;
   config.train.threads = threads;
   train::apply_runtime(config);
+  runtime::ScopedThreads scoped_threads(config.train.threads);
   const auto test_set = train::make_datasets(config, {/*train=*/false, /*test=*/true}, &run.spec.tasks).second;
   TESSERA_CHECK(test_set, "run '", run_dir, "' has no test set in its config (data.test_csv, data.test_size or the "
                 "manifest's test split)");

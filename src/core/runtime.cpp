@@ -22,6 +22,14 @@ void set_threads(int64_t threads) {
   torch::set_num_threads(static_cast<int>(threads));
 }
 
+ScopedThreads::ScopedThreads(int64_t threads) : previous_(torch::get_num_threads()) {
+  set_threads(threads);
+}
+
+ScopedThreads::~ScopedThreads() {
+  if (torch::get_num_threads() != previous_) torch::set_num_threads(previous_);
+}
+
 void seed_everything(int64_t seed) {
   torch::manual_seed(static_cast<uint64_t>(seed));
 }

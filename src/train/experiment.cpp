@@ -22,7 +22,6 @@ namespace fs = std::filesystem;
 void apply_runtime(const Config& config) {
   validate(config);
   memory::install_tracking();
-  runtime::set_threads(config.train.threads);
   runtime::seed_everything(config.train.seed);
   runtime::set_deterministic(config.train.deterministic);
   memory::set_budget(config.train.memory_budget.empty() ? 0 : memory::parse_bytes(config.train.memory_budget));

@@ -116,6 +116,23 @@ def test_evaluate_and_report(trained):
     assert pathlib.Path(path).read_text().count("<svg") >= 1
 
 
+def test_calls_leave_torchs_thread_count_as_they_found_it(trained):
+    """A call sets torch's thread count for itself only (train.threads, threads=): the caller's is back after it."""
+    run, _, tmp, mnist = trained
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        run.evaluate(threads=1)
+        assert torch.get_num_threads() == 3
+        run.report(tmp / "threads-report.html")  # threads 0: all cores, for the call
+        assert torch.get_num_threads() == 3
+        tessera.train(run_dir=tmp / "threads-run", overrides=dict(TINY, **{"data.mnist_dir": mnist}), train__epochs=1,
+                      progress=False)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_encoder_equals_tessera_embed(tmp_path):
     args = {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2}
     folder = tmp_path / "vit"

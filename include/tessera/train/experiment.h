@@ -12,8 +12,9 @@
 
 namespace tessera::train {
 
-// Validates the config (train/registry.h), then applies its process settings: threads, seed,
-// determinism, memory tracking and budget.
+// Validates the config (train/registry.h), then applies its run settings: seed, determinism, memory
+// tracking and budget. Torch's thread count (train.threads) is the caller's to set: the app:: calls hold
+// a runtime::ScopedThreads for their duration.
 void apply_runtime(const Config& config);
 
 // Train and test sets of config.data.dataset (either null when not asked for or not configured).
