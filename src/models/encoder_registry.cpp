@@ -87,7 +87,8 @@ std::string architecture_names() {
   return out;
 }
 
-// The foundation models of encoders.md: an architecture, arguments, how features are read, preprocessing.
+// The foundation models' published timm settings (docs/guide/encoders.md lists them): an architecture, arguments,
+// how features are read, preprocessing.
 struct NamedModel {
   std::string name, architecture;
   json args;
