@@ -12,7 +12,7 @@ Usage:
     scripts/tables.py            check: every marked table equals what its generator makes (exit 1 if not)
     scripts/tables.py --write    rewrite the marked tables from their data
     scripts/tables.py --print N [--from DIR]   print table N (a demo's: from its run folder DIR)
-    scripts/tables.py --keep DEMO DIR          copy a demo's run records (metrics.jsonl, config.yaml,
+    scripts/tables.py --keep DEMO DIR          copy a demo's run records (metrics.jsonl, config.yaml, command.json,
                                                plan.json) from DIR into docs/results/DEMO/
 ctest runs the check (docs.tables). Figures quoted from elsewhere (the references' own numbers, the
 issues' targets) are written here as such, in the generator that prints them.
