@@ -48,16 +48,23 @@ def table(header, rows):
 
 
 def provenance(*records):
-    """Where the rows were measured, from each JSON's provenance: per machine (CPU, cores, threads and the
-    instruction sets that decide bf16's speed, AMX or not) the dates and builds."""
+    """Where the rows were measured, from each JSON's provenance: per machine (the instruction sets that decide
+    bf16's speed, AMX or not) the dates, builds (tessera's, or timm's for the Python rows), CPU and threads."""
     machines = {}
     for j in records:
         p = j.get("provenance", {})
-        key = f"{p.get('cpu', '?')}, {p.get('cores', '?')} cores, {p.get('threads', '?')} threads, ISA: {p.get('isa', 'not recorded')}"
-        dates, builds = machines.setdefault(key, (set(), set()))
-        dates.add(p.get("date", "?"))
-        builds.add(f"{p.get('tessera', '?')} ({p.get('commit', '?')})")
-    return "; ".join(f"measured {', '.join(sorted(d))}, tessera {', '.join(sorted(b))}, {key}" for key, (d, b) in machines.items())
+        isa = " ".join(sorted(p["isa"].split())) if "isa" in p else "not recorded"
+        m = machines.setdefault(isa, {"dates": set(), "builds": set(), "cpu": set(), "threads": set()})
+        m["dates"].add(p.get("date", "?"))
+        m["builds"].add(f"timm {p['timm']} (torch {p.get('torch', '?')})" if "timm" in p
+                        else f"tessera {p.get('tessera', '?')} ({p.get('commit', '?')})")
+        if p.get("cpu"):
+            m["cpu"].add(f"{p['cpu']}, {p.get('cores', '?')} cores")
+        if "threads" in p:
+            m["threads"].add(str(p["threads"]))
+    return "; ".join(f"measured {', '.join(sorted(m['dates']))} with {', '.join(sorted(m['builds']))}, "
+                     f"{', '.join(sorted(m['cpu'])) or 'CPU not recorded'}, "
+                     f"{'/'.join(sorted(m['threads'])) or '?'} threads, ISA: {isa}" for isa, m in machines.items())
 
 
 def median_range(values, scale=lambda v: v, digits=2):
@@ -92,8 +99,10 @@ def encoders():
                          median_range(ours["forward_seconds"], rate), median_range(timm["forward_seconds"], rate),
                          median_range(ours["train_seconds"], rate), median_range(timm["train_seconds"], rate),
                          f"{mem(ours['forward_peak_tensor_bytes'])} / {mem(ours['train_peak_tensor_bytes'])}"])
-    return table(["model", "precision", "tessera forward img/s", "timm forward img/s", "tessera train img/s",
-                  "timm train img/s", "tessera peak tensors forward / train"], rows)
+    runs = [load(f"bench-{who}-{arch}-{precision}.json") for who in ("encoder", "timm")
+            for arch in ("vit_base_patch16_224", "vit_large_patch16_224") for precision in ("fp32", "bf16")]
+    return (table(["model", "precision", "tessera forward img/s", "timm forward img/s", "tessera train img/s",
+                   "timm train img/s", "tessera peak tensors forward / train"], rows) + "\n\n" + provenance(*runs))
 
 
 PLAN_DEPTH = {"uni": 24, "uni2-h": 24, "virchow2": 32}  # the registry's depths (tessera embed --list-encoders)
