@@ -2,6 +2,8 @@
 #include "commands.h"
 #include "tessera/app/bench.h"
 
+#include <iostream>
+
 namespace tessera::cli {
 
 void add_bench(CLI::App& app) {
@@ -53,6 +55,9 @@ void add_bench(CLI::App& app) {
   pgd->add_option("--device", p->device, "cpu | cuda");
   pgd->add_option("--json", p->json, "also write the results as JSON to this file");
   pgd->callback([p] { app::bench_patchgd(*p); });
+
+  auto* prov = bench->add_subcommand("provenance", "print this build's and machine's provenance (the JSON every --json carries)");
+  prov->callback([] { std::cout << app::bench_provenance().dump(2) << "\n"; });
 #ifdef TESSERA_WITH_SLIDES
   add_slide_bench(*bench);
 #endif

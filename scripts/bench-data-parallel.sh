@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/benchmarks.md "Data parallel": the demo's setting (configs/demo.yaml) for 2 epochs as one process with
 # 2 threads and as two single-threaded ranks (tessera launch, Gloo), on an otherwise idle 2-core machine.
-# Each run's folder gets command.json (the command, its wall time, the tessera build); then
+# Each run's folder gets command.json (the command, its wall time, `tessera bench provenance`); then
 #   python3 scripts/tables.py --keep data-parallel OUT && python3 scripts/tables.py --write
 #   bash scripts/bench-data-parallel.sh [OUT=runs/data-parallel]
 set -euo pipefail
@@ -17,15 +17,12 @@ timed() {  # timed RUN_DIR COMMAND...: runs it, then writes RUN_DIR/command.json
   start=$(date +%s.%N)
   "$@"
   end=$(date +%s.%N)
-  /usr/bin/python3 - "$dir/command.json" "$start" "$end" "$("$tessera" --version)" "$@" <<'PY'
-import datetime, json, os, sys
-path, start, end, version, *command = sys.argv[1:]
-cpu = open("/proc/cpuinfo").read().splitlines()
-model = next((l.split(":", 1)[1].strip() for l in cpu if l.startswith("model name")), "unknown")
-flags = next((l.split(":", 1)[1].split() for l in cpu if l.startswith("flags")), [])
-isa = [f for f in ("fma", "avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8") if f in flags]
-json.dump({"command": " ".join(command), "seconds": float(end) - float(start), "tessera": version,
-           "provenance": {"date": datetime.date.today().isoformat(), "cpu": model, "cores": os.cpu_count(), "isa": " ".join(isa)}},
+  /usr/bin/python3 - "$dir/command.json" "$start" "$end" "$("$tessera" bench provenance)" "$@" <<'PY'
+import json, sys
+path, start, end, provenance, *command = sys.argv[1:]
+provenance = json.loads(provenance)
+provenance.pop("threads")  # this probe's, not the run's (train.threads, in its config.yaml)
+json.dump({"command": " ".join(command), "seconds": float(end) - float(start), "provenance": provenance},
           open(path, "w"), indent=2)
 PY
 }

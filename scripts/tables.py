@@ -64,7 +64,8 @@ def provenance(*records):
             m["threads"].add(str(p["threads"]))
     return "; ".join(f"measured {', '.join(sorted(m['dates']))} with {', '.join(sorted(m['builds']))}, "
                      f"{', '.join(sorted(m['cpu'])) or 'CPU not recorded'}, "
-                     f"{'/'.join(sorted(m['threads'])) or '?'} threads, ISA: {isa}" for isa, m in machines.items())
+                     + (f"{'/'.join(sorted(m['threads']))} torch threads, " if m["threads"] else "")
+                     + f"ISA: {isa}" for isa, m in machines.items())
 
 
 def median_range(values, scale=lambda v: v, digits=2):
@@ -275,10 +276,8 @@ def extract_vit():
             [f"`extract-features`, fp32: {fp['patches']:,} patches of {fp['settings']['slides']} slides read + encoded (+ written)",
              f"**{rate(fp):.1f}** ({fp['seconds']:.1f} s)"],
             ["`extract-features --precision bf16`", f"**{rate(bf):.1f}** ({bf['seconds']:.1f} s)"]]
-    p = fp["provenance"]
     per_slide = fp["patches"] / fp["settings"]["slides"]
-    return (f"{p['date']}, tessera {p['tessera']} ({p['commit']}), {p['cpu']} ({p['isa']}), {p['threads']} threads, "
-            f"batch {fp['settings']['batch']}:\n\n" + table(["what", "patches/s"], rows) +
+    return (f"Batch {fp['settings']['batch']}; {provenance(read, enc, fp, bf)}.\n\n" + table(["what", "patches/s"], rows) +
             f"\n\nEnd to end runs at {rate(fp) / statistics.median(forward):.2f}x the encoder's rate alone: a slide's "
             f"{per_slide:.0f} tissue tiles take {per_slide / rate(fp):.0f} s with this ViT-S in fp32; a ViT-L (UNI's shape) "
             "costs about 13 times a ViT-S's multiply-adds per tile.")
@@ -286,7 +285,7 @@ def extract_vit():
 
 def data_parallel():
     """scripts/bench-data-parallel.sh's two runs (kept in docs/results/data-parallel/ by --keep)."""
-    rows, whole, step_ms = [], {}, {}
+    rows, whole, step_ms, threads_of, commands = [], {}, {}, {}, []
     for run in DEMO_RUNS["data-parallel"]:
         rs, cmd = records("data-parallel", run), json.loads(run_path("data-parallel", run, "command.json").read_text())
         ranks = int(re.search(r"--nproc-per-node (\d+)", cmd["command"]).group(1)) if " launch " in cmd["command"] else 1
@@ -295,6 +294,8 @@ def data_parallel():
         waits = [r["allreduce_seconds"] for r in rs if "allreduce_seconds" in r]
         tested = [r for r in rs if "test" in r][-1]
         whole[ranks], step_ms[ranks] = cmd["seconds"], 1000 * statistics.median(r["seconds"] for r in rs) / steps
+        threads_of[ranks] = threads
+        commands.append(cmd)
         rows.append([f"{ranks} processes, {threads} thread{'s' if threads != '1' else ''} each (Gloo)" if ranks > 1
                      else f"1 process, {threads} threads", f"{steps} ({ranks} x {batch})" if ranks > 1 else f"{steps} ({batch})",
                      ", ".join(f"{r['seconds']:.1f}" for r in rs), ", ".join(f"{w:.2f}" for w in waits) or "-",
@@ -304,11 +305,10 @@ def data_parallel():
     wait = float(rows[-1][4])
     return (table(["setup", "steps per epoch (batch)", "epoch (s)", "all-reduce wait per epoch (s)", "wait per step (ms)",
                    "whole command (s)", "peak RSS (rank 0)", f"test accuracy (majority) after {rs[-1]['epoch']} epochs"], rows) +
-            f"\n\n{many} single-threaded ranks: {whole[1] / whole[many]:.2f}x the speed of one process with {rows[0][0].split(', ')[1].split(' ')[0]}"
-            f" threads (whole command); the all-reduce wait is {wait:.1f} ms of a {step_ms[many]:.0f} ms step "
-            f"({100 * wait / step_ms[many]:.1f} %). Measured {cmd['provenance']['date']} with {cmd['tessera']}, "
-            f"{cmd['provenance']['cpu']}, {cmd['provenance']['cores']} cores, ISA: {cmd['provenance']['isa']}; the commands: "
-            "docs/results/data-parallel/*/command.json.")
+            f"\n\nOne run of each. {many} ranks of {threads_of[many]} thread(s): {whole[1] / whole[many]:.2f}x the speed of one process with "
+            f"{threads_of[1]} threads (whole command); the all-reduce wait is {wait:.1f} ms of a {step_ms[many]:.0f} ms step "
+            f"({100 * wait / step_ms[many]:.1f} %). The commands: docs/results/data-parallel/*/command.json; "
+            f"{provenance(*commands)}.")
 
 
 # --- results.md -----------------------------------------------------------------------------------------
