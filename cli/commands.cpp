@@ -16,6 +16,7 @@
 #include "tessera/data/prepare_images.h"
 #include "tessera/train/experiment.h"
 #include "tessera/train/registry.h"
+#include "tessera/train/resume.h"
 
 namespace tessera::cli {
 
@@ -28,12 +29,17 @@ void ConfigOptions::add_to(CLI::App& app) {
   }
 }
 
-Config ConfigOptions::resolve() {
+Config ConfigOptions::resolve(bool resume) {
   Config config;
   if (!file_.empty()) config.load_yaml(file_);
+  std::vector<std::string> given;
   for (auto* opt : options_) {
-    if (opt->count() > 0) config.set(opt->get_name().substr(2), values_[opt->get_name().substr(2)]);
+    const auto key = opt->get_name().substr(2);
+    if (opt->count() == 0) continue;
+    config.set(key, values_[key]);
+    given.push_back(key);
   }
+  if (resume) config = train::resume_config(config, given, /*whole=*/!file_.empty());
   train::validate(config);
   return config;
 }
@@ -60,7 +66,7 @@ void add_train(CLI::App& app) {
   auto resume = std::make_shared<bool>(false);
   sub->add_flag("--resume", *resume, "continue exactly from <run.dir>/checkpoint.pt");
   sub->callback([opts, resume] {
-    const auto config = opts->resolve();
+    const auto config = opts->resolve(*resume);
     const auto last = app::train(config, *resume);
     if (last.contains("train")) std::cout << "train (last epoch)\n" << app::format_summary(last["train"]);
     if (last.contains("test")) std::cout << "test\n" << app::format_summary(last["test"]);
@@ -126,7 +132,7 @@ void add_predict(CLI::App& app) {
   auto* image = sub->add_option("--image", o->image, "PNG, JPEG or TIFF image, or a .pt tensor (C, H, W) in [0, 1]");
   auto* slide = sub->add_option("--slide", o->slide, "whole-slide image (runs trained on slides or feature bags)");
   sub->add_option("--bag", o->bag, "feature bag (.h5) of the slide, for runs trained on feature bags");
-  sub->add_option("--thumbnail", o->thumbnail, "longest side of the heatmap PNG");
+  sub->add_option("--thumbnail", o->thumbnail, "longest side of the heatmap PNG")->capture_default_str();
   sub->add_flag("--tiff", o->tiff, "also write a full-resolution pyramidal TIFF heatmap overlay");
   sub->add_flag("--geojson", o->geojson,
                 "also write scores.geojson: one QuPath detection per patch (level-0 polygon, measurement 'attention', "
@@ -136,7 +142,12 @@ void add_predict(CLI::App& app) {
   image->excludes(slide);
   sub->callback([o] {
     const auto p = app::predict(*o);
-    for (const auto& [task, value] : p.result["predicted"].items()) std::cout << fmt::format("{:<10} {}\n", task, value.dump());
+    for (const auto& [task, value] : p.result["predicted"].items()) {
+      const bool named = p.result.contains("predicted_class") && p.result["predicted_class"].contains(task);
+      std::cout << fmt::format("{:<10} {}\n", task,
+                               named ? fmt::format("{} ({})", p.result["predicted_class"][task].get<std::string>(), value.dump())
+                                     : value.dump());
+    }
     print_files(p.files);
   });
 }
@@ -192,7 +203,10 @@ void add_report(CLI::App& app) {
   sub->add_option("--out", o->out, "HTML file (default: <first run>/report.html)");
   sub->add_option("--pictures", o->pictures, "test inputs drawn per run (0: none)");
   sub->add_option("--threads", o->threads, "torch threads (0: all cores)");
-  sub->callback([o] { std::cout << "wrote " << app::write_report(*o) << "\n"; });
+  sub->callback([o] {
+    const auto path = app::write_report(*o);
+    std::cout << "wrote " << path << "\n";
+  });
 }
 
 void add_prepare_images(CLI::App& app) {
@@ -221,9 +235,9 @@ void add_export_data(CLI::App& app) {
   auto opts = std::make_shared<ConfigOptions>();
   opts->add_to(*sub);
   auto o = std::make_shared<app::ExportOptions>();
-  sub->add_option("--out", o->out, "output directory");
-  sub->add_option("--count", o->count, "images to write");
-  sub->add_option("--split", o->split, "train or test");
+  sub->add_option("--out", o->out, "output directory")->capture_default_str();
+  sub->add_option("--count", o->count, "images to write")->capture_default_str();
+  sub->add_option("--split", o->split, "train or test")->capture_default_str();
   sub->callback([opts, o] {
     const auto n = app::export_data(opts->resolve(), *o);
     std::cout << "wrote " << n << " images to " << o->out << "\n";

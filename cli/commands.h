@@ -10,7 +10,9 @@ namespace tessera::cli {
 class ConfigOptions {
  public:
   void add_to(CLI::App& app);
-  Config resolve();  // defaults <- YAML file <- command-line overrides
+  // defaults <- YAML file <- command-line overrides; resuming, the run's own config with the overrides that
+  // may change on resume (train/resume.h).
+  Config resolve(bool resume = false);
 
  private:
   std::string file_;

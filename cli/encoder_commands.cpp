@@ -29,6 +29,7 @@ void add_encoder_commands(CLI::App& app) {
   sub->add_flag("--list-encoders", *list_only, "print the registered encoders and exit");
   sub->callback([o, precision, threads, list_only] {
     if (*list_only) {
+      std::cout << fmt::format("{:<32} {:<32} {}\n", "name", "architecture", "summary");
       for (const auto& e : models::list_encoders()) {
         std::cout << fmt::format("{:<32} {:<32} {}\n", e.name, e.architecture, e.summary);
       }

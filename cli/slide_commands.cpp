@@ -16,12 +16,12 @@ namespace fs = std::filesystem;
 namespace {
 
 void add_grid_options(CLI::App* sub, slides::PatchGridOptions& g) {
-  sub->add_option("--patch", g.patch, "patch side in pixels at the reading resolution");
-  sub->add_option("--stride", g.stride, "grid step (0: the patch side)");
-  sub->add_option("--level", g.level, "pyramid level patches are read at");
-  sub->add_option("--mpp", g.mpp, "read patches at this resolution (um/px) instead of a level");
-  sub->add_option("--tissue", g.tissue.method, "tissue detector: otsu | saturation");
-  sub->add_option("--min-tissue", g.tissue.min_fraction, "tissue fraction a patch needs");
+  sub->add_option("--patch", g.patch, "patch side in pixels at the reading resolution")->capture_default_str();
+  sub->add_option("--stride", g.stride, "grid step (0: the patch side)")->capture_default_str();
+  sub->add_option("--level", g.level, "pyramid level patches are read at")->capture_default_str();
+  sub->add_option("--mpp", g.mpp, "read patches at this resolution (um/px) instead of a level")->capture_default_str();
+  sub->add_option("--tissue", g.tissue.method, "tissue detector: otsu | saturation")->capture_default_str();
+  sub->add_option("--min-tissue", g.tissue.min_fraction, "tissue fraction a patch needs")->capture_default_str();
   sub->add_option("--annotations", g.annotations,
                   "folder of QuPath GeoJSON exports <slide id>.geojson: keep patches at least half inside the drawn regions");
 }
@@ -41,20 +41,23 @@ void add_make_slides(CLI::App& app) {
   auto o = std::make_shared<app::MakeSlidesOptions>();
   o->slide.width = o->slide.height = 4096;
   sub->add_option("--out", o->out, "output folder (slides and manifest.csv)")->required();
-  sub->add_option("--count", o->count, "training slides (alternately negative / positive)");
-  sub->add_option("--test-count", o->test_count, "test slides");
-  sub->add_option("--width", o->slide.width, "level-0 width in pixels");
-  sub->add_option("--height", o->slide.height, "level-0 height in pixels");
-  sub->add_option("--digits", o->digits, "MNIST digits in each positive slide");
-  sub->add_option("--digit-scale", o->slide.digit_scale, "digit upscaling (28 px x scale)");
-  sub->add_option("--blobs", o->slide.tissue_blobs, "tissue regions per slide");
-  sub->add_option("--tissue-size", o->slide.tissue_size, "largest tissue radius relative to the shorter side");
-  sub->add_option("--mpp", o->slide.mpp, "stated resolution (um/px)");
-  sub->add_option("--compression", o->slide.compression, "deflate | jpeg | none");
-  sub->add_option("--quality", o->slide.quality, "JPEG quality");
-  sub->add_option("--seed", o->slide.seed, "first slide's seed");
-  sub->add_option("--mnist-dir", o->mnist_dir, "MNIST IDX files (scripts/get-mnist.sh)");
-  sub->callback([o] { std::cout << "manifest: " << app::make_slides(*o) << "\n"; });
+  sub->add_option("--count", o->count, "training slides (alternately negative / positive)")->capture_default_str();
+  sub->add_option("--test-count", o->test_count, "test slides")->capture_default_str();
+  sub->add_option("--width", o->slide.width, "level-0 width in pixels")->capture_default_str();
+  sub->add_option("--height", o->slide.height, "level-0 height in pixels")->capture_default_str();
+  sub->add_option("--digits", o->digits, "MNIST digits in each positive slide")->capture_default_str();
+  sub->add_option("--digit-scale", o->slide.digit_scale, "digit upscaling (28 px x scale)")->capture_default_str();
+  sub->add_option("--blobs", o->slide.tissue_blobs, "tissue regions per slide")->capture_default_str();
+  sub->add_option("--tissue-size", o->slide.tissue_size, "largest tissue radius relative to the shorter side")->capture_default_str();
+  sub->add_option("--mpp", o->slide.mpp, "stated resolution (um/px)")->capture_default_str();
+  sub->add_option("--compression", o->slide.compression, "deflate | jpeg | none")->capture_default_str();
+  sub->add_option("--quality", o->slide.quality, "JPEG quality")->capture_default_str();
+  sub->add_option("--seed", o->slide.seed, "first slide's seed")->capture_default_str();
+  sub->add_option("--mnist-dir", o->mnist_dir, "MNIST IDX files (scripts/get-mnist.sh)")->capture_default_str();
+  sub->callback([o] {
+    const auto manifest = app::make_slides(*o);
+    std::cout << "manifest: " << manifest << "\n";
+  });
 }
 
 void add_localization(CLI::App& app) {
@@ -91,9 +94,9 @@ void add_preprocess(CLI::App& app) {
   sub->add_option("--manifest", o->manifest, "CSV with a slide column")->required();
   sub->add_option("--out", o->out_dir, "cache folder (use it as slide.cache_dir when training)")->required();
   add_grid_options(sub, o->grid);
-  sub->add_option("--backend", o->backend, "auto | openslide | vips");
-  sub->add_option("--workers", o->workers, "slides processed at once");
-  sub->add_option("--thumbnail", o->thumbnail, "longest side of inspection thumbnails (0: none)");
+  sub->add_option("--backend", o->backend, "auto | openslide | vips")->capture_default_str();
+  sub->add_option("--workers", o->workers, "slides processed at once")->capture_default_str();
+  sub->add_option("--thumbnail", o->thumbnail, "longest side of inspection thumbnails (0: none)")->capture_default_str();
   sub->add_flag("--skip-errors", o->skip_errors, "record bad slides in the summary and go on");
   sub->callback([o] {
     const auto summary = slides::preprocess_slides(*o);

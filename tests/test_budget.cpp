@@ -172,7 +172,7 @@ TEST(Budget, ImpossibleBudgetSaysWhatToDo) {
   } catch (const Error& e) {
     message = e.what();
   }
-  EXPECT_NE(message.find("raise the budget"), std::string::npos) << message;
+  EXPECT_NE(message.find("raise train.memory_budget"), std::string::npos) << message;
 }
 
 // The budget is checked before the run directory is touched: an earlier run in it stays byte for byte.
@@ -296,7 +296,7 @@ TEST(Budget, TooSmallForOneChunkOfOnePatchNamesTheKnobs) {
   memory::set_budget(baseline + (peak - baseline) * 4 / 5);  // the model fits, its smallest step does not
   const auto planned = testing::error_of([&] { train::plan_batch(config, train_set, 2); });
   EXPECT_NE(planned.find("ips.grad_chunk 1, model.grad_checkpointing true"), std::string::npos) << planned;
-  EXPECT_NE(planned.find("raise the budget"), std::string::npos) << planned;
+  EXPECT_NE(planned.find("raise train.memory_budget"), std::string::npos) << planned;
   const auto checked = testing::error_of([&] { train::check_budget(config, train_set); });
   EXPECT_NE(checked.find("even its smallest step, batch 1 with ips.grad_chunk 1, model.grad_checkpointing true"),
             std::string::npos)

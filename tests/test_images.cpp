@@ -72,7 +72,7 @@ TEST(PrepareImages, FitsIntoASquareWithWhitePaddingAndStratifiedFolds) {
   c.csv = dir.file("out/train.csv");
   c.height = c.width = 32;
   c.ordinal = true;
-  c.classes = 6;
+  c.classes = data::resolve_classes("6", {}, "test");
   c.mean = {0.5f, 0.5f, 0.5f};
   c.std = {0.25f, 0.25f, 0.25f};
   const data::CsvImages set(c);

@@ -11,6 +11,7 @@
 #include "tessera/data/image_io.h"
 #include "tessera/methods/step_context.h"
 #include "tessera/train/experiment.h"
+#include "tessera/train/preflight.h"
 #include "tessera/train/registry.h"
 #include "tessera/train/trainer.h"
 #ifdef TESSERA_WITH_SLIDES
@@ -72,7 +73,7 @@ Config pair_config(const Pair& p, const testing::TempDir& dir) {
     c.data.channels = c.model.in_channels = 3;
     c.data.mean = "0.5,0.4,0.3";
     c.data.std = "0.2,0.25,0.3";
-    c.data.classes = 3;
+    c.data.classes = "3";
   }
 #ifdef TESSERA_WITH_SLIDES
   else if (p.dataset == "slides" || p.dataset == "feature_bags") {
@@ -256,8 +257,13 @@ TEST(BadInput, OneClassLabelsFailBeforeTrainingAndBinarySlidesAreSigmoid) {
   auto c = pair_config({"ips", "csv"}, dir);
   write_file_atomic(dir.file("images/one.csv"), "path,label\nimg0.png,0\nimg1.png,0\n");
   c.data.train_csv = dir.file("images/one.csv");
-  c.data.classes = 0;
-  EXPECT_NE(error_of([&] { train::make_datasets(c); }).find("one.csv' holds only class 0"), std::string::npos);
+  c.data.classes = "";
+  // The classes come from both lists (the test list has three); the training split's one class is found
+  // by the check before training.
+  const auto [train_set, test_set] = train::make_datasets(c);
+  const auto one = error_of([&] { train::check_data(c, *train_set, test_set.get()); });
+  EXPECT_NE(one.find("the training split (data.train_csv '" + c.data.train_csv + "') holds one class of task 'label' (2 0)"),
+            std::string::npos) << one;
 #ifdef TESSERA_WITH_SLIDES
   testing::TempDir slides_dir;
   auto s = pair_config({"ips", "feature_bags"}, slides_dir);

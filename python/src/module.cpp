@@ -15,11 +15,13 @@
 #include "tessera/app/train.h"
 #include "tessera/core/config.h"
 #include "tessera/core/error.h"
+#include "tessera/core/memory.h"
 #include "tessera/core/precision.h"
 #include "tessera/core/version.h"
 #include "tessera/data/image_io.h"
 #include "tessera/models/encoder_registry.h"
 #include "tessera/train/experiment.h"
+#include "tessera/train/resume.h"
 #ifdef TESSERA_WITH_SLIDES
 #include "tessera/app/slide_workflows.h"
 #include "tessera/slides/annotations.h"
@@ -47,6 +49,11 @@ Config make_config(const std::string& path, const std::vector<std::pair<std::str
 py::tuple train_run(const std::string& config_path, const std::vector<std::pair<std::string, std::string>>& overrides,
                   bool resume, py::object on_epoch) {
   auto config = make_config(config_path, overrides);
+  if (resume) {
+    std::vector<std::string> given;
+    for (const auto& kv : overrides) given.push_back(kv.first);
+    config = train::resume_config(config, given, /*whole=*/!config_path.empty());
+  }
   const auto run_dir = config.run_dir;
   std::atomic<bool> interrupted{false};
   train::TrainHooks hooks;
@@ -187,7 +194,9 @@ py::dict outcome_dict(const slides::SlideOutcome& s) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "tessera's C++ core (use the tessera package, not this module)";
-  py::register_exception<Error>(m, "Error", PyExc_ValueError);
+  const auto error = py::register_exception<Error>(m, "Error", PyExc_ValueError);
+  // Registered after Error, so tried first: a budget failure raises the subclass.
+  py::register_exception<memory::BudgetExceeded>(m, "BudgetExceeded", error.ptr());
   m.def("version", &version);
   m.def("commit", &commit);
   m.def("train", &train_run, py::arg("config"), py::arg("overrides"), py::arg("resume"), py::arg("on_epoch"));
@@ -353,8 +362,10 @@ PYBIND11_MODULE(_core, m) {
         return slides::heatmap_overlay(*p.reader, p.grid, p.scores, max_side);
       })
       .def("write_geojson", [](const app::SlidePrediction& p, const std::string& path, const std::string& measurement) {
+        nlohmann::json prediction{{"predicted", p.result["predicted"]}};
+        if (p.result.contains("predicted_class")) prediction["predicted_class"] = p.result["predicted_class"];
         py::gil_scoped_release release;
-        slides::write_scores_geojson(path, p.grid, p.scores, p.selected, measurement);
+        slides::write_scores_geojson(path, p.grid, p.scores, p.selected, measurement, prediction);
       });
   m.def("predict_slide", [](Run& r, const std::string& slide, const std::string& bag) {
     py::gil_scoped_release release;

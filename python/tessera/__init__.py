@@ -14,8 +14,10 @@ Whole slides: ``open_slide``, ``tissue_grid``, ``preprocess``, ``extract_feature
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -23,13 +25,38 @@ import torch  # first: registers the tensor types the core's functions take and 
 
 from . import _core
 
-__all__ = ["Error", "Run", "Prediction", "SlidePrediction", "Encoder", "Slide", "train", "open_run", "open_slide",
+__all__ = ["Error", "BudgetExceeded", "Run", "Prediction", "SlidePrediction", "Encoder", "Slide", "train", "open_run", "open_slide",
            "tissue_grid", "preprocess", "extract_features", "list_encoders", "read_image", "write_png", "config_keys",
            "__version__"]
 
 __version__: str = _core.version()
 Error = _core.Error
 Error.__doc__ = "A tessera error: bad input, a missing file, a budget that does not fit. Its message says what to do."
+BudgetExceeded = _core.BudgetExceeded
+BudgetExceeded.__doc__ = ("A step (or a model) needs more memory than train.memory_budget; a subclass of Error whose "
+                          "message names what it needs and the settings that lower it.")
+
+
+def _python_words(message: str) -> str:
+    """The core's messages name command-line flags; from Python they name the keyword that sets the same:
+    --skip-errors -> skip_errors=, --train.epochs -> train__epochs=."""
+    def keyword(match: "re.Match[str]") -> str:
+        value = match.group(2) or ""
+        return match.group(1).replace(".", "__").replace("-", "_") + "=" + value.strip()
+    # A config key takes its value ("--train.epochs 3" -> "train__epochs=3"); a flag stands alone.
+    message = re.sub(r"(?<![\w-])--([a-z][a-z0-9_]*\.[A-Za-z0-9_]+)( [^\s,;)]+)?", keyword, message)
+    return re.sub(r"(?<![\w-])--([a-z][a-z0-9_]*(?:-[a-z0-9_]+)*)()", keyword, message)
+
+
+def _pythonic(function: Callable) -> Callable:
+    """Re-raises the core's errors (same class) in Python's words, without the C++ frames."""
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except Error as error:
+            raise type(error)(_python_words(str(error))) from None
+    return wrapper
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,11 +75,13 @@ def _overrides(overrides: Optional[Mapping[str, Any]], keywords: Mapping[str, An
     return out
 
 
+@_pythonic
 def read_image(path: PathLike) -> torch.Tensor:
     """An image file (PNG, JPEG, TIFF; through libvips) as a float tensor (C, H, W) in [0, 1]."""
     return _core.read_image(os.fspath(path))
 
 
+@_pythonic
 def write_png(path: PathLike, image: torch.Tensor) -> None:
     """Writes an image (C, H, W) in [0, 1], 1 or 3 channels, as an 8-bit PNG (atomically)."""
     _core.write_png(os.fspath(path), image)
@@ -63,6 +92,7 @@ def config_keys() -> Dict[str, str]:
     return dict(_core.config_keys())
 
 
+@_pythonic
 def train(config: Optional[PathLike] = None, run_dir: Optional[PathLike] = None,
           overrides: Optional[Mapping[str, Any]] = None, *, resume: bool = False,
           on_epoch: Optional[Callable[[dict], None]] = None, progress: bool = True, **keywords: Any) -> "Run":
@@ -121,6 +151,11 @@ class Prediction:
     outline: bool = field(default=True, repr=False)
     _run: Any = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        patches = "" if self.scores is None else f", {self.scores.numel()} scored patches"
+        size = "x".join(str(n) for n in self.picture.shape[-2:])
+        return f"tessera.Prediction(predicted={self.predicted!r}{patches}, picture {size})"
+
     def draw(self) -> torch.Tensor:
         """The picture with the scored patches drawn on it (blue = low, red = high), (3, H, W) in [0, 1]."""
         if self.scores is None:
@@ -145,10 +180,16 @@ class SlidePrediction:
     record: dict
     _core: Any = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        return (f"tessera.SlidePrediction(predicted={self.predicted!r}, {self.scores.numel()} patches, "
+                f"{int(self.selected.sum())} selected)")
+
+    @_pythonic
     def draw(self, max_side: int = 1024) -> torch.Tensor:
         """The slide's thumbnail (longest side max_side) with the attention heatmap, (3, H, W) in [0, 1]."""
         return self._core.heatmap(max_side)
 
+    @_pythonic
     def write_geojson(self, path: PathLike, measurement: str = "attention") -> str:
         """QuPath detections: one square per patch in level-0 pixels, the score under
         properties.measurements[measurement], the selected patches classified "Selected"."""
@@ -196,6 +237,7 @@ class Run:
         learning rate, samples seen and training seconds; empty without it."""
         return self._records("steps.jsonl")
 
+    @_pythonic
     def predict(self, image: Union[PathLike, torch.Tensor, None] = None, *, bag: Optional[PathLike] = None,
                 geojson: Optional[PathLike] = None) -> Union[Prediction, SlidePrediction]:
         """Predicts an image file (PNG/JPEG/TIFF) or a tensor (C, H, W) in [0, 1], with the run's own
@@ -230,19 +272,43 @@ class Run:
         outputs = {task: torch.tensor(values) for task, values in record["outputs"].items()}
         return Prediction(outputs, record["predicted"], scores, rows, cols, conformed, record, outline, self)
 
+    @_pythonic
     def evaluate(self, threads: int = 0) -> dict:
         """Test-set loss and metrics of the checkpoint, as ``tessera eval`` (only the test split is opened)."""
         return json.loads(_core.evaluate(self.directory, threads))
 
+    @_pythonic
     def report(self, path: Optional[PathLike] = None, *others: "Run") -> str:
         """Writes one self-contained HTML page (learning curves, spec, pictures) and returns its path."""
         runs = [self.directory] + [r.directory for r in others]
         return _core.report(runs, os.fspath(path) if path is not None else "")
 
 
+@_pythonic
 def open_run(directory: PathLike) -> Run:
     """Opens a run directory (or checkpoint): the network is rebuilt from the run alone."""
     return Run(directory)
+
+
+def _image_tensor(image: Any, name: str, batch: bool = False) -> torch.Tensor:
+    """A torch tensor (C, H, W) (or, with batch, (B, C, H, W)) from a tensor or a numpy array; numpy images
+    laid out (H, W, C) with 1, 3 or 4 channels are moved to (C, H, W)."""
+    if isinstance(image, torch.Tensor):
+        tensor = image
+    elif type(image).__module__ == "numpy" and hasattr(image, "shape"):
+        tensor = torch.from_numpy(image.copy() if not image.flags.writeable else image)
+        if tensor.dim() == 3 and tensor.shape[-1] in (1, 3, 4) and tensor.shape[0] not in (1, 3, 4):
+            tensor = tensor.permute(2, 0, 1)
+        elif tensor.dim() == 4 and tensor.shape[-1] in (1, 3, 4) and tensor.shape[1] not in (1, 3, 4):
+            tensor = tensor.permute(0, 3, 1, 2)
+    else:
+        raise TypeError(f"Encoder: {name} must be a torch.Tensor or a numpy array (or a list of them), "
+                        f"not {type(image).__name__}")
+    allowed = (3, 4) if batch else (3,)
+    if tensor.dim() not in allowed:
+        shape = "(B, C, H, W) or (C, H, W)" if batch else "(C, H, W)"
+        raise TypeError(f"Encoder: {name} has shape {tuple(tensor.shape)}; expected {shape}")
+    return tensor
 
 
 class Encoder:
@@ -254,14 +320,28 @@ class Encoder:
     batch as it is (already preprocessed).
     """
 
+    @_pythonic
     def __init__(self, name_or_folder: PathLike, weights: Optional[PathLike] = None, precision: str = "fp32",
                  args: Optional[Mapping[str, Any]] = None):
         self.name = os.fspath(name_or_folder)
         self._core = _core.Encoder(self.name, os.fspath(weights) if weights else "",
                                    json.dumps(dict(args)) if args else "", precision)
 
-    def __call__(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self._core(images, normalize)
+    @_pythonic
+    def __call__(self, images: Any, normalize: bool = True) -> torch.Tensor:
+        """images: a batch (B, C, H, W) or one image (C, H, W), as a torch tensor or a numpy array, or a list
+        of images (tensors or arrays; (C, H, W), or (H, W, C) arrays as Slide.read_region(...).numpy() and
+        PIL give). uint8 is 0-255, float 0-1. Images of different sizes are encoded one by one (normalize
+        resizes each to the encoder's input). Returns (B, D) float32 features."""
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise TypeError("Encoder: images is an empty list; give at least one image")
+            tensors = [_image_tensor(image, f"images[{i}]") for i, image in enumerate(images)]
+            if all(t.shape == tensors[0].shape for t in tensors):
+                return self._core(torch.stack(tensors), normalize)
+            return torch.cat([self._core(t.unsqueeze(0), normalize) for t in tensors])
+        batch = _image_tensor(images, "images", batch=True)
+        return self._core(batch if batch.dim() == 4 else batch.unsqueeze(0), normalize)
 
     @property
     def num_features(self) -> int:
@@ -276,6 +356,7 @@ class Encoder:
         return f"tessera.Encoder({self.name!r}, num_features={self.num_features})"
 
 
+@_pythonic
 def list_encoders() -> List[Tuple[str, str, str]]:
     """(name, architecture, summary) of every registered encoder."""
     return list(_core.list_encoders())
@@ -311,14 +392,17 @@ class Slide:
     def vendor(self) -> str:
         return self._core.vendor
 
-    def read_region(self, x: int, y: int, level: int, width: int, height: int):
-        """RGB pixels (height, width, 3) uint8 as a numpy array, top-left (x, y) in level-0 pixels."""
-        return self._core.read_region(x, y, level, width, height).numpy()
+    @_pythonic
+    def read_region(self, x: int, y: int, level: int, width: int, height: int) -> torch.Tensor:
+        """RGB pixels as a uint8 tensor (3, height, width), top-left (x, y) in level-0 pixels: what Encoder
+        and Run.predict take. ``.permute(1, 2, 0).numpy()`` gives the (height, width, 3) array of OpenSlide."""
+        return self._core.read_region(x, y, level, width, height).permute(2, 0, 1)
 
     def __repr__(self) -> str:
         return f"tessera.Slide({self.path!r}, dimensions={self.dimensions}, levels={len(self.levels)})"
 
 
+@_pythonic
 def open_slide(path: PathLike, backend: str = "auto") -> Slide:
     """Opens a slide: backend auto (OpenSlide when it recognises the file, else libvips) | openslide | vips."""
     return Slide(path, backend)
@@ -334,6 +418,7 @@ def _grid_keywords(patch: Optional[int], stride: int, level: int, mpp: float, ti
     return keywords
 
 
+@_pythonic
 def tissue_grid(slide: Union[Slide, PathLike], patch: int = 256, stride: int = 0, level: int = 0, mpp: float = 0,
                 tissue: str = "otsu", min_tissue: float = 0.5, annotations: Optional[PathLike] = None) -> torch.Tensor:
     """The slide's tissue patches as level-0 top-left corners (N, 2) int64 (x, y), row-major, as
@@ -348,6 +433,7 @@ def tissue_grid(slide: Union[Slide, PathLike], patch: int = 256, stride: int = 0
     return coords
 
 
+@_pythonic
 def preprocess(manifest: PathLike, out: PathLike, patch: int = 256, stride: int = 0, level: int = 0, mpp: float = 0,
                tissue: str = "otsu", min_tissue: float = 0.5, annotations: Optional[PathLike] = None, backend: str = "auto",
                workers: int = 2, thumbnail: int = 1024, skip_errors: bool = False) -> List[dict]:
@@ -359,6 +445,7 @@ def preprocess(manifest: PathLike, out: PathLike, patch: int = 256, stride: int 
                                  _grid_keywords(patch, stride, level, mpp, tissue, min_tissue, annotations)))
 
 
+@_pythonic
 def extract_features(manifest: PathLike, out: PathLike, encoder: PathLike = "resnet50", weights: Optional[PathLike] = None,
                      encoder_args: Optional[Mapping[str, Any]] = None, run: Optional[PathLike] = None,
                      cache_dir: Optional[PathLike] = None, patch: Optional[int] = None, stride: int = 0, level: int = 0,

@@ -98,7 +98,7 @@ EmbedResult embed(const EmbedOptions& o) {
     pending.clear();
   };
   for (const auto& path : paths) {
-    auto image = data::conform_image(data::read_image(path), spec.preprocessing.channels, 0, 0, path);
+    auto image = data::conform_image(data::read_image(path), spec.preprocessing.channels, 0, 0, "image '" + path + "'");
     auto x = preprocess_for_encoder(image, spec.preprocessing, !o.no_resize);
     if (!pending.empty() && pending.front().sizes() != x.sizes()) flush();  // a batch holds one size
     pending.push_back(x);

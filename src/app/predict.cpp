@@ -28,10 +28,10 @@ nlohmann::json describe_outputs(const TaskTensors& outputs, const std::vector<Ta
   for (const auto& task : tasks) {
     const auto p = outputs.at(task.name)[0].to(torch::kCPU, torch::kFloat32).contiguous();
     j["outputs"][task.name] = std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
-    if (task.activation == "softmax") {
-      j["predicted"][task.name] = p.argmax().item<int64_t>();
-    } else if (task.outputs == 1) {  // one binary label
-      j["predicted"][task.name] = p[0].item<float>() >= 0.5f ? 1 : 0;
+    if (task.activation == "softmax" || task.outputs == 1) {  // a class, or one binary label
+      const int64_t k = task.activation == "softmax" ? p.argmax().item<int64_t>() : p[0].item<float>() >= 0.5f ? 1 : 0;
+      j["predicted"][task.name] = k;
+      if (!task.classes.empty()) j["predicted_class"][task.name] = task.class_name(k);
     } else {
       const auto on = p.ge(0.5).nonzero().view(-1).contiguous();
       j["predicted"][task.name] = std::vector<int64_t>(on.data_ptr<int64_t>(), on.data_ptr<int64_t>() + on.numel());
@@ -67,7 +67,9 @@ Prediction predict_slide_files(const PredictOptions& o, train::OpenedRun& run, c
   slides::write_scores_csv(target.file("scores.csv"), s.grid, s.scores, s.selected);
   p.files = {target.file("prediction.json"), target.file("scores.csv")};
   if (o.geojson) {
-    slides::write_scores_geojson(target.file("scores.geojson"), s.grid, s.scores, s.selected, "attention");
+    nlohmann::json prediction{{"predicted", p.result["predicted"]}};
+    if (p.result.contains("predicted_class")) prediction["predicted_class"] = p.result["predicted_class"];
+    slides::write_scores_geojson(target.file("scores.geojson"), s.grid, s.scores, s.selected, "attention", prediction);
     p.files.push_back(target.file("scores.geojson"));
   }
   if (s.reader) {

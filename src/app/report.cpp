@@ -35,6 +35,23 @@ namespace {
 const char* const kColours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
 constexpr size_t kLegendChars = 28;  // longer series labels are cut
 
+std::string escape(const std::string& text);
+
+// The test metrics of an epoch's record as a table: one row per task and metric, the loss first.
+std::string metrics_table(const nlohmann::json& record) {
+  const auto& test = record["test"];
+  std::string rows;
+  if (test.contains("loss")) rows += fmt::format("<tr><td>all</td><td>loss</td><td>{:.4f}</td></tr>", test["loss"].get<double>());
+  for (const auto& [task, metrics] : test.items()) {
+    if (!metrics.is_object()) continue;
+    for (const auto& [name, value] : metrics.items()) {
+      if (value.is_number()) rows += fmt::format("<tr><td>{}</td><td>{}</td><td>{:.4f}</td></tr>", escape(task), escape(name), value.get<double>());
+    }
+  }
+  return fmt::format("<p>Test metrics after epoch {} ({} samples):</p>\n<table><tr><th>task</th><th>metric</th>"
+                     "<th>value</th></tr>{}</table>\n", record.value("epoch", int64_t{0}), test.value("samples", int64_t{0}), rows);
+}
+
 std::string escape(const std::string& text) {
   std::string out;
   for (char c : text) {
@@ -396,7 +413,11 @@ std::string write_report(const ReportOptions& o) {
     try {
       const auto spec = train::read_run_spec(info, r.dir);
       std::string tasks;
-      for (const auto& t : spec.tasks) tasks += fmt::format("{}{} ({}, {})", tasks.empty() ? "" : "; ", t.name, t.activation, t.outputs);
+      for (const auto& t : spec.tasks) {
+        std::string names;
+        for (const auto& n : t.classes) names += (names.empty() ? ": " : ", ") + n;
+        tasks += fmt::format("{}{} ({}, {}{})", tasks.empty() ? "" : "; ", t.name, t.activation, t.outputs, names);
+      }
       body += fmt::format("<table><tr><th>method</th><td>{}</td></tr><tr><th>data set</th><td>{}</td></tr>"
                           "<tr><th>tasks</th><td>{}</td></tr><tr><th>input</th><td>{}</td></tr>"
                           "<tr><th>trained</th><td>{}</td></tr>"
@@ -408,9 +429,7 @@ std::string write_report(const ReportOptions& o) {
       body += "<p class=\"note\">" + escape(e.what()) + "</p>\n";
     }
     body += "<details><summary>config</summary><pre>" + escape(info.config_yaml) + "</pre></details>\n";
-    if (!r.metrics.empty() && r.metrics.back().contains("test")) {
-      body += "<p>Last test metrics: <code>" + escape(r.metrics.back()["test"].dump()) + "</code></p>\n";
-    }
+    if (!r.metrics.empty() && r.metrics.back().contains("test")) body += metrics_table(r.metrics.back());
     body += run_pictures(r.dir, o.pictures, scratch);
   }
   const auto now = std::time(nullptr);

@@ -143,7 +143,7 @@ LocalizationSummary localize(const LocalizationOptions& o) {
     TESSERA_ASSERT(bag, "slide data sets give slide bags");
     SlideLocalization row;
     row.slide = fs::path(entry.path).filename().string();
-    row.label = entry.labels.count(task.name) ? entry.labels.at(task.name) : -1;
+    row.label = set.label(i, task.name);
     torch::Tensor flags;
     if (geojson) {
       const auto path = slides::annotation_path(truth, entry.id);
@@ -277,6 +277,7 @@ models::BackbonePtr load_encoder(ExtractFeaturesOptions& o) {
 }  // namespace
 
 ExtractSummary extract_features(ExtractFeaturesOptions o) {
+  if (o.grid.patch > 0) slides::check_grid_options(o.grid);  // 0: the encoder's input size, set below
   dist::init_from_env(o.dist_timeout);
   runtime::ScopedThreads threads(o.threads);
   if (o.cache_dir.empty()) o.cache_dir = (fs::path(o.manifest).parent_path() / "tessera-cache").string();
@@ -321,6 +322,8 @@ ExtractSummary extract_features(ExtractFeaturesOptions o) {
     if (error.empty()) error = j["error"].get<std::string>();
   }
   TESSERA_CHECK(error.empty(), error);
+  TESSERA_CHECK(all.failed.empty() || all.written + all.existing > 0, "every slide failed (", all.failed.size(), " of ",
+                all.failed.size(), "), first ", all.failed.front());
   if (!o.json.empty() && dist::is_main()) {
     write_bench_json(o.json, {{"command", "extract-features"},
                               {"settings", {{"encoder", o.encoder}, {"encoder_args", o.encoder_args}, {"batch", o.batch},

@@ -10,6 +10,7 @@
 
 #include "tessera/core/error.h"
 #include "tessera/core/precision.h"
+#include "tessera/core/suggest.h"
 
 namespace tessera {
 namespace {
@@ -103,7 +104,9 @@ std::vector<Config::Field> Config::fields() {
       field("data.digit_size", &data.digit_size, "scattered_mnist: the digit's side in pixels; tissue_tiles: in level-0 pixels"),
       field("data.train_csv", &data.train_csv, "csv: training rows path,label (paths relative to the CSV)"),
       field("data.test_csv", &data.test_csv, "csv: test rows path,label"),
-      field("data.classes", &data.classes, "csv: number of classes (0: largest label + 1)"),
+      field("data.classes", &data.classes,
+            "csv, slides: the class names in index order (normal,tumor), or their number; empty: every name the labels "
+            "hold, sorted (labels that are indices: up to the largest)"),
       field("data.mean", &data.mean, "per-channel normalisation mean, e.g. 0.485,0.456,0.406 (empty: none)"),
       field("data.std", &data.std, "per-channel normalisation std (with data.mean)"),
       field("data.ordinal", &data.ordinal, "classes are ordered grades: also report quadratic weighted kappa"),
@@ -208,7 +211,9 @@ void Config::set(const std::string& key, const std::string& value) {
       return;
     }
   }
-  fail("unknown config key '", key, "'; run 'tessera train --help' for the list");
+  std::vector<std::string> keys;
+  for (auto& f : fields()) keys.push_back(f.key);
+  fail("unknown config key '", key, "'", did_you_mean(key, keys), " (tessera train --help lists every key)");
 }
 
 void Config::load_yaml(const std::string& path) {

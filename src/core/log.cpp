@@ -4,6 +4,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace tessera::log {
 namespace {
 
@@ -32,11 +34,24 @@ spdlog::level::level_enum to_spdlog(Level level) {
 
 void set_level(Level level) { logger()->set_level(to_spdlog(level)); }
 
-void set_file(const std::string& path) {
+FileSink::FileSink(const std::string& path) {
   auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(path, /*truncate=*/false);
   sink->set_pattern("[%Y-%m-%d %H:%M:%S %l] %v");
   logger()->sinks().push_back(sink);
   logger()->flush_on(spdlog::level::info);
+  sink_ = sink;
+}
+
+FileSink::~FileSink() {
+  auto& sinks = logger()->sinks();
+  sinks.erase(std::remove(sinks.begin(), sinks.end(), std::static_pointer_cast<spdlog::sinks::sink>(sink_)), sinks.end());
+}
+
+void FileSink::record(Level level, const std::string& message) {
+  auto sink = std::static_pointer_cast<spdlog::sinks::sink>(sink_);
+  spdlog::details::log_msg msg(logger()->name(), to_spdlog(level), message);
+  sink->log(msg);
+  sink->flush();
 }
 
 void set_tag(const std::string& tag) {

@@ -64,7 +64,7 @@ class TrackingBase : public c10::Allocator {
     if (budget > 0 && live > budget) {
       g_live.fetch_sub(bytes, std::memory_order_relaxed);
       throw BudgetExceeded("memory budget exceeded: allocating " + format_bytes(bytes) + " would bring live tensors to " +
-                           format_bytes(live) + ", over the budget of " + format_bytes(budget));
+                           format_bytes(live) + ", over the budget of " + format_bytes(budget), live);
     }
     int64_t peak = g_peak.load(std::memory_order_relaxed);
     while (live > peak && !g_peak.compare_exchange_weak(peak, live, std::memory_order_relaxed)) {

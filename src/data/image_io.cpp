@@ -56,6 +56,14 @@ void init_vips() {
 #endif
 
 #ifdef TESSERA_WITH_VIPS
+namespace {
+[[noreturn]] void fail_unreadable(const std::string& path, const vips::VError& e) {
+  const std::string why = std::string(e.what()).substr(0, 200);
+  fail("cannot read image '", path, "': ", why.empty() ? "libvips could not decode it" : why,
+       "; is it a valid PNG, JPEG, TIFF or WebP file?");
+}
+}  // namespace
+
 vips::VImage load_image(const std::string& path, vips::VOption* options) {
   init_vips();
   unsigned char head[12] = {0};
@@ -113,9 +121,7 @@ torch::Tensor read_image(const std::string& path) {
     const int64_t h = img.height(), w = img.width(), c = img.bands();
     return torch::from_blob(mem.get(), {h, w, c}, torch::kUInt8).permute({2, 0, 1}).to(torch::kFloat32).div_(255.0f);
   } catch (const vips::VError& e) {
-    const std::string why = std::string(e.what()).substr(0, 200);
-    fail("cannot read image '", path, "': ", why.empty() ? "libvips could not decode it" : why,
-         "; is it a valid PNG, JPEG, TIFF or WebP file?");
+    fail_unreadable(path, e);
   }
 #else
   fail("cannot read '", path, "': this build has no libvips (TESSERA_WITH_VIPS=OFF); pass a .pt tensor instead");
@@ -176,16 +182,42 @@ void write_png(const std::string& path, const torch::Tensor& image) {
 #endif
 }
 
-torch::Tensor conform_image(torch::Tensor image, int64_t channels, int64_t height, int64_t width, const std::string& path) {
-  TESSERA_CHECK(image.dim() == 3, "image '", path, "' has shape ", image.sizes(), "; expected (C, H, W)");
+torch::Tensor conform_image(torch::Tensor image, int64_t channels, int64_t height, int64_t width, const std::string& what) {
+  TESSERA_CHECK(image.dim() == 3, what, " has shape ", image.sizes(), "; expected (C, H, W)");
   if (image.size(0) == 4 || (image.size(0) == 2 && channels == 1)) image = image.slice(0, 0, image.size(0) - 1);
   if (image.size(0) == 1 && channels == 3) image = image.expand({3, -1, -1}).contiguous();
-  TESSERA_CHECK(image.size(0) == channels, "image '", path, "' has ", image.size(0), " channels but the model expects ",
-                channels, "; convert it (e.g. to ", channels == 1 ? "greyscale" : "RGB", ") first");
-  TESSERA_CHECK((height <= 0 || image.size(1) == height) && (width <= 0 || image.size(2) == width), "image '", path,
-                "' is ", image.size(1), "x", image.size(2), " but the run expects ", height, "x", width,
+  TESSERA_CHECK(image.size(0) == channels, what, " has ", image.size(0), " channels but the model expects ", channels,
+                "; convert it (e.g. to ", channels == 1 ? "greyscale" : "RGB", ") first");
+  TESSERA_CHECK((height <= 0 || image.size(1) == height) && (width <= 0 || image.size(2) == width), what, " is ",
+                image.size(1), "x", image.size(2), " but the run expects ", height, "x", width,
                 " (data.height x data.width); resize it (tessera prepare-images)");
   return image.to(torch::kFloat32);
+}
+
+ImageHeader read_image_header(const std::string& path) {
+  TESSERA_CHECK(std::filesystem::exists(path), "image '", path, "' does not exist");
+  if (has_suffix(path, ".pt")) {
+    const auto t = read_image(path);  // tensors are read whole: their header is the pickle
+    return {t.size(0), t.size(1), t.size(2)};
+  }
+#ifdef TESSERA_WITH_VIPS
+  init_vips();
+  try {
+    auto img = load_image(path, nullptr);  // libvips reads the header; no pixel is decoded
+    return {img.bands(), img.height(), img.width()};
+  } catch (const vips::VError& e) {
+    fail_unreadable(path, e);
+  }
+#else
+  fail("cannot read '", path, "': this build has no libvips (TESSERA_WITH_VIPS=OFF); pass a .pt tensor instead");
+#endif
+}
+
+void check_image_header(const ImageHeader& header, int64_t channels, int64_t height, int64_t width, const std::string& what) {
+  conform_image(torch::empty({header.channels, 0, 0}), channels, 0, 0, what);  // the same channel rules
+  TESSERA_CHECK((height <= 0 || header.height == height) && (width <= 0 || header.width == width), what, " is ",
+                header.height, "x", header.width, " but the run expects ", height, "x", width,
+                " (data.height x data.width); resize it (tessera prepare-images)");
 }
 
 }  // namespace tessera::data

@@ -463,6 +463,12 @@ MethodInfo ips_method() {
     }
     return out;
   };
+  m.validate_grid = [](const Config& c, const data::PatchGrid& grid) {
+    TESSERA_CHECK(c.ips.M <= grid.count(), "ips.M ", c.ips.M, " is more than the ", grid.count(), " patches of a ",
+                  c.data.height, "x", c.data.width, " image (", grid.rows, " x ", grid.cols, " at data.patch ",
+                  c.data.patch, ", data.stride ", c.data.stride, "); set ips.M to at most ", grid.count(),
+                  " (and ips.I, the patches scored at a time, below it)");
+  };
   m.picture = "selection";
   m.any_image_size = true;  // a patch grid of any size; positions index the grid
   m.schedule_from_one = true;

@@ -9,7 +9,7 @@
 namespace tessera::slides {
 
 nlohmann::json scores_geojson(const PatchCoords& grid, const torch::Tensor& scores, const torch::Tensor& selected,
-                              const std::string& measurement) {
+                              const std::string& measurement, const nlohmann::json& prediction) {
   const int64_t side = grid.footprint;
   auto features = nlohmann::json::array();
   for_each_patch_score(grid, scores, selected, [&](int64_t x, int64_t y, double score, bool chosen) {
@@ -21,12 +21,14 @@ nlohmann::json scores_geojson(const PatchCoords& grid, const torch::Tensor& scor
                         {"geometry", {{"type", "Polygon"}, {"coordinates", {ring}}}},
                         {"properties", std::move(properties)}});
   });
-  return {{"type", "FeatureCollection"}, {"features", std::move(features)}};
+  nlohmann::json out{{"type", "FeatureCollection"}, {"features", std::move(features)}};
+  if (!prediction.is_null()) out["properties"] = prediction;  // a foreign member: QuPath reads the features
+  return out;
 }
 
 void write_scores_geojson(const std::string& path, const PatchCoords& grid, const torch::Tensor& scores,
-                          const torch::Tensor& selected, const std::string& measurement) {
-  write_file_atomic(path, scores_geojson(grid, scores, selected, measurement).dump() + "\n");
+                          const torch::Tensor& selected, const std::string& measurement, const nlohmann::json& prediction) {
+  write_file_atomic(path, scores_geojson(grid, scores, selected, measurement, prediction).dump() + "\n");
 }
 
 }  // namespace tessera::slides

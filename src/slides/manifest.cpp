@@ -41,9 +41,8 @@ std::vector<ManifestEntry> read_manifest(const std::string& csv) {
     if (split_col >= 0) e.split = cells[split_col];
     for (const auto& [c, task] : label_cols) {
       if (cells[c].empty()) continue;
-      const int64_t v = parse_integer(cells[c]).value_or(-1);
-      TESSERA_CHECK(v >= 0, csv, ":", row, ": label '", cells[c], "' is not a class index >= 0");
-      e.labels[task] = v;
+      e.labels[task] = cells[c];
+      e.label_lines[task] = row;
     }
     TESSERA_CHECK(ids.insert(e.id).second, csv, ":", row, ": slide id '", e.id, "' appears twice; add an 'id' column");
     out.push_back(std::move(e));

@@ -157,6 +157,8 @@ void gather_outcomes(PreprocessSummary& summary) {
 
 PreprocessSummary preprocess_slides(const PreprocessOptions& o) {
   dist::init_from_env(o.dist_timeout);
+  check_grid_options(o.grid);
+  TESSERA_CHECK(o.workers >= 1 && o.workers <= 256, "workers must be in [1, 256], got ", o.workers);
   const auto entries = read_manifest(o.manifest);
   TESSERA_CHECK(!o.out_dir.empty(), "preprocessing needs an output folder (--out)");
   const fs::path out(o.out_dir);
@@ -232,6 +234,12 @@ PreprocessSummary preprocess_slides(const PreprocessOptions& o) {
     if (!s.status.empty()) reached.push_back(s);
   }
   summary.slides = reached;
+  const auto failed = summary.count("failed");
+  if (failed > 0 && failed == static_cast<int64_t>(summary.slides.size())) {
+    const auto& first = summary.slides.front();
+    fail("every slide failed (", failed, " of ", failed, "; ", (out / "summary.json").string(), " lists why), first ", first.id,
+         " (", first.path, "): ", first.reason);
+  }
   return summary;
 }
 

@@ -10,6 +10,7 @@
 #include "tessera/core/error.h"
 #include "tessera/data/image_io.h"
 #include "tessera/core/log.h"
+#include "tessera/data/classes.h"
 #include "tessera/data/csv_images.h"
 #include "tessera/slides/h5.h"
 
@@ -83,41 +84,56 @@ SlideDataOptions slide_data_options(const Config& c, const std::string& split) {
   o.grid.tissue.min_fraction = c.slide.min_tissue;
   o.grid.annotations = c.slide.annotations;
   o.skip_errors = c.slide.skip_errors;
+  o.classes = c.data.classes;
   o.read_workers = c.slide.read_workers;
   o.mean = data::parse_floats(c.data.mean, "data.mean");
   o.std = data::parse_floats(c.data.std, "data.std");
   return o;
 }
 
-std::vector<Task> manifest_tasks(const std::vector<ManifestEntry>& entries, const std::string& manifest) {
-  std::map<std::string, std::set<int64_t>> seen;
+std::vector<Task> manifest_tasks(const std::vector<ManifestEntry>& entries, const std::string& manifest,
+                                 const std::string& classes) {
+  std::map<std::string, std::vector<std::string>> seen;
   for (const auto& e : entries) {
-    for (const auto& [task, label] : e.labels) seen[task].insert(label);
+    for (const auto& [task, label] : e.labels) seen[task].push_back(label);
   }
+  TESSERA_CHECK(classes.empty() || seen.size() <= 1, "data.classes names the classes of one label column, but ", manifest,
+                " has ", seen.size(), "; leave data.classes empty (each column's names are sorted)");
   std::vector<Task> tasks;
   for (const auto& [task, labels] : seen) {
-    TESSERA_CHECK(labels.size() >= 2, "label column '", task, "' of ", manifest, " holds only class ", *labels.begin(),
+    const std::string origin = "label column '" + task + "' of " + manifest;
+    auto list = data::resolve_classes(classes, labels, origin);
+    std::set<int64_t> present;
+    for (const auto& l : labels) present.insert(data::class_index(list, l, origin));
+    TESSERA_CHECK(present.size() >= 2, origin, " holds only class ", labels.front(),
                   "; a classifier needs slides of at least two classes");
-    const int64_t classes = *labels.rbegin() + 1;
-    if (classes == 2) tasks.push_back({task, "sigmoid", 1, false});
-    else tasks.push_back({task, "softmax", classes, false});
+    const int64_t count = list.count > 0 ? list.count : *present.rbegin() + 1;
+    if (count == 2) tasks.push_back({task, "sigmoid", 1, false, list.names});
+    else tasks.push_back({task, "softmax", count, false, list.names});
   }
   return tasks;
 }
+
+namespace {
+// The classes of a task as resolved (a binary sigmoid task has two: negative, positive).
+data::ClassList classes_of(const Task& t) {
+  return data::task_classes(t.classes, t.activation == "sigmoid" ? 2 : t.outputs);
+}
+}  // namespace
 
 SlideDataset::SlideDataset(SlideDataOptions options) : options_(std::move(options)) {
   auto& o = options_;
   if (o.cache_dir.empty()) o.cache_dir = (fs::path(o.manifest).parent_path() / "tessera-cache").string();
   TESSERA_CHECK(!o.features || !o.features_dir.empty(), "feature bags need slide.features_dir (tessera extract-features --out)");
   const auto all = read_manifest(o.manifest);
-  tasks_ = o.tasks.empty() ? manifest_tasks(all, o.manifest) : o.tasks;  // the whole manifest: every split agrees
+  tasks_ = o.tasks.empty() ? manifest_tasks(all, o.manifest, o.classes) : o.tasks;  // the whole manifest: every split agrees
   for (const auto& e : select_split(all, o.split)) {
     try {
+      std::map<std::string, int64_t> labels;
       for (const auto& t : tasks_) {
         TESSERA_CHECK(e.labels.count(t.name), "slide '", e.id, "' has no '", t.name, "' label in ", o.manifest);
-        const int64_t classes = t.activation == "sigmoid" ? 2 : t.outputs;
-        TESSERA_CHECK(e.labels.at(t.name) < classes, "slide '", e.id, "' label ", e.labels.at(t.name), " >= ", classes,
-                      " classes of task '", t.name, "'");
+        labels[t.name] = data::class_index(classes_of(t), e.labels.at(t.name),
+                                           o.manifest + ":" + std::to_string(e.label_lines.at(t.name)));
       }
       if (o.features) {
         FeatureBag bag((fs::path(o.features_dir) / (e.id + ".h5")).string());
@@ -126,6 +142,7 @@ SlideDataset::SlideDataset(SlideDataOptions options) : options_(std::move(option
         cached_tissue_patches(e, *reader, o.grid, o.cache_dir);
       }
       entries_.push_back(e);
+      labels_.push_back(std::move(labels));
     } catch (const Error& err) {
       if (!o.skip_errors) fail("slide '", e.id, "' (", e.path, "): ", err.what(), " (or set slide.skip_errors to skip bad slides)");
       log::warn("skipping slide {}: {}", e.id, err.what());
@@ -134,6 +151,26 @@ SlideDataset::SlideDataset(SlideDataOptions options) : options_(std::move(option
   }
   TESSERA_CHECK(!entries_.empty(), "no usable slides in ", o.manifest, o.split.empty() ? "" : " (split " + o.split + ")",
                 failures_.empty() ? "" : "; all failed, first: " + failures_.front().reason);
+}
+
+int64_t SlideDataset::label(int64_t index, const std::string& task) const {
+  const auto& labels = labels_.at(index);
+  return labels.count(task) ? labels.at(task) : -1;
+}
+
+std::map<std::string, std::vector<int64_t>> SlideDataset::class_counts() const {
+  std::map<std::string, std::vector<int64_t>> out;
+  for (const auto& t : tasks_) {
+    auto& counts = out[t.name];
+    counts.assign(static_cast<size_t>(classes_of(t).count), 0);
+    for (const auto& labels : labels_) ++counts.at(static_cast<size_t>(labels.at(t.name)));
+  }
+  return out;
+}
+
+std::string SlideDataset::source() const {
+  return "the " + (options_.split.empty() ? std::string("whole") : options_.split) + " split of data.manifest '" +
+         options_.manifest + "'";
 }
 
 data::PatchBagPtr SlideDataset::bag(int64_t index) const {
@@ -148,7 +185,7 @@ data::Sample SlideDataset::get(int64_t index) const {
   data::Sample s;
   s.bag = bag(index);
   for (const auto& t : tasks_) {
-    const int64_t label = entries_.at(index).labels.at(t.name);
+    const int64_t label = labels_.at(index).at(t.name);
     s.labels[t.name] = t.activation == "sigmoid" ? torch::full({1}, static_cast<float>(label)) : torch::tensor(label, torch::kLong);
   }
   return s;

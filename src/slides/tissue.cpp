@@ -1,5 +1,7 @@
 #include "tessera/slides/tissue.h"
 
+#include <filesystem>
+
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -49,6 +51,22 @@ TissueMask detect_tissue(const SlideReader& slide, const TissueOptions& o, doubl
 torch::Tensor read_patch(const SlideReader& slide, const PatchCoords& grid, int64_t x, int64_t y) {
   return grid.mpp > 0 ? slide.read_region_mpp(x, y, grid.mpp, grid.patch, grid.patch)
                       : slide.read_region(x, y, grid.level, grid.patch, grid.patch);
+}
+
+void check_grid_options(const PatchGridOptions& o) {
+  constexpr int64_t kMaxSide = 65536;
+  TESSERA_CHECK(o.patch > 0 && o.patch <= kMaxSide, "the patch side (patch) must be in [1, ", kMaxSide, "] pixels, got ", o.patch);
+  TESSERA_CHECK(o.stride >= 0 && o.stride <= kMaxSide, "the grid step (stride) must be in [0, ", kMaxSide,
+                "] pixels (0: the patch side), got ", o.stride);
+  TESSERA_CHECK(o.level >= 0, "the pyramid level (level) must be >= 0, got ", o.level);
+  TESSERA_CHECK(o.mpp >= 0, "the resolution (mpp) must be >= 0 um/px (0: read at the level), got ", o.mpp);
+  TESSERA_CHECK(o.tissue.min_fraction >= 0 && o.tissue.min_fraction <= 1,
+                "the tissue fraction a patch needs (min_tissue) must be in [0, 1], got ", o.tissue.min_fraction);
+  TESSERA_CHECK(o.tissue.method == "otsu" || o.tissue.method == "saturation", "the tissue detector (tissue) must be otsu or "
+                "saturation, got '", o.tissue.method, "'");
+  TESSERA_CHECK(o.annotations.empty() || std::filesystem::is_directory(o.annotations) ||
+                    std::filesystem::is_regular_file(o.annotations),
+                "the annotations '", o.annotations, "' do not exist; give the folder of QuPath GeoJSON exports");
 }
 
 PatchCoords tissue_patches(const SlideReader& slide, const PatchGridOptions& o, TissueMask* mask_out) {

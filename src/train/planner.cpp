@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "tessera/core/error.h"
 #include "tessera/core/log.h"
@@ -19,6 +20,14 @@ int64_t patch_count(const Config& c) { return data::PatchGrid::fit(c.data.height
 }  // namespace
 
 namespace {
+// A budget that cannot work: BudgetExceeded (tessera.BudgetExceeded in Python) with the message parts.
+template <typename... Args>
+[[noreturn]] void refuse(int64_t needed, const Args&... args) {
+  std::ostringstream os;
+  detail::append(os, args...);
+  throw memory::BudgetExceeded(os.str(), needed);
+}
+
 nlohmann::json settings_json(const methods::MethodInfo::Settings& settings) {
   auto j = nlohmann::json::object();
   for (const auto& [k, v] : settings) j[k] = v;
@@ -89,8 +98,9 @@ std::pair<bool, int64_t> trial_step(const Config& config, const data::DatasetPtr
     method->train_step(batch(), *optimizer);
     method->train_step(batch(), *optimizer);
     method->predict(batch());
-  } catch (const memory::BudgetExceeded&) {
-    return {false, memory::cpu_peak_bytes()};
+  } catch (const memory::BudgetExceeded& e) {
+    // What the step needs at least: the live bytes the refused allocation would have brought.
+    return {false, std::max(e.needed(), memory::cpu_peak_bytes())};
   } catch (const c10::Error& e) {
     if (memory::budget() > 0 && std::string(e.what()).find("out of memory") != std::string::npos) {
       return {false, memory::snapshot().peak_tensor_bytes};
@@ -133,8 +143,8 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
       make_method(config, train_set->tasks());  // the model alone must fit
       return find_method(config.train.method).min_batch_size(config);
     } catch (const memory::BudgetExceeded& e) {
-      fail("the ", config.train.method, " model alone does not fit train.memory_budget ", config.train.memory_budget, " (",
-           e.what(), "); raise the budget or use a smaller backbone");
+      refuse(e.needed(), "the ", config.train.method, " model alone does not fit train.memory_budget ",
+             config.train.memory_budget, " (", e.what(), "); raise train.memory_budget or use a smaller model.encoder");
     }
   }();
   max_batch = std::min(max_batch, train_set->size());
@@ -156,8 +166,13 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
       plan.settings_index = static_cast<int64_t>(i);
       found = lo_limit < max_batch && fits(lo_limit);
     }
-    TESSERA_CHECK(found, "no batch fits train.memory_budget ", config.train.memory_budget, ": even batch ", lo_limit, " with ",
-                  describe(settings.back()), " needs more; raise the budget or lower ", method.memory_knobs);
+    if (!found) {
+      refuse(plan.trials.back()["peak_tensor_bytes"].get<int64_t>(), "no batch fits train.memory_budget ",
+             config.train.memory_budget, ": even batch ", lo_limit, " with ", describe(settings.back()), " needs more than ",
+             memory::format_bytes(plan.trials.back()["peak_tensor_bytes"].get<int64_t>()),
+             " (the planner keeps 5 % headroom: it plans against ", memory::format_bytes(memory::budget()),
+             "); raise train.memory_budget or lower ", method.memory_knobs);
+    }
   } else if (!fits(lo_limit)) {
     const bool can_sample_less = method.plans_sampling_fraction, can_downscale = method.plans_image_size;
     const int64_t n = patch_count(config);
@@ -172,10 +187,14 @@ BatchPlan plan_batch(const Config& base, const data::DatasetPtr& train_set, int6
       plan.image_size = side /= 2;
       if ((found = fits(lo_limit))) break;
     }
-    TESSERA_CHECK(found, "no batch fits train.memory_budget ", config.train.memory_budget, ": even batch ", lo_limit,
-                  can_sample_less ? " at one patch per inner iteration" : "",
-                  can_downscale ? fmt::format(" on images downscaled to {} px", side) : "",
-                  " needs more; raise the budget or lower ", method.memory_knobs);
+    if (!found) {
+      refuse(plan.trials.back()["peak_tensor_bytes"].get<int64_t>(), "no batch fits train.memory_budget ",
+             config.train.memory_budget, ": even batch ", lo_limit, can_sample_less ? " at one patch per inner iteration" : "",
+             can_downscale ? fmt::format(" on images downscaled to {} px", side) : "", " needs more than ",
+             memory::format_bytes(plan.trials.back()["peak_tensor_bytes"].get<int64_t>()),
+             " (the planner keeps 5 % headroom: it plans against ", memory::format_bytes(memory::budget()),
+             "); raise train.memory_budget or lower ", method.memory_knobs);
+    }
   }
   // Doubling, then bisection between the last batch that fitted and the first that did not.
   while (bad < 0 && good < max_batch) {
@@ -205,8 +224,8 @@ void check_budget(const Config& config, const data::DatasetPtr& train_set) {
     if (!trial_step(trial, train_set).first) continue;
     std::string flags;
     for (const auto& [k, v] : s) flags += fmt::format(" --{} {}", k, v);
-    fail("train.memory_budget ", config.train.memory_budget, " does not fit a ", config.train.method, " step at batch ",
-         config.train.batch_size, describe_current(config, s), " (the trial reached ", memory::format_bytes(peak), "); ",
+    refuse(peak, "train.memory_budget ", config.train.memory_budget, " does not fit a ", config.train.method, " step at batch ",
+         config.train.batch_size, describe_current(config, s), " (it needs more than ", memory::format_bytes(peak), "); ",
          describe(s), " fits: pass", flags, " (or --train.auto_batch true to plan the batch too)");
   }
   Config smallest = config;
@@ -221,12 +240,15 @@ void check_budget(const Config& config, const data::DatasetPtr& train_set) {
     smallest.patchgd.q = 1.0 / static_cast<double>(n);
     what += " with one patch per inner iteration (its smallest chunk)";
   }
-  TESSERA_CHECK(trial_step(smallest, train_set).first, "train.memory_budget ", config.train.memory_budget, " is too small for ",
-                config.train.method, ": even its smallest step, ", what, ", needs more; raise the budget or use a smaller "
-                "backbone or data.patch");
-  fail("train.memory_budget ", config.train.memory_budget, " does not fit a ", config.train.method, " step at batch ",
+  const auto [smallest_fits, smallest_needs] = trial_step(smallest, train_set);
+  if (!smallest_fits) {
+    refuse(smallest_needs, "train.memory_budget ", config.train.memory_budget, " is too small for ", config.train.method,
+           ": even its smallest step, ", what, ", needs more than ", memory::format_bytes(smallest_needs),
+           "; raise train.memory_budget above that, lower ", method.memory_knobs, ", or use a smaller model.encoder");
+  }
+  refuse(peak, "train.memory_budget ", config.train.memory_budget, " does not fit a ", config.train.method, " step at batch ",
        config.train.batch_size, method.plans_sampling_fraction ? fmt::format(", q {}", config.patchgd.q) : "",
-       " (the trial reached ", memory::format_bytes(peak), "); lower ", method.memory_knobs,
+       " (it needs more than ", memory::format_bytes(peak), "); lower ", method.memory_knobs,
        ", or pass --train.auto_batch true to find what fits");
 }
 

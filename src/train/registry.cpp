@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "tessera/core/error.h"
+#include "tessera/core/suggest.h"
 #include "tessera/models/encoder_registry.h"
 #include "tessera/data/csv_images.h"
 #include "tessera/data/megapixel_mnist.h"
@@ -29,7 +30,11 @@ std::string names(const std::vector<Entry>& entries) {
 template <typename Entry>
 const Entry& find(const std::vector<Entry>& entries, const std::string& name, const char* key) {
   const auto it = std::find_if(entries.begin(), entries.end(), [&](const Entry& e) { return e.name == name; });
-  TESSERA_CHECK(it != entries.end(), key, " '", name, "' is not one of ", names(entries));
+  if (it == entries.end()) {
+    std::vector<std::string> all;
+    for (const auto& e : entries) all.push_back(e.name);
+    fail(key, " '", name, "' is not one of ", names(entries), did_you_mean(name, all));
+  }
   return *it;
 }
 

@@ -121,7 +121,9 @@ RunSpec make_run_spec(const Config& config, const std::vector<Task>& tasks, cons
 nlohmann::json to_json(const RunSpec& s) {
   nlohmann::json tasks = nlohmann::json::array();
   for (const auto& t : s.tasks) {
-    tasks.push_back({{"name", t.name}, {"activation", t.activation}, {"classes", t.outputs}, {"ordinal", t.ordinal}});
+    nlohmann::json task{{"name", t.name}, {"activation", t.activation}, {"classes", t.outputs}, {"ordinal", t.ordinal}};
+    if (!t.classes.empty()) task["class_names"] = t.classes;  // labels given as names, in index order
+    tasks.push_back(task);
   }
   nlohmann::json options = nlohmann::json::object();
   for (const auto& [k, v] : s.options) options[k] = v;
@@ -166,6 +168,12 @@ RunSpec spec_from_json(const nlohmann::json& j, const std::string& origin) {
     TESSERA_CHECK(task.activation == "softmax" || task.activation == "sigmoid", origin, ": task '", task.name,
                   "' has activation '", task.activation, "'; expected softmax or sigmoid");
     TESSERA_CHECK(task.outputs > 0, origin, ": task '", task.name, "' has ", task.outputs, " classes");
+    if (t.contains("class_names")) {
+      task.classes = field<std::vector<std::string>>(t, "class_names", origin);
+      const size_t expected = task.activation == "sigmoid" ? 2 : static_cast<size_t>(task.outputs);
+      TESSERA_CHECK(task.classes.size() == expected, origin, ": task '", task.name, "' names ", task.classes.size(),
+                    " classes but has ", expected);
+    }
     s.tasks.push_back(task);
   }
   TESSERA_CHECK(!s.tasks.empty(), origin, ": the run spec lists no tasks");

@@ -162,8 +162,10 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
     bool out_of_time = false;
     double window_loss = 0;  // train.log_every: the mean loss of the steps since the last record
     int64_t window_steps = 0;
+    double last_lr = schedule.at(schedule_step());  // the LR of the epoch's last step (its record's "lr")
     while (auto batch = loader.next()) {
       const double lr = schedule.at(schedule_step());
+      last_lr = lr;
       for (auto& group : optimizer_->param_groups()) group.options().set_lr(lr);
       const auto labels = batch->labels;
       const int64_t size_of_step = batch->size();
@@ -208,7 +210,7 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
     const auto mem = memory::snapshot();
     nlohmann::json record{{"epoch", state_.epoch + 1},
                           {"step", state_.step},
-                          {"lr", schedule.at(schedule_step())},
+                          {"lr", last_lr},
                           {"train", train_summary},
                           {"seconds", seconds},
                           {"peak_tensor_bytes", mem.peak_tensor_bytes},
@@ -224,9 +226,21 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
       record["skipped_steps"] = scaler_->skipped_steps();
     }
     const bool eval_now = (state_.epoch + 1) % t.eval_every == 0 || state_.epoch + 1 == t.epochs || out_of_time;
-    if (test_set_ && test_set_->size() > 0 && eval_now) {
-      if (t.precise_bn > 0) record["precise_bn_seconds"] = recompute_batch_norm_statistics();
-      record["test"] = evaluate(test_set_);
+    const bool evaluates = test_set_ && test_set_->size() > 0 && eval_now;
+    if (evaluates && t.precise_bn > 0) record["precise_bn_seconds"] = recompute_batch_norm_statistics();
+    if (epoch_done) ++state_.epoch;
+    save();  // the finished epoch is kept before its evaluation can fail
+    if (evaluates) {
+      try {
+        record["test"] = evaluate(test_set_);
+      } catch (const std::exception& e) {
+        const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+        const std::string what = c10 ? c10->what_without_backtrace() : e.what();
+        record["test_error"] = what;
+        if (dist::is_main()) run_.append_metrics(record);
+        fail("evaluating epoch ", record["epoch"].get<int64_t>(), " on the test set failed: ", what,
+             "; the epoch's training is saved in ", checkpoint_path(), ": fix the cause and rerun with --resume");
+      }
     }
     if (dist::is_main()) {
       run_.append_metrics(record);
@@ -238,8 +252,6 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
                                 seconds, memory::format_bytes(mem.peak_tensor_bytes),
                                 memory::format_bytes(mem.peak_rss_bytes)));
     last = record;
-    if (epoch_done) ++state_.epoch;
-    save();
     if (out_of_time) {
       log::info("stopped at train.time_limit ({:.0f} s of training); --resume with a larger limit continues", t.time_limit);
       return last;
@@ -254,7 +266,7 @@ methods::StepResult Trainer::train_step(data::Batch batch) {
     return method_.train_step(std::move(batch), context);
   } catch (const memory::BudgetExceeded& e) {
     // The last checkpoint on disk is untouched: nothing is saved after a failed step.
-    throw memory::BudgetExceeded(budget_advice(e.what()));
+    throw memory::BudgetExceeded(budget_advice(e.what()), e.needed());
   } catch (const c10::Error& e) {
     const std::string what = e.what_without_backtrace();
     if (memory::budget() > 0 && what.find("out of memory") != std::string::npos) {

@@ -92,6 +92,7 @@ def test_predict_equals_the_command_line(trained):
     assert torch.allclose(from_tensor.outputs["digit"], got.outputs["digit"], atol=1e-6)
     picture = got.draw()
     assert picture.shape[0] == 3 and picture.shape[1:] == got.picture.shape[1:]
+    assert "tensor" not in repr(got) and len(repr(got)) < 200, repr(got)
 
 
 def test_checkpoints_open_in_pytorch_without_tessera(trained):
@@ -156,6 +157,13 @@ def test_encoder_equals_tessera_embed(tmp_path):
     mean = torch.tensor(encoder.spec["preprocessing"]["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(encoder.spec["preprocessing"]["std"]).view(1, 3, 1, 1)
     assert torch.allclose(encoder((batch - mean) / std, normalize=False), expected, atol=1e-5)
+    # numpy arrays, single images and lists of images (as read_region and PIL give them) encode the same
+    assert torch.allclose(encoder(uint8.numpy()), expected, atol=1e-5)
+    assert torch.allclose(encoder(uint8[0]), expected[:1], atol=1e-5)
+    assert torch.allclose(encoder([uint8[0].permute(1, 2, 0).numpy(), uint8[1]]), expected, atol=1e-5)
+    with pytest.raises(TypeError, match="images must be a torch.Tensor or a numpy array"):
+        encoder("a.png")
+    assert len(repr(encoder)) < 200
 
 
 def test_slide_read_region_equals_the_full_image(tmp_path):
@@ -168,9 +176,9 @@ def test_slide_read_region_equals_the_full_image(tmp_path):
         slide = tessera.open_slide(path, backend=backend)
         assert slide.dimensions == (512, 512)
         assert slide.levels[0] == (512, 512, 1.0) and len(slide.levels) >= 2
-        region = slide.read_region(100, 60, 0, 64, 48)
-        assert region.shape == (48, 64, 3) and region.dtype == np.uint8
-        assert np.array_equal(region, whole[60:108, 100:164]), backend
+        region = slide.read_region(100, 60, 0, 64, 48)  # what Encoder and Run.predict take: (3, H, W) uint8
+        assert isinstance(region, torch.Tensor) and region.shape == (3, 48, 64) and region.dtype == torch.uint8
+        assert np.array_equal(region.permute(1, 2, 0).numpy(), whole[60:108, 100:164]), backend
 
 
 def test_slides_from_python_equal_the_command_line(tmp_path):
@@ -202,6 +210,8 @@ def test_slides_from_python_equal_the_command_line(tmp_path):
     ours = json.loads((tmp_path / "scores.geojson").read_text())
     theirs = json.loads((tmp_path / "pred" / "scores.geojson").read_text())
     assert len(ours["features"]) == len(theirs["features"]) == got.scores.numel()
+    assert ours["properties"] == theirs["properties"] == {"predicted": expected["predicted"]}
+    assert len(repr(got)) < 200
     for a, b in zip(ours["features"], theirs["features"]):
         assert a["geometry"] == b["geometry"]
         assert a["properties"].get("classification") == b["properties"].get("classification")
@@ -262,9 +272,21 @@ def test_errors_carry_the_message(tmp_path):
     assert isinstance(error.value, ValueError)
     with pytest.raises(tessera.Error, match="data.dataset"):
         tessera.train(run_dir=tmp_path / "bad", data__dataset="no_such_set", progress=False)
-    with pytest.raises(tessera.Error, match="Encoder"):
-        tessera.Encoder("vit_small_patch16_224", args={"img_size": 32, "depth": 1})(torch.zeros(3, 32, 32))
+    with pytest.raises(TypeError, match=r"Encoder: images has shape \(32, 32\)"):
+        tessera.Encoder("vit_small_patch16_224", args={"img_size": 32, "depth": 1})(torch.zeros(32, 32))
     assert not (tmp_path / "bad" / "checkpoint.pt").exists()
+    # Unknown keys get the nearest names; messages name Python's keywords, not the command line's flags.
+    with pytest.raises(tessera.Error, match="did you mean train.epochs"):
+        tessera.train(run_dir=tmp_path / "bad", train__epoch=1, progress=False)
+    with pytest.raises(tessera.Error, match="resume= given but") as error:
+        tessera.train(run_dir=tmp_path / "never-trained", resume=True, progress=False)
+    assert "--" not in str(error.value)
+    # A budget failure is its own class (still a tessera.Error) and names what to change.
+    mnist = write_fake_mnist(tmp_path / "mnist")
+    with pytest.raises(tessera.BudgetExceeded, match="raise train.memory_budget"):
+        tessera.train(run_dir=tmp_path / "small", overrides=dict(TINY, **{"data.mnist_dir": mnist}),
+                      train__memory_budget="64KiB", progress=False)
+    assert issubclass(tessera.BudgetExceeded, tessera.Error)
 
 
 def test_the_example_notebook_runs(tmp_path, monkeypatch):

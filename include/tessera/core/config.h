@@ -31,7 +31,7 @@ struct DataConfig {
   int64_t digit_size = 28;  // scattered_mnist: the digit's side in pixels
   std::string train_csv;    // csv: rows "path,label" (header line), paths relative to the CSV
   std::string test_csv;
-  int64_t classes = 0;      // csv: number of classes (0: max label + 1)
+  std::string classes;      // csv, slides: class names in index order ("normal,tumor"), or their number; empty: from the labels
   std::string mean;         // per-channel normalisation, e.g. "0.9770,0.9550,0.9667" (empty: none)
   std::string std;
   bool ordinal = false;     // classes are ordered grades: report quadratic weighted kappa

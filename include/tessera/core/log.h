@@ -9,7 +9,20 @@ namespace tessera::log {
 enum class Level { debug, info, warn, error };
 
 void set_level(Level level);
-void set_file(const std::string& path);  // also write to this file (the run directory's log)
+// Also writes to a file (a run's train.log) while it lives; its sink goes with it, so a library call
+// leaves the process's sinks as it found them.
+class FileSink {
+ public:
+  explicit FileSink(const std::string& path);
+  ~FileSink();
+  FileSink(const FileSink&) = delete;
+  FileSink& operator=(const FileSink&) = delete;
+  // To this file only: what the caller reports on the console itself (the error a run stops with).
+  void record(Level level, const std::string& message);
+
+ private:
+  std::shared_ptr<void> sink_;
+};
 void set_tag(const std::string& tag);    // printed before every message, e.g. "[rank 1]" in data-parallel runs
 void write(Level level, const std::string& message);
 

@@ -28,7 +28,13 @@ int64_t current_rss_bytes();
 // Thrown when an allocation would exceed the memory budget.
 class BudgetExceeded : public Error {
  public:
-  using Error::Error;
+  // needed: the live tensor bytes the refused allocation would have brought (what the work needs at
+  // least); 0 when unknown.
+  explicit BudgetExceeded(const std::string& what, int64_t needed = 0) : Error(what), needed_(needed) {}
+  int64_t needed() const { return needed_; }
+
+ private:
+  int64_t needed_ = 0;
 };
 
 // Caps live CPU tensor bytes: an allocation that would exceed it throws BudgetExceeded naming the

@@ -1,10 +1,11 @@
 // A data set of ordinary image files listed in a CSV (header line, then "path,label" rows with paths
-// relative to the CSV), e.g. PANDA slides after `tessera prepare-images`. Every image must already
+// relative to the CSV; labels are class indices or class names, see data/classes.h), e.g. PANDA slides after `tessera prepare-images`. Every image must already
 // have the configured size; normalisation is per channel.
 #pragma once
 #include <string>
 #include <vector>
 
+#include "tessera/data/classes.h"
 #include "tessera/data/dataset.h"
 
 namespace tessera::data {
@@ -13,7 +14,8 @@ struct CsvImagesOptions {
   std::string csv;
   int64_t height = 512, width = 512;
   int64_t channels = 3;
-  int64_t classes = 0;  // 0: max label + 1
+  std::string key = "data.train_csv";  // the setting naming the list, for errors
+  ClassList classes;                  // resolved over every split (labels as indices or names)
   bool ordinal = false;
   std::vector<float> mean, std;  // empty: no normalisation
 };
@@ -23,7 +25,10 @@ class CsvImages final : public Dataset {
   explicit CsvImages(CsvImagesOptions options);
   int64_t size() const override { return static_cast<int64_t>(paths_.size()); }
   Sample get(int64_t index) const override;
-  std::vector<Task> tasks() const override { return {{"label", "softmax", classes_, options_.ordinal}}; }
+  std::vector<Task> tasks() const override;
+  std::map<std::string, std::vector<int64_t>> class_counts() const override;
+  void check_inputs(int64_t threads) const override;
+  std::string source() const override;
   torch::Tensor picture(int64_t index) const override;
   Normalization normalization() const override { return {options_.mean, options_.std}; }
   const std::string& path(int64_t index) const { return paths_.at(index); }
@@ -33,7 +38,7 @@ class CsvImages final : public Dataset {
   CsvImagesOptions options_;
   std::vector<std::string> paths_;
   std::vector<int64_t> labels_;
-  int64_t classes_ = 0;
+  std::vector<int64_t> lines_;  // each image's line in the CSV, for errors
 };
 
 // "0.977, 0.955,0.9667" -> {0.977, 0.955, 0.9667}; empty -> {}. key names the setting in errors.

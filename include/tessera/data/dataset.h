@@ -3,6 +3,7 @@
 #include <torch/types.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,6 +50,14 @@ class Dataset {
   virtual torch::Tensor picture(int64_t index) const { return get(index).image; }
   // What get() applies to picture(): saved in the run spec so prediction repeats it.
   virtual Normalization normalization() const { return {}; }
+  // Per task, how many samples hold each class (index order; a binary sigmoid task: negative, positive),
+  // from the labels alone; empty when the data set cannot say without generating its samples.
+  virtual std::map<std::string, std::vector<int64_t>> class_counts() const { return {}; }
+  // Checks, before training, every file the samples will read (it exists and its header opens) with
+  // `threads` threads; an error names the file and the row listing it. Generated sets have none.
+  virtual void check_inputs(int64_t threads) const { (void)threads; }
+  // Where the samples are listed, for errors (e.g. "data.test_csv 'test.csv'"); empty for generated sets.
+  virtual std::string source() const { return {}; }
 };
 using DatasetPtr = std::shared_ptr<const Dataset>;
 

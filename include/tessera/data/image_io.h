@@ -24,8 +24,16 @@ void release_vips_thread();
 
 // Makes an image read from `path` fit a model's input: an alpha channel is dropped and grey is
 // replicated to 3 channels when `channels` is 3; then channel count and size (when height, width > 0)
-// must match, or the error names the file and the fix.
-torch::Tensor conform_image(torch::Tensor image, int64_t channels, int64_t height, int64_t width, const std::string& path);
+// must match, or the error names the image (`what`, e.g. "image 'a.png'") and the fix.
+torch::Tensor conform_image(torch::Tensor image, int64_t channels, int64_t height, int64_t width, const std::string& what);
+
+// An image file's channels and size from its header (nothing decoded; .pt tensors are read whole).
+struct ImageHeader {
+  int64_t channels = 0, height = 0, width = 0;
+};
+ImageHeader read_image_header(const std::string& path);
+// conform_image's checks on a header: the image would fit a model of these channels and size.
+void check_image_header(const ImageHeader& header, int64_t channels, int64_t height, int64_t width, const std::string& what);
 
 // image (C, H, W) float in [0, 1], C = 1 or 3 -> 8-bit PNG (written atomically).
 void write_png(const std::string& path, const torch::Tensor& image);

@@ -99,6 +99,9 @@ struct MethodInfo {
   bool schedule_from_one = false;
   std::function<std::unique_ptr<Method>(const Config&, const std::vector<Task>&)> make;
   std::function<void(const Config&)> validate;  // method-specific checks; may be empty
+  // Image inputs: checks against the patch grid of one data.height x data.width image (e.g. IPS's M
+  // against the patch count), run before training (train/preflight.h); may be empty.
+  std::function<void(const Config&, const data::PatchGrid&)> validate_grid;
 };
 
 // Mean over tasks of NLL(log(p + 1e-6)) for softmax tasks and BCE for sigmoid tasks (the IPS

@@ -13,11 +13,13 @@
 namespace tessera::slides {
 
 // scores (N) one per patch of grid; selected (N) bool, or undefined for none. measurement: the name the
-// score is stored under (e.g. "attention").
+// score is stored under (e.g. "attention"). prediction, when not null, is the slide's predicted classes
+// (predicted, predicted_class: class names when the run has them), kept as the collection's "properties".
 nlohmann::json scores_geojson(const PatchCoords& grid, const torch::Tensor& scores, const torch::Tensor& selected,
-                              const std::string& measurement);
+                              const std::string& measurement, const nlohmann::json& prediction = nullptr);
 // The same, written atomically to path.
 void write_scores_geojson(const std::string& path, const PatchCoords& grid, const torch::Tensor& scores,
-                          const torch::Tensor& selected, const std::string& measurement);
+                          const torch::Tensor& selected, const std::string& measurement,
+                          const nlohmann::json& prediction = nullptr);
 
 }  // namespace tessera::slides

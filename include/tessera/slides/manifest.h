@@ -1,5 +1,5 @@
 // Slide manifests: a CSV with a header naming the columns. `slide` (path, relative to the CSV) is
-// required; `label` (one task) or `label_<task>` columns (several) hold class indices; `split`
+// required; `label` (one task) or `label_<task>` columns (several) hold class indices or class names; `split`
 // (train / val / test) and `id` (default: the file name without extension) are optional.
 #pragma once
 #include <cstdint>
@@ -11,7 +11,8 @@ namespace tessera::slides {
 
 struct ManifestEntry {
   std::string id, path, split;
-  std::map<std::string, int64_t> labels;  // task -> class index
+  std::map<std::string, std::string> labels;  // task -> label as written (a class index or a class name)
+  std::map<std::string, int64_t> label_lines;  // task -> the CSV line holding it, for errors
 };
 
 // Errors name the file and row. Labels are optional (inference manifests).

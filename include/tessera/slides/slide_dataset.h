@@ -52,12 +52,15 @@ struct SlideDataOptions {
   int64_t read_workers = 2;
   std::vector<float> mean, std;
   std::vector<Task> tasks;  // fixed tasks (a run's spec); empty: from the manifest
+  std::string classes;      // data.classes: class names (or their number) of the one label column
 };
 SlideDataOptions slide_data_options(const Config& config, const std::string& split);
 // One task per label column over the whole manifest: a binary column (labels 0 and 1) is one sigmoid
 // output trained with binary cross-entropy, as the IPS reference's CAMELYON16 setting; more classes
-// are a softmax over max label + 1. A column with one class only is an error naming it.
-std::vector<Task> manifest_tasks(const std::vector<ManifestEntry>& entries, const std::string& manifest);
+// are a softmax over max label + 1. Labels may be class names (sorted, or in the order `classes` lists
+// them; data/classes.h). A column with one class only is an error naming it.
+std::vector<Task> manifest_tasks(const std::vector<ManifestEntry>& entries, const std::string& manifest,
+                                 const std::string& classes = "");
 
 class SlideDataset final : public data::Dataset {
  public:
@@ -69,6 +72,10 @@ class SlideDataset final : public data::Dataset {
   std::vector<Task> tasks() const override { return tasks_; }
   torch::Tensor picture(int64_t index) const override;  // a thumbnail
   data::Normalization normalization() const override { return {options_.mean, options_.std}; }
+  std::map<std::string, std::vector<int64_t>> class_counts() const override;
+  std::string source() const override;
+  // The class index of a slide's label for `task`, or -1 when it has none.
+  int64_t label(int64_t index, const std::string& task) const;
   const ManifestEntry& entry(int64_t index) const { return entries_.at(index); }
   const std::vector<SlideOutcome>& failures() const { return failures_; }
   // The bag of one slide (what get() puts in its sample).
@@ -77,6 +84,7 @@ class SlideDataset final : public data::Dataset {
  private:
   SlideDataOptions options_;
   std::vector<ManifestEntry> entries_;
+  std::vector<std::map<std::string, int64_t>> labels_;  // per entry: task -> class index
   std::vector<SlideOutcome> failures_;
   std::vector<Task> tasks_;
 };

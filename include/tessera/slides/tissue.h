@@ -27,6 +27,9 @@ struct PatchGridOptions {
   std::string annotations;
 };
 
+// Checks the grid settings before any slide is read (errors say which setting and its valid range).
+void check_grid_options(const PatchGridOptions& options);
+
 struct TissueMask {
   torch::Tensor mask;      // (h, w) bool
   torch::Tensor score;     // (h, w) float, the transform Otsu thresholded

@@ -25,7 +25,8 @@ struct BatchPlan {
 };
 
 // Two training steps of config's method at config.train.batch_size under config.train.memory_budget;
-// returns whether it fitted and the peak live tensor bytes it reached.
+// returns whether it fitted and, if it did, the peak live tensor bytes it reached; if not, what it needs at
+// least (the live bytes the refused allocation would have brought, above the budget).
 std::pair<bool, int64_t> trial_step(const Config& config, const data::DatasetPtr& train_set);
 
 // Largest batch in [method minimum, max_batch] whose step fits the budget. Methods with memory
