@@ -238,6 +238,7 @@ nlohmann::json Trainer::fit(bool resume, int64_t stop_after_steps) {
         const std::string what = c10 ? c10->what_without_backtrace() : e.what();
         record["test_error"] = what;
         if (dist::is_main()) run_.append_metrics(record);
+        if (what.rfind("rank ", 0) == 0) throw;  // a collective's failure already says which rank and why
         fail("evaluating epoch ", record["epoch"].get<int64_t>(), " on the test set failed: ", what,
              "; the epoch's training is saved in ", checkpoint_path(), ": fix the cause and rerun with --resume");
       }
